@@ -1,0 +1,25 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    creates .venv, installs the app, opens the window
+#   make test   creates .venv, installs the app with its test tools, runs the test suite
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/python main.py $(ARGS)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
