@@ -1,0 +1,61 @@
+"""Headless command line: ``car-desktop [SUBCOMMAND] ...``.
+
+With no sub-command it opens the desktop window. Each sub-command lives in its own module that
+exposes ``register(subparsers)``; the handler returns an exit code. User errors (``CaRDesktopError``)
+are printed as one clear line and give exit code 2; Ctrl+C gives 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .. import __version__
+from ..engine.errors import CaRDesktopError
+
+#: Modules under car_desktop.cli that register sub-commands, in help order.
+COMMAND_MODULES = ("segment", "models", "project", "batch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="car-desktop",
+        description="Segment any typed concept with CLIP as RNN + SAM; label, correct and export COCO.",
+    )
+    parser.add_argument("--version", action="version", version=f"car-desktop {__version__}")
+    parser.add_argument("--test-models", action="store_true",
+                        help="use tiny random-weight models (for tests and demos: masks are meaningless)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:  # a command module not written yet
+            if exc.name == f"{__name__}.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        from ..app import launch_gui  # Qt is imported only when the window is wanted
+
+        return launch_gui(test_models=args.test_models, argv=rest)
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    try:
+        return int(args.handler(args) or 0)
+    except CaRDesktopError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
