@@ -85,6 +85,10 @@ class CaRConfig:
     max_steps: int = 10
     #: Long side cap of the proposal input, so a 6000x4000 photo does not build a 40k-token attention.
     proposal_long_side: int = 640
+    #: Long side of the working image for prompts, CRF and masks; final masks are resized back to full
+    #: resolution. Bounds memory and CRF time on 24-megapixel photos (a deviation: the paper's images
+    #: are about 500 px, so it never applies there).
+    work_long_side: int = 1024
     #: Number of last blocks whose attention is averaged in the CAM refinement (CLIP-ES uses 8).
     refine_layers: int = 8
     blur_kernel: int = 15
@@ -120,8 +124,8 @@ class CaRConfig:
             raise ConfigError(f"Unknown SAM mode {self.sam_mode!r}; choose from {', '.join(SAM_MODES)}.")
         if self.max_steps < 2:
             raise ConfigError("max_steps must be at least 2 (the first step never stops the loop).")
-        if self.proposal_long_side < 32:
-            raise ConfigError("proposal_long_side must be at least 32 pixels.")
+        if self.proposal_long_side < 32 or self.work_long_side < 32:
+            raise ConfigError("proposal_long_side and work_long_side must be at least 32 pixels.")
         if not self.templates:
             raise ConfigError("At least one classifier template is needed.")
 

@@ -1,0 +1,93 @@
+"""Mask <-> compressed RLE (pycocotools), plus the measures stored beside each mask.
+
+A mask is stored twice, both small: the full-image COCO RLE (export-ready, no decoding needed to
+write RLE COCO) and the RLE of its bounding-box crop (so reading one mask, or tracing its polygon,
+costs in proportion to the object, not the image). Area and bbox come from pycocotools; the count of
+connected parts and of holes is measured once here so exports can choose polygon or RLE without decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from .errors import MaskError
+
+
+@dataclass(frozen=True)
+class EncodedMask:
+    height: int
+    width: int
+    rle: bytes                         # full-image COCO compressed counts (column-major)
+    crop_rle: bytes                    # compressed counts of the bbox crop
+    bbox: tuple[int, int, int, int]    # x, y, w, h (pycocotools toBbox)
+    area: int
+    parts: int
+    holes: int
+
+
+def as_bool_mask(mask: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Validate and convert to a 2-D bool array; raise MaskError on a wrong shape."""
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise MaskError(f"a mask must be 2-D (height x width), got shape {m.shape}")
+    if shape is not None and m.shape != tuple(shape):
+        raise MaskError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}")
+    return m if m.dtype == bool else m != 0
+
+
+def _rle_counts(mask_u8_f: np.ndarray) -> bytes:
+    return mask_utils.encode(mask_u8_f)["counts"]
+
+
+def topology(crop: np.ndarray) -> tuple[int, int]:
+    """(parts, holes) of a bool mask, 8-connected parts (as traced by OpenCV)."""
+    if not crop.any():
+        return 0, 0
+    _, hierarchy = cv2.findContours(crop.view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    h = hierarchy[0]
+    parts = int((h[:, 3] < 0).sum())
+    return parts, int(len(h) - parts)
+
+
+def encode(mask: np.ndarray) -> EncodedMask:
+    """Encode a 2-D mask (any dtype, non-zero = inside)."""
+    m = as_bool_mask(mask)
+    height, width = m.shape
+    full = np.asfortranarray(m.view(np.uint8) if m.dtype == bool else m.astype(np.uint8))
+    rle = mask_utils.encode(full)
+    area = int(mask_utils.area(rle))
+    if area == 0:
+        return EncodedMask(height, width, rle["counts"], b"", (0, 0, 0, 0), 0, 0, 0)
+    x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(rle))
+    crop = np.ascontiguousarray(m[y:y + h, x:x + w])
+    crop_counts = _rle_counts(np.asfortranarray(crop.view(np.uint8)))
+    parts, holes = topology(crop)
+    return EncodedMask(height, width, rle["counts"], crop_counts, (x, y, w, h), area, parts, holes)
+
+
+def decode_crop(crop_rle: bytes, bbox: tuple[int, int, int, int]) -> np.ndarray:
+    """The bbox crop as a C-contiguous bool array of shape (h, w)."""
+    _, _, w, h = bbox
+    if w == 0 or h == 0:
+        return np.zeros((h, w), bool)
+    crop = mask_utils.decode({"size": [h, w], "counts": crop_rle})
+    return np.ascontiguousarray(crop, dtype=bool)
+
+
+def decode(height: int, width: int, crop_rle: bytes, bbox: tuple[int, int, int, int]) -> np.ndarray:
+    """The full mask as a C-contiguous bool array of shape (height, width)."""
+    out = np.zeros((height, width), bool)
+    x, y, w, h = bbox
+    if w and h:
+        out[y:y + h, x:x + w] = decode_crop(crop_rle, bbox)
+    return out
+
+
+def decode_full_rle(height: int, width: int, counts: bytes | str) -> np.ndarray:
+    """Decode a full-image COCO compressed RLE to a C-contiguous bool array."""
+    m = mask_utils.decode({"size": [height, width], "counts": counts})
+    return np.ascontiguousarray(m, dtype=bool)

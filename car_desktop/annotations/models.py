@@ -1,0 +1,138 @@
+"""Plain data the annotation layer hands out: image, category and annotation rows, mask edits,
+and the reports of export, import and relink. Frozen dataclasses with no behaviour beyond small
+conveniences, so the GUI can hold them across threads without touching the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+ImageStatus = Literal["new", "auto", "reviewed"]
+Source = Literal["car", "sam", "manual", "import"]
+
+IMAGE_STATUSES: tuple[str, ...] = ("new", "auto", "reviewed")
+SOURCES: tuple[str, ...] = ("car", "sam", "manual", "import")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of the project. ``rel_path`` uses '/' and is relative to ``Project.image_root``."""
+
+    id: int
+    rel_path: str
+    width: int
+    height: int
+    content_hash: str | None
+    status: ImageStatus
+
+
+@dataclass(frozen=True)
+class Category:
+    """A concept. ``name`` is the display name (first synonym); ``synonyms`` are the others.
+    ``color`` is the user's choice or, by default, ``palette.color_for_id(id)``."""
+
+    id: int
+    name: str
+    synonyms: tuple[str, ...]
+    color: tuple[int, int, int]
+
+    @property
+    def query_text(self) -> str:
+        """Text for the engine: 'car | automobile' style, name first."""
+        return " | ".join((self.name, *self.synonyms))
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """An annotation without its mask (the mask is fetched with ``Project.get_mask(id)``).
+
+    ``bbox`` is COCO [x, y, w, h] and ``area`` the pixel count, both from pycocotools on the mask.
+    ``edited`` is True once a person changed the mask; such annotations survive re-runs of CaR.
+    ``parts`` is the number of 8-connected components, ``holes`` the number of holes.
+    """
+
+    id: int
+    image_id: int
+    category_id: int
+    score: float | None
+    source: Source
+    edited: bool
+    area: int
+    bbox: tuple[int, int, int, int]
+    parts: int
+    holes: int
+    provenance: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Edit:
+    """The changed rectangle of a mask and its content before and after.
+
+    ``rect`` is (y0, x0, y1, x1), half-open; ``before`` / ``after`` are bool arrays of shape
+    (y1 - y0, x1 - x0). An empty edit (nothing changed) has rect (0, 0, 0, 0).
+    """
+
+    rect: tuple[int, int, int, int]
+    before: np.ndarray
+    after: np.ndarray
+
+    @property
+    def is_empty(self) -> bool:
+        y0, x0, y1, x1 = self.rect
+        return y1 <= y0 or x1 <= x0
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.before.nbytes + self.after.nbytes)
+
+    def inverse(self) -> "Edit":
+        """The edit that undoes this one."""
+        return Edit(self.rect, self.after, self.before)
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote, and what it could not express (notes are for the user)."""
+
+    path: str
+    images: int = 0
+    annotations: int = 0
+    categories: int = 0
+    polygons: int = 0
+    rles: int = 0
+    empty_skipped: int = 0
+    holes_lost: int = 0             # instances written as polygons whose holes were filled
+    hole_pixels_lost: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportProblem:
+    """One COCO entry that was not imported, and why."""
+
+    kind: Literal["image", "annotation", "category", "file"]
+    entry_id: Any
+    message: str
+
+
+@dataclass
+class ImportReport:
+    images_added: int = 0
+    images_existing: int = 0
+    categories_added: int = 0
+    annotations_added: int = 0
+    problems: list[ImportProblem] = field(default_factory=list)
+
+
+@dataclass
+class RelinkReport:
+    """Result of ``Project.relink``: images found under the new root (by path or by content hash)
+    and the rel_paths still missing."""
+
+    found_by_path: int = 0
+    found_by_hash: int = 0
+    missing: list[str] = field(default_factory=list)

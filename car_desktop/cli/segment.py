@@ -1,0 +1,109 @@
+"""``car-desktop segment IMAGE --concepts "..."``: run CaR on one image and write the results.
+
+Writes a colour label PNG, one mask PNG per concept and a JSON summary (scores, statuses, trace,
+timings, pass counts) into ``--out``, and prints a table of the concepts with their status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.config import PRESETS, SAM_MODES, preset
+from ..engine.errors import CaRDesktopError
+from ..engine.results import CaRResult, Progress
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment typed concepts in one image")
+    p.add_argument("image", type=Path)
+    p.add_argument("--concepts", required=True, help='comma-separated; "|" joins synonyms: "cat, dog | puppy, sky"')
+    p.add_argument("--preset", choices=list(PRESETS), default="objects")
+    p.add_argument("--out", type=Path, default=Path("car_out"), help="output folder (created)")
+    p.add_argument("--sam", choices=SAM_MODES, default="prompted", help="SAM refinement mode")
+    p.add_argument("--sam-model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "vit_t"])
+    p.add_argument("--no-crf", action="store_true", help="skip the dense CRF")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    for name in ("eta", "theta", "lam"):
+        p.add_argument(f"--{name}", type=float, default=None, help=f"override the preset's {name}")
+    p.add_argument("--test-models", action="store_true", default=argparse.SUPPRESS,
+                   help="tiny random-weight models (masks are meaningless)")
+    p.set_defaults(handler=run_segment)
+
+
+def palette(n: int) -> np.ndarray:
+    """Distinct colours for label values 0..n (0 is black background), VOC-style bit interleaving."""
+    colours = np.zeros((n + 1, 3), np.uint8)
+    for i in range(1, n + 1):
+        c, r, g, b = i, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours[i] = (r, g, b)
+    return colours
+
+
+def write_outputs(result: CaRResult, image_path: Path, out: Path) -> None:
+    from PIL import Image
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CaRDesktopError(f"Cannot write to the output folder {out}: {exc.strerror or exc}.") from exc
+    stem = image_path.stem
+    colours = palette(len(result.concepts))
+    Image.fromarray(colours[result.label_map]).save(out / f"{stem}_labels.png")
+    for c in result.concepts:
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in c.name)[:60]
+        Image.fromarray((c.mask * 255).astype(np.uint8)).save(out / f"{stem}_{c.index:02d}_{safe}.png")
+    summary = result.summary()
+    summary["image"] = str(image_path)
+    tmp = out / f"{stem}_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(out / f"{stem}_summary.json")
+
+
+def format_table(result: CaRResult) -> str:
+    rows = [("#", "concept", "status", "score", "pixels")]
+    for c in result.concepts:
+        rows.append((str(c.index), c.name, c.status_text, f"{c.score:.3f}", str(int(c.mask.sum()))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from ..engine.image_io import load_image
+    from ..engine.pipeline import CaRPipeline
+
+    overrides = {k: getattr(args, k) for k in ("eta", "theta", "lam") if getattr(args, k) is not None}
+    config = preset(args.preset, sam_mode=args.sam, sam_model=args.sam_model, use_crf=not args.no_crf,
+                    device=args.device, **overrides)
+    image = load_image(args.image)  # fails fast, before any model loads
+    test_models = bool(getattr(args, "test_models", False))
+    if test_models:
+        print("WARNING: test models (tiny, random weights): the masks mean nothing.", file=sys.stderr)
+
+    def progress(p: Progress) -> None:
+        step = f" step {p.step}" if p.step else ""
+        print(f"\r{p.stage}{step} {p.message}".ljust(50), end="", file=sys.stderr, flush=True)
+
+    pipeline = CaRPipeline(config, test_models=test_models)
+    result = pipeline.run(image, args.concepts, progress=progress)
+    print(file=sys.stderr)
+    write_outputs(result, args.image, args.out)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(format_table(result))
+    print(f"\nwrote {args.out}/  ({', '.join(f'{k} {v:.2f}s' for k, v in result.timings.items())})")
+    return 0

@@ -1,0 +1,269 @@
+"""Reading image files into the one pixel format the engine works on, and hashing them for caches.
+
+Every image the engine sees is a C-contiguous uint8 (H, W, 3) RGB array in the orientation a viewer
+displays (EXIF orientation applied), so masks computed on it line up with what the annotator sees.
+This module owns that conversion (greyscale, palette, transparency, CMYK, 16-bit, multi-frame files),
+the refusal of absurdly large images before they are decoded, the header-only size query, and
+``content_hash``, the cache key other modules use for per-image results (embeddings, proposals).
+Every failure a user can cause becomes an ``ImageLoadError`` whose message names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageLoadError
+
+log = logging.getLogger(__name__)
+
+#: Largest image (width * height) we agree to decode. 250 MP of RGB is 750 MB of pixels before any
+#: model runs; beyond that a desktop machine is more likely to swap than to finish.
+MAX_PIXELS = 250_000_000
+
+# PIL's own bomb guard warns above 89 MP and raises above 179 MP, which would refuse legitimate
+# 100-250 MP scans with a confusing message. Our limit is checked from the header instead; PIL's guard
+# is raised to the same value so it only still fires (as a hard error) above twice our limit.
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+_ORIENTATION_TAG = ExifTags.Base.Orientation
+_WHITE = 255.0
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Load an image file as a C-contiguous uint8 (H, W, 3) RGB array, as a viewer would show it.
+
+    - EXIF orientation is applied, so (H, W) is the displayed shape and masks follow the display.
+    - Greyscale and bilevel images are replicated to three channels; palette images are expanded.
+    - Transparency (RGBA, LA, PA, palette or colour-key transparency) is composited on **white**:
+      the engine has no alpha channel, and white is what most viewers show behind a transparent logo.
+    - 16-bit images are scaled to 8 bits over the full range (v * 255 / 65535, rounded), not clipped.
+    - CMYK (and YCbCr, etc.) are converted to RGB.
+    - Multi-frame files (GIF, TIFF, APNG, ...) give their first frame.
+
+    Raises ImageLoadError (message naming the file) for a missing file, a directory, an empty file,
+    a file that is not an image, a corrupt or truncated image, or one above ``MAX_PIXELS``.
+    """
+    p = Path(path)
+    _check_file(p)
+    try:
+        with Image.open(p) as im:
+            _check_pixels(p, im.size)
+            if _is_16bit_colour(im):
+                arr = _load_16bit_colour_cv2(p, _orientation(im))
+                if arr is not None:
+                    return arr
+            im.seek(0)
+            im = _exif_transpose(p, im)
+            return _to_rgb8(p, im)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(_too_big_message(p, None)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(f"{p}: not an image file, or an image format this app cannot read.") from exc
+    except MemoryError as exc:
+        raise ImageLoadError(f"{p}: not enough memory to decode this image.") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
+        # PIL reports truncated or corrupt data with a variety of exception types, depending on the
+        # plugin; all of them mean the same thing to the user.
+        raise ImageLoadError(f"{p}: the image is corrupt or truncated and cannot be decoded ({exc}).") from exc
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(height, width) of the image as displayed (EXIF rotation applied), reading only the header.
+
+    For PNG only an eXIf chunk before the pixel data is looked at (the PNG spec puts it there);
+    decoding the whole file to find a late one would defeat the purpose of this function.
+    """
+    p = Path(path)
+    _check_file(p)
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            orientation = _orientation(im, header_only=True)
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(_too_big_message(p, None)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(f"{p}: not an image file, or an image format this app cannot read.") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageLoadError(f"{p}: the image header is corrupt and cannot be read ({exc}).") from exc
+    # Orientations 5-8 include a quarter turn: the displayed image is transposed.
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def content_hash(image: np.ndarray) -> str:
+    """A short hex key identifying an array's shape, dtype and pixel bytes (blake2b, 128 bits).
+
+    Two arrays with equal pixels hash equal whatever their memory layout, so callers can use it as a
+    cache key for anything computed from the pixels (embeddings, proposals).
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((image.shape, image.dtype.str)).encode())
+    h.update(memoryview(np.ascontiguousarray(image)).cast("B"))
+    return h.hexdigest()
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _check_file(p: Path) -> None:
+    if p.is_dir():
+        raise ImageLoadError(f"{p} is a folder, not an image file.")
+    if not p.exists():
+        raise ImageLoadError(f"{p}: no such file.")
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ImageLoadError(f"{p}: cannot be read ({exc.strerror or exc}).") from exc
+    if size == 0:
+        raise ImageLoadError(f"{p}: the file is empty (0 bytes).")
+    if not os.access(p, os.R_OK):
+        raise ImageLoadError(f"{p}: permission denied; the file cannot be read.")
+
+
+def _too_big_message(p: Path, size: tuple[int, int] | None) -> str:
+    dims = f" ({size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} megapixels)" if size else ""
+    return (
+        f"{p}: the image is too large{dims}; the limit is {MAX_PIXELS / 1e6:.0f} megapixels. "
+        "Downscale it or split it into tiles first."
+    )
+
+
+def _check_pixels(p: Path, size: tuple[int, int]) -> None:
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise ImageLoadError(f"{p}: the image has no pixels ({w}x{h}).")
+    if w * h > MAX_PIXELS:
+        raise ImageLoadError(_too_big_message(p, (w, h)))
+
+
+def _orientation(im: Image.Image, header_only: bool = False) -> int:
+    """EXIF orientation (1-8) of an open image; 1 when absent or unreadable."""
+    try:
+        if header_only and im.format == "PNG":
+            raw = im.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+        else:
+            exif = im.getexif()
+        value = int(exif.get(_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make a good image unreadable
+        log.debug("Unreadable EXIF orientation in %s", getattr(im, "filename", "?"), exc_info=True)
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _exif_transpose(p: Path, im: Image.Image) -> Image.Image:
+    try:
+        out = ImageOps.exif_transpose(im)
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise  # pixel data errors: reported as corrupt by the caller
+    except Exception:  # noqa: BLE001 - malformed EXIF: show the image unrotated rather than fail
+        log.warning("Ignoring malformed EXIF orientation in %s", p, exc_info=True)
+        return im
+    return out if out is not None else im
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Numpy equivalent of PIL's exif_transpose for an (H, W, ...) array."""
+    if orientation == 2:
+        return arr[:, ::-1]
+    if orientation == 3:
+        return arr[::-1, ::-1]
+    if orientation == 4:
+        return arr[::-1]
+    if orientation == 5:
+        return arr.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(arr, k=-1)
+    if orientation == 7:
+        return np.rot90(arr, k=1)[::-1]
+    if orientation == 8:
+        return np.rot90(arr, k=1)
+    return arr
+
+
+def _is_16bit_colour(im: Image.Image) -> bool:
+    """True for 16-bit-per-channel colour files, which PIL silently narrows to 8 bits by truncation."""
+    if im.mode not in ("RGB", "RGBA") or not getattr(im, "tile", None):
+        return False
+    args = im.tile[0].args if hasattr(im.tile[0], "args") else im.tile[0][3]
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return isinstance(rawmode, str) and ";16" in rawmode
+
+
+def _load_16bit_colour_cv2(p: Path, orientation: int) -> np.ndarray | None:
+    """Decode a 16-bit colour file with OpenCV (which keeps all 16 bits); None if it cannot."""
+    # np.fromfile + imdecode rather than cv2.imread: imread cannot open non-ASCII paths on Windows.
+    data = np.fromfile(p, dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        log.debug("OpenCV could not decode %s as 16-bit colour; using PIL's 8-bit reading", p)
+        return None
+    rgb = arr[..., [2, 1, 0]].astype(np.float64) / 65535.0
+    if arr.shape[2] == 4:
+        alpha = arr[..., 3:4].astype(np.float64) / 65535.0
+        rgb = rgb * alpha + (1.0 - alpha)
+    out = np.rint(rgb * 255.0).astype(np.uint8)
+    return np.ascontiguousarray(_apply_orientation(out, orientation))
+
+
+def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Map an integer or float single-channel array onto 0-255 without clipping its range away."""
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo >= 0 and hi <= 65535:
+            # 16-bit data: full-range scaling, so 65535 is white and 32768 is mid-grey.
+            return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        log.warning("Integer image with range [%d, %d] outside 16 bits; stretching to 0-255", lo, hi)
+    else:
+        finite = arr[np.isfinite(arr)]
+        lo = float(finite.min()) if finite.size else 0.0
+        hi = float(finite.max()) if finite.size else 0.0
+        if lo >= 0.0 and hi <= 1.0:
+            return np.rint(np.nan_to_num(arr, nan=0.0) * 255.0).astype(np.uint8)
+        log.warning("Float image with range [%g, %g]; stretching to 0-255", lo, hi)
+    span = (hi - lo) or 1
+    scaled = (np.nan_to_num(arr.astype(np.float64), nan=lo) - lo) * (255.0 / span)
+    return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    rgb = rgba[..., :3].astype(np.float32) * alpha + _WHITE * (1.0 - alpha)
+    return np.rint(rgb).astype(np.uint8)
+
+
+def _to_rgb8(p: Path, im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+    if mode.startswith("I") or mode == "F":
+        # Deep greyscale: PIL's convert("L") clips at 255 instead of scaling, so scale ourselves.
+        grey = _scale_to_uint8(np.asarray(im))
+        out = np.repeat(grey[..., None], 3, axis=2)
+    elif has_alpha:
+        out = _composite_on_white(np.asarray(im.convert("RGBA")))
+    elif mode == "RGB":
+        out = np.asarray(im)
+    else:
+        # L, 1, P, CMYK, YCbCr, LAB, HSV ...: PIL knows the colour maths.
+        try:
+            out = np.asarray(im.convert("RGB"))
+        except ValueError as exc:
+            raise ImageLoadError(f"{p}: unsupported colour mode {mode!r}.") from exc
+    if out.ndim != 3 or out.shape[2] != 3 or out.dtype != np.uint8:
+        raise ImageLoadError(f"{p}: unsupported pixel layout {out.shape} {out.dtype} (mode {mode!r}).")
+    # np.asarray of a PIL image may be read-only and views into PIL memory: hand out our own copy.
+    return np.array(out, dtype=np.uint8, order="C", copy=True)

@@ -1,0 +1,342 @@
+"""The CaR pipeline: models loaded once, then ``run(image, concepts)`` for as many images as needed.
+
+It glues the stages together — proposals (proposals.py), visual prompts (visual_prompts.py), the
+classifier (classifier.py), the recurrent loop (car_loop.py), the dense CRF (crf.py) and SAM
+refinement (sam_refine.py) — reports progress, honours cancellation between stages, times each stage
+and counts model passes. Work that depends on the image alone (the proposal image pass and its
+attention matrix, the SAM embedding) and text embeddings are cached inside the stages, so a second
+run on the same image with other concepts only pays for what is new.
+
+Very large images are processed at a working resolution (long side ``config.work_long_side``) and the
+final masks are resized back to full resolution, so memory and CRF time stay bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from .cancel import CancelToken, check
+from .car_loop import proposal_texts, run_car_loop
+from .concepts import Concept, parse_concepts
+from .config import CaRConfig
+from .errors import ImageLoadError
+from .results import CaRResult, ConceptResult, ConceptStatus, PassCounter, Progress
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[Progress], None]
+TEST_MODELS_WARNING = "TEST MODELS: tiny random-weight models are in use; the masks mean nothing."
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Accept HxW, HxWx1, HxWx3 or HxWx4 arrays of uint8 (or 0..1 floats) and return RGB uint8."""
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageLoadError(f"Expected an image array of shape HxW or HxWx3/4, got {arr.shape}.")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    return np.ascontiguousarray(arr)
+
+
+def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if max(h, w) <= long_side:
+        return image
+    scale = long_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if mask.shape == tuple(shape):
+        return mask.astype(bool)
+    return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def effective_background(config: CaRConfig, concepts: Sequence[Concept], warnings: list[str]) -> list[str]:
+    """Background words minus any that the user asked for (otherwise "sky" would suppress "sky")."""
+    asked = {s.strip().casefold() for c in concepts for s in c.synonyms}
+    kept = [b for b in config.background_words if b.strip().casefold() not in asked]
+    dropped = [b for b in config.background_words if b.strip().casefold() in asked]
+    if dropped:
+        warnings.append(f"Background word(s) {', '.join(dropped)} not used as background: you asked for them.")
+    return kept
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+class CaRPipeline:
+    """CaR with its models. Create once, reuse for many images; thread-safe (one run at a time)."""
+
+    def __init__(self, config: CaRConfig | None = None, *, test_models: bool = False) -> None:
+        self.config = config or CaRConfig()
+        self.test_models = test_models
+        self.counter = PassCounter()
+        self._lock = threading.RLock()
+        self._clips: dict[tuple, object] = {}
+        self._text_encoder = None
+        self._generators: dict[str, object] = {}
+        self._classifiers: dict[str, object] = {}
+        self._sam_session = None
+
+    # ----- models -------------------------------------------------------------------------------
+    def _clip(self, name: str, pretrained: str | None, role: str, config: CaRConfig):
+        from . import clip_models
+
+        if self.test_models:
+            key = ("test", role if not (role == "classifier" and config.referring) else "proposal")
+            if key not in self._clips:
+                proposal, classifier = clip_models.load_test_models(device=config.device)
+                self._clips[("test", "proposal")] = proposal
+                self._clips[("test", "classifier")] = classifier
+            return self._clips[key]
+        key = (name, pretrained, config.device, config.precision)
+        if key not in self._clips:
+            self._clips[key] = clip_models.load_clip(name, pretrained, device=config.device,
+                                                     precision=config.precision)
+        return self._clips[key]
+
+    def _stages(self, config: CaRConfig):
+        from .classifier import MaskClassifier
+        from .proposals import ProposalGenerator
+        from .text_encoder import TextEncoder
+
+        if self._text_encoder is None:
+            self._text_encoder = TextEncoder(self.counter)
+        p_clip = self._clip(config.proposal_model, config.proposal_pretrained, "proposal", config)
+        c_clip = self._clip(config.classifier_model, config.classifier_pretrained, "classifier", config)
+        # Stages cache per-image work; they are kept per model and refreshed only for a new config.
+        gen_key = f"{p_clip.key}|{config.proposal_long_side}|{config.refine_layers}|{config.lam}"
+        if gen_key not in self._generators:
+            self._generators[gen_key] = ProposalGenerator(p_clip, config, self._text_encoder, self.counter)
+        cls_key = f"{c_clip.key}|{config.classifier_cls_block}"
+        if cls_key not in self._classifiers:
+            self._classifiers[cls_key] = MaskClassifier(c_clip, config, self._text_encoder, self.counter)
+        return self._generators[gen_key], self._classifiers[cls_key]
+
+    def load_models(self, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> None:
+        """Load the CLIP models (and SAM when enabled) now instead of at the first run."""
+        with self._lock:
+            if progress:
+                progress(Progress("loading models", message="CLIP"))
+            self._stages(self.config)
+            check(cancel)
+            if self.config.sam_mode != "off":
+                if progress:
+                    progress(Progress("loading models", message="SAM"))
+                self.sam_session(self.config)
+
+    @property
+    def model_names(self) -> dict[str, str]:
+        c = self.config
+        if self.test_models:
+            return {"proposal": "car-tiny-b16 (random test weights)",
+                    "classifier": "car-tiny-l14 (random test weights)", "sam": "tiny SAM (random test weights)"}
+        return {"proposal": f"{c.proposal_model} ({c.proposal_pretrained})",
+                "classifier": f"{c.classifier_model} ({c.classifier_pretrained})",
+                "sam": "off" if c.sam_mode == "off" else c.sam_model}
+
+    def sam_session(self, config: CaRConfig | None = None):
+        """The shared SAM session (embedding cache) used both by refinement and by the GUI's clicks."""
+        from .sam_interactive import SamSession
+        from .sam_models import load_sam
+
+        config = config or self.config
+        with self._lock:
+            if self._sam_session is None:
+                if self.test_models:
+                    handle = load_sam("tiny", None, device=config.device)
+                else:
+                    from .model_manager import resolve_sam_checkpoint
+
+                    handle = load_sam(config.sam_model, resolve_sam_checkpoint(config.sam_model),
+                                      device=config.device)
+                self._sam_session = SamSession(handle, self.counter)
+            return self._sam_session
+
+    # ----- running ------------------------------------------------------------------------------
+    def run(
+        self,
+        image: np.ndarray | str | Path,
+        concepts: str | Sequence[str],
+        *,
+        config: CaRConfig | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+        keep_soft_maps: bool = False,
+    ) -> CaRResult:
+        """Segment ``concepts`` in ``image``; see results.py for what comes back."""
+        config = config or self.config
+        warnings: list[str] = []
+        if isinstance(image, (str, Path)):
+            from .image_io import load_image
+
+            image = load_image(image)
+        full = as_rgb_uint8(image)
+        concept_list = parse_concepts(concepts, warnings)
+        if self.test_models:
+            warnings.insert(0, TEST_MODELS_WARNING)
+            log.warning(TEST_MODELS_WARNING)
+
+        def report(stage: str, step: int | None = None, message: str = "") -> None:
+            if progress is not None:
+                progress(Progress(stage, step=step, message=message))
+
+        with self._lock:
+            before = self.counter.snapshot()
+            timer = _Timer()
+            with timer("load models"):
+                report("loading models")
+                generator, classifier = self._stages(config)
+            check(cancel)
+            work = resize_long_side(full, config.work_long_side)
+            background = [config.proposal_template.format(b) for b in effective_background(config, concept_list, warnings)]
+            with timer("proposals"):
+                report("proposals", 1, "image features")
+                feats = generator.prepare(work)
+            check(cancel)
+
+            def propose(surviving: list[int], step: int) -> np.ndarray:
+                report("proposals", step)
+                texts = proposal_texts([concept_list[i].text for i in surviving], step, config.proposal_template)
+                with timer("proposals"):
+                    return generator.propose(feats, texts, background, referring=config.referring)
+
+            def classify(surviving: list[int], maps: np.ndarray) -> np.ndarray:
+                from .visual_prompts import apply_visual_prompts
+
+                report("classifier", current_step[0])
+                with timer("classifier"):
+                    images = [
+                        apply_visual_prompts(work, maps[r] > config.eta, config.prompts_for(concept_list[i].name),
+                                             soft_map=maps[r], blur_kernel=config.blur_kernel,
+                                             correct_gray=config.gray_correct_luminance)
+                        for r, i in enumerate(surviving)
+                    ]
+                    check(cancel)
+                    scores = classifier.score(images, [concept_list[i].text for i in surviving], config.templates)
+                return np.diag(scores)
+
+            current_step = [1]
+            outcome = run_car_loop(
+                len(concept_list), propose, classify, config.theta, config.max_steps, cancel=cancel,
+                on_step=lambda s: current_step.__setitem__(0, s), keep_soft_maps=keep_soft_maps,
+            )
+            if not outcome.converged:
+                warnings.append(f"The loop stopped at the step cap ({config.max_steps}) before converging.")
+            check(cancel)
+
+            with timer("crf"):
+                report("crf")
+                work_masks = self._masks_from_maps(work, outcome.soft_maps, config)
+            check(cancel)
+            masks = {i: resize_mask(m, full.shape[:2]) for i, m in zip(outcome.survivors, work_masks)}
+
+            sam_info: dict[int, tuple[bool, float]] = {}
+            if config.sam_mode != "off" and masks:
+                with timer("sam"):
+                    report("sam")
+                    masks, sam_info = self._refine_with_sam(full, masks, config, cancel)
+            check(cancel)
+
+            result = self._assemble(full, concept_list, outcome, masks, sam_info, warnings, config)
+            result.timings = dict(timer.timings)
+            result.passes = self.counter.since(before)
+            report("done")
+            return result
+
+    def _masks_from_maps(self, work: np.ndarray, maps: np.ndarray, config: CaRConfig) -> list[np.ndarray]:
+        from .crf import dense_crf
+
+        k = maps.shape[0]
+        if k == 0:
+            return []
+        if config.referring:
+            # Each phrase is its own 2-label problem: phrases may overlap.
+            if config.use_crf:
+                return [dense_crf(work, maps[r:r + 1], config.crf) == 1 for r in range(k)]
+            return [maps[r] > config.eta for r in range(k)]
+        if config.use_crf:
+            labels = dense_crf(work, maps, config.crf)
+        else:
+            stacked = np.concatenate([1.0 - maps.max(axis=0, keepdims=True), maps], axis=0)
+            labels = stacked.argmax(axis=0)
+        return [labels == r + 1 for r in range(k)]
+
+    def _refine_with_sam(self, image, masks, config, cancel):
+        from . import sam_refine
+
+        order = sorted(masks)
+        mask_list = [masks[i] for i in order]
+        if config.sam_mode == "automatic":
+            session = self.sam_session(config)
+            outcomes = sam_refine.refine_automatic(session.handle, image, mask_list, config.phi_iou,
+                                                   config.phi_iom, config.sam_points_per_side)
+        else:
+            outcomes = sam_refine.refine_prompted(self.sam_session(config), image, mask_list, config.phi_iou)
+        check(cancel)
+        refined = {i: o.mask.astype(bool) for i, o in zip(order, outcomes)}
+        info = {i: (bool(o.accepted), float(o.iou)) for i, o in zip(order, outcomes)}
+        return refined, info
+
+    def _assemble(self, full, concept_list, outcome, masks, sam_info, warnings, config) -> CaRResult:
+        h, w = full.shape[:2]
+        alone = len(outcome.survivors) == 1
+        results: list[ConceptResult] = []
+        for idx, concept in enumerate(concept_list):
+            if idx in outcome.removed and idx not in outcome.survivors:
+                step, score = outcome.removed[idx]
+                results.append(ConceptResult(idx, concept.name, concept.text, np.zeros((h, w), bool), 0.0,
+                                             ConceptStatus.REMOVED, removed_at_step=step, removed_score=score))
+                continue
+            accepted, iou = sam_info.get(idx, (None, None))
+            results.append(ConceptResult(
+                idx, concept.name, concept.text, masks[idx], outcome.scores[idx],
+                ConceptStatus.KEPT_ALONE if alone else ConceptStatus.KEPT, sam_accepted=accepted, sam_iou=iou))
+        label_map = np.zeros((h, w), np.int32)
+        for c in sorted((c for c in results if c.status is not ConceptStatus.REMOVED), key=lambda c: c.score):
+            label_map[c.mask] = c.index + 1  # ascending score: the higher score wins overlaps
+        return CaRResult(concepts=results, steps=outcome.steps, label_map=label_map, image_size=(h, w),
+                         warnings=warnings, test_models=self.test_models, config=config.to_dict(),
+                         model_names=self.model_names)
+
+
+_shared: dict[bool, CaRPipeline] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_pipeline(test_models: bool = False, config: CaRConfig | None = None) -> CaRPipeline:
+    """One pipeline (and so one set of models) per process, created lazily."""
+    with _shared_lock:
+        if test_models not in _shared:
+            _shared[test_models] = CaRPipeline(config, test_models=test_models)
+        elif config is not None:
+            _shared[test_models].config = config
+        return _shared[test_models]

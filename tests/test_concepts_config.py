@@ -1,0 +1,69 @@
+"""Concept parsing (separators, synonyms, duplicates, empty, over-long) and config presets/validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from car_desktop.engine.concepts import MAX_CONCEPT_TOKENS, parse_concepts, token_count
+from car_desktop.engine.config import PRESETS, CaRConfig, preset
+from car_desktop.engine.errors import ConceptError, ConfigError
+from car_desktop.engine.pipeline import effective_background
+
+
+def test_commas_newlines_and_synonyms():
+    cs = parse_concepts("forklift, pallet\nwet floor ,  car |  automobile ")
+    assert [c.name for c in cs] == ["forklift", "pallet", "wet floor", "car"]
+    assert cs[3].synonyms == ("car", "automobile") and cs[3].text == "car, automobile"
+
+
+@pytest.mark.parametrize("text", ["", "  ,, \n ", "|", " | , "])
+def test_empty_concepts_raise_clear_error(text):
+    with pytest.raises(ConceptError, match="No concepts"):
+        parse_concepts(text)
+
+
+def test_duplicates_removed_with_warning():
+    warnings: list[str] = []
+    cs = parse_concepts("Cat, dog, cat ,DOG", warnings)
+    assert [c.name for c in cs] == ["Cat", "dog"]
+    assert len(warnings) == 2 and "more than once" in warnings[0]
+
+
+def test_overlong_concept_truncated_with_warning():
+    warnings: list[str] = []
+    long = " ".join(["red"] * 120)
+    (c,) = parse_concepts([long], warnings)
+    assert token_count(c.name) <= MAX_CONCEPT_TOKENS
+    assert any("shortened" in w for w in warnings)
+
+
+def test_presets_match_the_paper_table():
+    assert (preset("objects").eta, preset("objects").theta, preset("objects").lam) == (0.4, 0.6, 0.4)
+    assert preset("objects").prompts == ("circle", "blur")
+    s = preset("objects-and-stuff")
+    assert (s.eta, s.theta, s.lam, s.prompts) == (0.5, 0.3, 0.5, ("blur", "gray"))
+    sc = preset("scene")
+    assert sc.prompts_for("dog") == ("blur", "circle") and sc.prompts_for("Sky") == ("blur", "gray")
+    r = preset("referring")
+    assert r.referring and r.classifier_model == "ViT-B-16" and len(r.templates) == 1
+    assert len(CaRConfig().templates) == 15 and len(CaRConfig().background_words) == 23
+    assert set(PRESETS) == {"objects", "objects-and-stuff", "scene", "referring"}
+
+
+@pytest.mark.parametrize("bad", [dict(eta=1.5), dict(theta=-0.1), dict(prompts=("sparkles",)),
+                                 dict(sam_mode="sometimes"), dict(max_steps=1)])
+def test_config_validation(bad):
+    with pytest.raises(ConfigError):
+        CaRConfig(**bad)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="Unknown preset"):
+        preset("everything")
+
+
+def test_background_word_equal_to_a_query_is_dropped():
+    warnings: list[str] = []
+    bg = effective_background(CaRConfig(), parse_concepts("Sky , dog | building"), warnings)
+    assert "sky" not in bg and "building" not in bg and "grass" in bg and len(bg) == 21
+    assert warnings and "sky" in warnings[0]
