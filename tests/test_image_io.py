@@ -184,7 +184,7 @@ def test_exif_orientation_6_rotates(tmp_path: Path) -> None:
     stored[:8, :8] = (255, 0, 0)
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-    Image.fromarray(stored).save(tmp_path / "rot.jpg", quality=98, exif=exif)
+    Image.fromarray(stored).save(tmp_path / "rot.jpg", quality=98, subsampling=0, exif=exif)
 
     out = load_image(tmp_path / "rot.jpg")
     assert out.shape == (48, 24, 3)
@@ -195,7 +195,8 @@ def test_exif_orientation_6_rotates(tmp_path: Path) -> None:
     bl = out[-6:-2, 2:6].reshape(-1, 3).mean(axis=0)
     assert tr[0] > 200 and tr[1] < 60 and tr[2] < 60
     assert tl.min() > 200 and bl.min() > 200
-    np.testing.assert_allclose(out.astype(int), np.rot90(stored, k=-1).astype(int), atol=40)
+    # Whole-image check (JPEG: compare on average, edges ring a little).
+    assert np.abs(out.astype(int) - np.rot90(stored, k=-1).astype(int)).mean() < 3
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -281,6 +282,8 @@ def test_non_ascii_16bit_colour(tmp_path: Path) -> None:
     assert load_image(p)[0, 0].tolist() == [254, 254, 254]
 
 
+# PIL warns about the size before we refuse it; the refusal is what matters here.
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_too_many_pixels_refused_before_decoding(tmp_path: Path) -> None:
     p = tmp_path / "huge.png"
     _png_header_only(p, 20000, 15000)  # 300 MP: above our limit, below PIL's own bomb error

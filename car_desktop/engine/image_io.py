@@ -187,7 +187,7 @@ def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
     if orientation == 6:
         return np.rot90(arr, k=-1)
     if orientation == 7:
-        return np.rot90(arr, k=1)[::-1]
+        return arr.swapaxes(0, 1)[::-1, ::-1]
     if orientation == 8:
         return np.rot90(arr, k=1)
     return arr

@@ -1,0 +1,63 @@
+"""``car-desktop segment``: outputs on disk, the status table, and clear errors with non-zero exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from car_desktop.cli import main
+
+
+def test_segment_writes_outputs(tmp_path, data_dir, capsys):
+    out = tmp_path / "out"
+    code = main(["--test-models", "segment", str(data_dir / "chelsea.jpg"), "--concepts", "cat, dog | puppy, sky",
+                 "--sam", "off", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "concept" in printed.out and "cat" in printed.out and "test models" in printed.err.lower()
+    summary = json.loads((out / "chelsea_summary.json").read_text())
+    assert [c["name"] for c in summary["concepts"]] == ["cat", "dog", "sky"]
+    assert summary["test_models"] is True and summary["steps"]
+    labels = np.asarray(Image.open(out / "chelsea_labels.png"))
+    assert labels.shape[2] == 3
+    masks = sorted(p.name for p in out.glob("chelsea_0*_*.png"))
+    assert masks == ["chelsea_00_cat.png", "chelsea_01_dog.png", "chelsea_02_sky.png"]
+
+
+def test_test_models_flag_after_subcommand(tmp_path, data_dir):
+    code = main(["segment", str(data_dir / "coffee.jpg"), "--concepts", "cup", "--sam", "off",
+                 "--out", str(tmp_path), "--test-models"])
+    assert code == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["segment", "nope.jpg", "--concepts", "cat"], "nope.jpg"),
+    (["segment", "{corrupt}", "--concepts", "cat"], "corrupt"),
+    (["segment", "{good}", "--concepts", " , "], "No concepts"),
+])
+def test_segment_errors(tmp_path, data_dir, capsys, args, message):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    args = [a.replace("{corrupt}", str(corrupt)).replace("{good}", str(data_dir / "coffee.jpg")) for a in args]
+    code = main(["--test-models", *args, "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_weights_offline_fails_fast_and_clearly(tmp_path, data_dir):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", CAR_DESKTOP_CACHE=str(tmp_path / "cache"))
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "car_desktop", "segment", str(data_dir / "coffee.jpg"),
+                           "--concepts", "cup", "--sam", "off", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "ViT-B-16" in proc.stderr or "weights" in proc.stderr.lower()
+    assert time.monotonic() - start < 60

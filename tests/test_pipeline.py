@@ -1,0 +1,178 @@
+"""End-to-end CaR pipeline on tiny random-weight models: results, caching, bad inputs, cancel."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from car_desktop.engine.cancel import CancelToken
+from car_desktop.engine.config import preset
+from car_desktop.engine.errors import Cancelled, ConceptError, ImageLoadError
+from car_desktop.engine.pipeline import CaRPipeline
+from car_desktop.engine.results import ConceptStatus
+
+CONFIG = preset("objects", sam_mode="off", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pipe() -> CaRPipeline:
+    return CaRPipeline(CONFIG, test_models=True)
+
+
+def check_result(result, concepts_n, shape):
+    assert len(result.concepts) == concepts_n
+    assert result.image_size == shape
+    assert result.test_models and "TEST MODELS" in result.warnings[0]
+    kept = [c for c in result.concepts if c.status is not ConceptStatus.REMOVED]
+    assert kept, "at least one concept always survives"
+    for c in result.concepts:
+        assert c.mask.shape == shape and c.mask.dtype == bool
+        if c.status is ConceptStatus.REMOVED:
+            assert not c.mask.any() and c.score == 0 and c.removed_at_step >= 1
+        else:
+            assert 0 <= c.score <= 1
+    # the label map agrees with the masks: every labelled pixel belongs to that concept's mask
+    for c in kept:
+        assert not (result.label_map == c.index + 1)[~c.mask].any()
+    assert len(result.steps) >= 2 or len(kept) == 0
+    if len(kept) == 1:
+        assert kept[0].status is ConceptStatus.KEPT_ALONE
+
+
+@pytest.mark.parametrize("name", ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"])
+def test_end_to_end_on_real_photos(pipe, data_dir, name):
+    from car_desktop.engine.image_io import load_image
+
+    image = load_image(data_dir / name)
+    result = pipe.run(image, "person, cat, cup, sky")
+    check_result(result, 4, image.shape[:2])
+    assert {"proposals", "classifier", "crf"} <= set(result.timings)
+    assert result.passes["classifier_image_passes"] == sum(len(s.surviving) for s in result.steps)
+    assert result.passes["last_block_passes"] == len(result.steps)
+
+
+def test_second_run_reuses_image_features_and_matches_cold_run(data_dir):
+    from car_desktop.engine.image_io import load_image
+
+    image = load_image(data_dir / "chelsea.jpg")
+    warm_pipe = CaRPipeline(CONFIG, test_models=True)
+    first = warm_pipe.run(image, "cat, dog")
+    assert first.passes["proposal_image_passes"] == 1
+    warm = warm_pipe.run(image, "cat, dog, sofa")
+    assert warm.passes["proposal_image_passes"] == 0
+    cold = CaRPipeline(CONFIG, test_models=True).run(image, "cat, dog, sofa")
+    assert cold.passes["proposal_image_passes"] == 1
+    for a, b in zip(warm.concepts, cold.concepts):
+        assert a.status == b.status and a.score == pytest.approx(b.score, abs=1e-5)
+        assert (a.mask == b.mask).mean() > 0.999
+    # texts already encoded are not encoded again
+    assert warm.passes["text_encodes"] < cold.passes["text_encodes"]
+
+
+def test_trace_and_soft_maps(pipe, two_colour_image):
+    result = pipe.run(two_colour_image, ["red square", "yellow"], keep_soft_maps=True)
+    assert result.steps[0].surviving == [0, 1]
+    assert result.steps[0].soft_maps.shape == (2, 96, 128)
+    assert set(result.steps[0].scores) == {0, 1}
+
+
+def test_progress_reports_stages(pipe, two_colour_image):
+    seen = []
+    pipe.run(two_colour_image, "a, b", progress=lambda p: seen.append((p.stage, p.step)))
+    stages = [s for s, _ in seen]
+    assert "proposals" in stages and "classifier" in stages and stages[-1] == "done"
+    assert ("proposals", 2) in seen
+
+
+def test_cancel_mid_run_raises_and_pipeline_stays_usable(pipe, two_colour_image):
+    token = CancelToken()
+
+    def progress(p):
+        if p.stage == "classifier":
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        pipe.run(two_colour_image, "a, b, c", progress=progress, cancel=token)
+    again = pipe.run(two_colour_image, "a, b, c")
+    assert len(again.concepts) == 3
+
+
+def test_single_concept_is_kept_without_competition(pipe, two_colour_image):
+    result = pipe.run(two_colour_image, "dog")
+    (c,) = result.concepts
+    assert c.status is ConceptStatus.KEPT_ALONE and c.status_text == "kept without competition"
+
+
+@pytest.mark.parametrize("concepts", ["", " , ,", "|"])
+def test_empty_concepts(pipe, two_colour_image, concepts):
+    with pytest.raises(ConceptError):
+        pipe.run(two_colour_image, concepts)
+
+
+def test_duplicates_long_and_background_concepts_warn(pipe, two_colour_image):
+    result = pipe.run(two_colour_image, ["sky", "Sky", "dog", " ".join(["very"] * 100) + " long"])
+    assert [c.name for c in result.concepts][:2] == ["sky", "dog"] and len(result.concepts) == 3
+    text = " ".join(result.warnings)
+    assert "more than once" in text and "shortened" in text and "sky" in text
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 7, 3), (5, 1, 3), (40, 30)])
+def test_tiny_and_grey_arrays(pipe, shape):
+    image = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    result = pipe.run(image, "a, b")
+    assert result.label_map.shape == shape[:2]
+
+
+def test_rgba_array(pipe):
+    image = np.random.default_rng(0).integers(0, 255, (30, 40, 4), dtype=np.uint8)
+    assert pipe.run(image, "a").image_size == (30, 40)
+
+
+def test_huge_image_memory_bounded(pipe):
+    """10000x8000: the work resolution and proposal cap bound memory (masks are full size, bool)."""
+    image = np.zeros((8000, 10000, 3), np.uint8)
+    image[:, 5000:] = 200
+    tracemalloc.start()
+    result = pipe.run(image, "bright, dark")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert result.image_size == (8000, 10000)
+    # input is 240 MB; two full-size bool masks + label map are 480 MB; no float map at full size
+    assert peak < 900e6, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_image_paths_and_bad_files(pipe, tmp_path, data_dir):
+    assert pipe.run(data_dir / "coffee.jpg", "cup").image_size[0] > 0
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageLoadError):
+        pipe.run(bad, "cup")
+    with pytest.raises(ImageLoadError):
+        pipe.run(tmp_path / "missing.png", "cup")
+
+
+def test_exif_rotated_jpeg_masks_follow_display(pipe, tmp_path):
+    from PIL import Image
+
+    arr = np.zeros((40, 60, 3), np.uint8)
+    arr[:, :30] = 255
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif)
+    result = pipe.run(path, "white, black")
+    assert result.image_size == (60, 40)
+
+
+def test_referring_mode(two_colour_image):
+    pipe = CaRPipeline(preset("referring", sam_mode="off", device="cpu"), test_models=True)
+    result = pipe.run(two_colour_image, "the red square on the left, the yellow half")
+    assert len(result.concepts) == 2 and result.label_map.shape == (96, 128)
+
+
+def test_without_crf(pipe, two_colour_image):
+    result = pipe.run(two_colour_image, "a, b", config=CONFIG.replace(use_crf=False))
+    assert "crf" in result.timings
