@@ -1,0 +1,55 @@
+"""The annotation model: project store, editable masks with undo, COCO import/export. Never Qt or torch.
+
+API summary (all masks are 2-D numpy bool arrays of the image's (height, width)):
+
+* ``Project.create(path, image_root)`` / ``Project.open(path)`` -> ``Project`` (context manager,
+  ``close()``). Opening a missing, corrupt, foreign or newer file raises ``ProjectNotFoundError`` /
+  ``ProjectCorruptError`` / ``ProjectForeignError`` / ``ProjectSchemaError`` and changes nothing.
+  ``project.image_root`` (settable), ``relink(new_root) -> RelinkReport`` (by content hash),
+  ``batch()`` groups changes into one transaction; every other write is one transaction.
+* Images: ``add_images(paths | folder) -> list[ImageRecord]``, ``add_image_entry(rel, w, h, hash)``,
+  ``list_images(status=None)``, ``get_image(id)``, ``find_image(rel)``, ``image_path(id)``,
+  ``set_image_status(id, 'new'|'auto'|'reviewed')``, ``remove_image(id)``, ``count_images()``,
+  ``review_queue(limit) -> [(ImageRecord, min_score)]`` (least confident first).
+* Categories: ``get_or_create_category(name, synonyms=()) -> Category`` ('car | automobile' accepted),
+  ``list_categories()``, ``get_category(id)``, ``find_category(name)``, ``rename_category(id, name,
+  synonyms=None)``, ``recolor_category(id, '#rrggbb' | (r,g,b) | None)``, ``delete_category(id)``.
+  ``Category.color`` is stable: the palette colour of its id unless recoloured.
+* Annotations: ``add_annotation(image_id, category_id, mask, score=None, source='manual',
+  provenance=None) -> Annotation``, ``update_mask(id, mask, edited=True)``, ``delete_annotation(id)``,
+  ``set_annotation_category(id, category_id)``, ``list_annotations(image_id)`` (rows, no masks),
+  ``get_mask(id)``, ``get_rle(id)``, ``count_annotations(image_id=None)``,
+  ``replace_car_results(image_id, [(category_id, mask, score, provenance), ...])`` (never touches
+  person-edited annotations). Settings: ``get_setting(key, default)`` / ``set_setting(key, json_value)``.
+* ``mask_ops``: ``paint_stroke(mask, points, radius, value=True)``, ``erase``, ``add_polygon``,
+  ``subtract_polygon``, ``fill_holes``, ``remove_specks(mask, min_pixels)``, ``merge(mask, others)``,
+  ``replace(mask, new_mask)`` each return ``(new_mask, Edit)``; ``split_instances(mask)`` returns
+  ``(kept_mask, Edit, other_part_masks)``; ``apply_edit(mask, edit, reverse=False)``.
+* ``History(budget_bytes)``: ``push(annotation_id, edit)``, ``undo()`` / ``redo()`` -> ``(annotation_id,
+  edit_to_apply)`` or None (apply with ``apply_edit(mask, edit)``), ``can_undo()``, ``can_redo()``.
+* ``export_coco(project, out, image_ids=None, fmt='auto'|'polygon'|'rle', mode='instance'|'components'|
+  'semantic', include_score=True, on_holes='report'|'refuse', progress=None) -> ExportReport``;
+  ``export_label_pngs(project, out_dir, image_ids=None) -> ExportReport``;
+  ``import_coco(project, coco_json, images_dir) -> ImportReport``.
+"""
+
+from .coco_export import export_coco
+from .coco_import import import_coco
+from .errors import (CocoImportError, ExportError, MaskError, ProjectCorruptError, ProjectError,
+                     ProjectForeignError, ProjectNotFoundError, ProjectSchemaError)
+from .history import History
+from .label_png import export_label_pngs
+from .mask_ops import (add_polygon, apply_edit, erase, fill_holes, merge, paint_stroke, remove_specks,
+                       replace, split_instances, subtract_polygon)
+from .models import (Annotation, Category, Edit, ExportReport, ImageRecord, ImportProblem, ImportReport,
+                     RelinkReport)
+from .palette import color_for_id
+from .store import Project
+
+__all__ = [
+    "Annotation", "Category", "CocoImportError", "Edit", "ExportError", "ExportReport", "History", "ImageRecord",
+    "ImportProblem", "ImportReport", "MaskError", "Project", "ProjectCorruptError", "ProjectError",
+    "ProjectForeignError", "ProjectNotFoundError", "ProjectSchemaError", "RelinkReport", "add_polygon",
+    "apply_edit", "color_for_id", "erase", "export_coco", "export_label_pngs", "fill_holes", "import_coco",
+    "merge", "paint_stroke", "remove_specks", "replace", "split_instances", "subtract_polygon",
+]

@@ -39,8 +39,17 @@ def as_bool_mask(mask: np.ndarray, shape: tuple[int, int] | None = None) -> np.n
     return m if m.dtype == bool else m != 0
 
 
-def _rle_counts(mask_u8_f: np.ndarray) -> bytes:
-    return mask_utils.encode(mask_u8_f)["counts"]
+def fortran_u8(mask: np.ndarray) -> np.ndarray:
+    """A Fortran-ordered uint8 copy of a bool mask, as pycocotools wants it. cv2.transpose is
+    several times faster than np.asfortranarray on large masks."""
+    m = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
+    if m.shape[0] == 0 or m.shape[1] == 0:
+        return np.asfortranarray(m)
+    return cv2.transpose(m).T
+
+
+def _rle_counts(mask: np.ndarray) -> bytes:
+    return mask_utils.encode(fortran_u8(mask))["counts"]
 
 
 def topology(crop: np.ndarray) -> tuple[int, int]:
@@ -55,18 +64,30 @@ def topology(crop: np.ndarray) -> tuple[int, int]:
 
 def encode(mask: np.ndarray) -> EncodedMask:
     """Encode a 2-D mask (any dtype, non-zero = inside)."""
-    m = as_bool_mask(mask)
+    m = np.ascontiguousarray(as_bool_mask(mask))
     height, width = m.shape
-    full = np.asfortranarray(m.view(np.uint8) if m.dtype == bool else m.astype(np.uint8))
-    rle = mask_utils.encode(full)
+    rle = mask_utils.encode(fortran_u8(m))
+    return _finish(m, height, width, rle)
+
+
+def _finish(m: np.ndarray, height: int, width: int, rle: dict) -> EncodedMask:
     area = int(mask_utils.area(rle))
     if area == 0:
         return EncodedMask(height, width, rle["counts"], b"", (0, 0, 0, 0), 0, 0, 0)
     x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(rle))
-    crop = np.ascontiguousarray(m[y:y + h, x:x + w])
-    crop_counts = _rle_counts(np.asfortranarray(crop.view(np.uint8)))
+    # Copy only the crop (``m`` may be a Fortran-ordered uint8 decode of the whole image).
+    crop = np.ascontiguousarray(m[y:y + h, x:x + w], dtype=bool)
     parts, holes = topology(crop)
-    return EncodedMask(height, width, rle["counts"], crop_counts, (x, y, w, h), area, parts, holes)
+    return EncodedMask(height, width, rle["counts"], _rle_counts(crop), (x, y, w, h), area, parts, holes)
+
+
+def encode_rle(rle: dict) -> EncodedMask:
+    """Encode from a COCO compressed RLE {'size': [h, w], 'counts': bytes|str} (import path: the
+    full-image RLE is kept as it is, only the crop is computed)."""
+    height, width = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    rle = {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return _finish(mask_utils.decode(rle), height, width, rle)
 
 
 def decode_crop(crop_rle: bytes, bbox: tuple[int, int, int, int]) -> np.ndarray:

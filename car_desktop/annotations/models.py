@@ -126,6 +126,7 @@ class ImportReport:
     categories_added: int = 0
     annotations_added: int = 0
     problems: list[ImportProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

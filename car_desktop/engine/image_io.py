@@ -166,8 +166,8 @@ def _orientation(im: Image.Image, header_only: bool = False) -> int:
 def _exif_transpose(p: Path, im: Image.Image) -> Image.Image:
     try:
         out = ImageOps.exif_transpose(im)
-    except (OSError, SyntaxError, ValueError, EOFError):
-        raise  # pixel data errors: reported as corrupt by the caller
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError):
+        raise  # pixel data errors and memory: reported by the caller
     except Exception:  # noqa: BLE001 - malformed EXIF: show the image unrotated rather than fail
         log.warning("Ignoring malformed EXIF orientation in %s", p, exc_info=True)
         return im

@@ -71,8 +71,8 @@ class PromptedSession(Protocol):
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two boolean masks (0 when both are empty)."""
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b)) / union if union else 0.0
+    union = int(np.count_nonzero(a | b))
+    return int(np.count_nonzero(a & b)) / union if union else 0.0
 
 
 def prompts_from_mask(
@@ -105,15 +105,16 @@ def prompts_from_mask(
     chosen = [i for rank, i in enumerate(order)
               if rank == 0 or stats[i, cv2.CC_STAT_AREA] >= min_component_area][:max(1, max_components)]
     points: list[tuple[float, float]] = []
-    x0s, y0s, x1s, y1s = [], [], [], []
+    boxes: list[tuple[int, int, int, int]] = []
     for i in chosen:
         x, y, w, h = (int(stats[i, k]) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP,
                                                   cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
-        x0s.append(x), y0s.append(y), x1s.append(x + w - 1), y1s.append(y + h - 1)
+        boxes.append((x, y, x + w - 1, y + h - 1))
         comp = np.zeros((h + 2, w + 2), np.uint8)  # zero border: the crop edge counts as boundary
         comp[1:-1, 1:-1] = cc[y:y + h, x:x + w] == i
         points.extend((float(x + c - 1), float(y + r - 1))
                       for r, c in _distance_maxima(comp, max_points_per_component))
+    x0s, y0s, x1s, y1s = zip(*boxes)
     box = (min(x0s), min(y0s), max(x1s), max(y1s))
     return MaskPrompts(box=box, points=tuple(points), labels=(1,) * len(points))
 
@@ -183,7 +184,7 @@ def refine_prompted(
             iou = mask_iou(cand.mask, car)
             if best_mask is None or iou > best_iou:
                 best_mask, best_iou = cand.mask, iou
-        accepted = best_mask is not None and best_iou > phi_iou
+        accepted = bool(best_mask is not None and best_iou > phi_iou)
         outcomes.append(RefineOutcome(mask=best_mask if accepted else car, accepted=accepted, iou=best_iou))
         if progress is not None:
             progress((n + 1) / len(masks))
@@ -203,12 +204,11 @@ def _as_region(item: Any) -> _Region | None:
     """A SAM mask (bool array, or a SamAutomaticMaskGenerator record) with its area and box."""
     if isinstance(item, dict):
         seg = np.asarray(item["segmentation"], bool)
-        area = int(item.get("area", np.count_nonzero(seg)))
+        area = item.get("area")
         bbox = item.get("bbox")
     else:
         seg, area, bbox = np.asarray(item, bool), None, None
-    if area is None:
-        area = int(np.count_nonzero(seg))
+    area = int(np.count_nonzero(seg)) if area is None else int(area)
     if area == 0:
         return None
     if bbox is None:
@@ -253,7 +253,7 @@ def match_sam_masks(
             union[sl] |= region.mask[sl]
             kept += 1
     iou = mask_iou(union, car) if kept else 0.0
-    accepted = kept > 0 and iou > phi_iou
+    accepted = bool(kept > 0 and iou > phi_iou)
     return RefineOutcome(mask=union if accepted else car, accepted=accepted, iou=iou)
 
 

@@ -253,12 +253,23 @@ class Canvas(QGraphicsView):
         self.setTransformationAnchor(anchor)
         self.zoomChanged.emit(factor)
 
-    def zoom_by(self, ratio: float) -> None:
+    def zoom_by(self, ratio: float, view_pos: QPoint | None = None) -> None:
+        """Zoom by ``ratio`` keeping the image point under ``view_pos`` (default: view centre) fixed."""
         current = self.zoom()
         target = max(MIN_ZOOM, min(MAX_ZOOM, current * ratio))
         if abs(target - current) < 1e-9:
             return
-        self.scale(target / current, target / current)   # anchored under the mouse
+        if view_pos is None:
+            view_pos = self.viewport().rect().center()
+        anchor_scene = self.mapToScene(view_pos)
+        old_anchor = self.transformationAnchor()
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+        self.scale(target / current, target / current)
+        # Scroll so the anchored image point sits under the cursor again.
+        moved = self.mapFromScene(anchor_scene) - view_pos
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + moved.x())
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + moved.y())
+        self.setTransformationAnchor(old_anchor)
         self.zoomChanged.emit(target)
 
     def fit(self) -> None:
@@ -277,7 +288,7 @@ class Canvas(QGraphicsView):
                 return
         delta = event.angleDelta().y()
         if delta:
-            self.zoom_by(1.25 ** (delta / 120.0))
+            self.zoom_by(1.25 ** (delta / 120.0), event.position().toPoint())
         event.accept()
 
     # ----- tools

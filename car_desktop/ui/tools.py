@@ -224,22 +224,38 @@ class BrushTool(Tool):
 
 
 def rasterize_polygon(points: list[tuple[float, float]], shape: tuple[int, int]) -> tuple[Rect, np.ndarray] | None:
-    """Pixels whose centres lie inside the polygon (image coordinates), as (rect, bool patch)."""
+    """Pixels whose centres lie inside the polygon (even-odd rule), as (rect, bool patch).
+
+    A scanline fill over pixel centres: exact for the edge-coordinate convention of the canvas, where
+    pixel (i, j) spans [j, j+1) x [i, i+1) (OpenCV's fillPoly would also take boundary pixels).
+    """
     if len(points) < 3:
         return None
     h, w = shape
     pts = np.asarray(points, np.float64)
-    x0 = max(0, int(np.floor(pts[:, 0].min())) - 1)
-    x1 = min(w, int(np.ceil(pts[:, 0].max())) + 1)
-    y0 = max(0, int(np.floor(pts[:, 1].min())) - 1)
-    y1 = min(h, int(np.ceil(pts[:, 1].max())) + 1)
+    x0 = max(0, int(np.floor(pts[:, 0].min())))
+    x1 = min(w, int(np.ceil(pts[:, 0].max())))
+    y0 = max(0, int(np.floor(pts[:, 1].min())))
+    y1 = min(h, int(np.ceil(pts[:, 1].max())))
     if x1 <= x0 or y1 <= y0:
         return None
-    patch = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    s = 4
-    local = np.round((pts - [x0 + 0.5, y0 + 0.5]) * (1 << s)).astype(np.int32)
-    cv2.fillPoly(patch, [local], 1, cv2.LINE_8, s)
-    return (y0, y1, x0, x1), patch.astype(bool)
+    patch = np.zeros((y1 - y0, x1 - x0), bool)
+    a = pts
+    b = np.roll(pts, -1, axis=0)
+    for row in range(y0, y1):
+        yc = row + 0.5
+        crosses = (a[:, 1] <= yc) != (b[:, 1] <= yc)
+        if not crosses.any():
+            continue
+        ea, eb = a[crosses], b[crosses]
+        xs = np.sort(ea[:, 0] + (yc - ea[:, 1]) * (eb[:, 0] - ea[:, 0]) / (eb[:, 1] - ea[:, 1]))
+        for xa, xb in zip(xs[0::2], xs[1::2]):
+            # Pixel columns whose centre j + 0.5 lies in [xa, xb).
+            c0 = max(x0, int(np.ceil(xa - 0.5)))
+            c1 = min(x1, int(np.ceil(xb - 0.5)))
+            if c1 > c0:
+                patch[row - y0, c0 - x0:c1 - x0] = True
+    return (y0, y1, x0, x1), patch
 
 
 class PolygonTool(Tool):

@@ -1,0 +1,291 @@
+"""Export a project (or some of its images) to COCO JSON, following the COCO rules of the product card.
+
+Ids: image and category ids are the project's own (1-based, never reused, so stable across exports);
+annotation ids are numbered 1..N in (image, annotation) order. No background category. ``file_name``
+is relative to the image root. area and bbox come from pycocotools on the mask, never from a polygon.
+Formats: 'rle' (compressed, column-major, counts as str), 'polygon' (rings along pixel edges, see
+polygons.py; holes are reported as lost, or refused with ``on_holes='refuse'``), 'auto' (polygon
+when the mask has no holes and at most ``auto_max_parts`` parts, else RLE). Modes: 'instance' (one
+annotation per stored annotation, the instances as the annotator split them), 'components' (one per
+8-connected part of every mask) and 'semantic' (one per category per image: the union). The file is
+written to a temporary name beside the target and renamed, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from .. import __version__
+from . import mask_codec
+from .errors import ExportError
+from .models import ExportReport
+from .polygons import outer_rings
+from .store import Project
+
+log = logging.getLogger(__name__)
+
+Format = Literal["auto", "polygon", "rle"]
+Mode = Literal["instance", "components", "semantic"]
+FORMATS = ("auto", "polygon", "rle")
+MODES = ("instance", "components", "semantic")
+AUTO_MAX_PARTS = 4
+POLYGON_CONVENTION = ("polygon vertices lie on pixel edges (pixel x,y covers [x,x+1]x[y,y+1]); "
+                      "rasterising a polygon gives back the mask's pixels, holes excepted")
+
+ProgressFn = Callable[[int, int], Any]
+
+_ROW_COLS = ("id, image_id, category_id, height, width, rle, crop_rle, bbox_x, bbox_y, bbox_w, bbox_h, "
+             "area, parts, holes, score, provenance")
+
+
+@dataclass
+class _Piece:
+    """One instance to write: a crop of the mask plus what is already known about it."""
+
+    image_id: int
+    category_id: int
+    height: int
+    width: int
+    bbox: tuple[int, int, int, int]         # x, y, w, h
+    area: int
+    parts: int
+    holes: int
+    score: float | None
+    iscrowd: int = 0
+    rle: bytes | None = None                # full-image counts when already known
+    crop_rle: bytes | None = None
+    crop: np.ndarray | None = None
+
+    def get_crop(self) -> np.ndarray:
+        if self.crop is None:
+            self.crop = mask_codec.decode_crop(self.crop_rle or b"", self.bbox)
+        return self.crop
+
+    def full_rle(self) -> bytes:
+        if self.rle is None:
+            x, y, w, h = self.bbox
+            full = np.zeros((self.height, self.width), bool)
+            full[y:y + h, x:x + w] = self.get_crop()
+            self.rle = mask_utils.encode(mask_codec.fortran_u8(full))["counts"]
+        return self.rle
+
+
+def _piece_from_crop(image_id: int, category_id: int, height: int, width: int, crop: np.ndarray,
+                     ox: int, oy: int, score: float | None, iscrowd: int) -> _Piece:
+    """Measure a crop with pycocotools (area, bbox) and OpenCV (parts, holes)."""
+    rle = mask_utils.encode(mask_codec.fortran_u8(crop))
+    area = int(mask_utils.area(rle))
+    bx, by, bw, bh = (int(round(v)) for v in mask_utils.toBbox(rle))
+    tight = np.ascontiguousarray(crop[by:by + bh, bx:bx + bw])
+    parts, holes = mask_codec.topology(tight)
+    return _Piece(image_id, category_id, height, width, (ox + bx, oy + by, bw, bh), area, parts, holes,
+                  score, iscrowd, crop=tight)
+
+
+def _iscrowd(provenance_text: str) -> int:
+    if '"iscrowd"' not in provenance_text:  # skip JSON parsing for the common case
+        return 0
+    try:
+        return 1 if json.loads(provenance_text).get("iscrowd") else 0
+    except ValueError:
+        return 0
+
+
+def _row_piece(row: tuple) -> _Piece:
+    (_, image_id, category_id, h, w, rle, crop_rle, bx, by, bw, bh, area, parts, holes, score, prov) = row
+    return _Piece(image_id, category_id, h, w, (bx, by, bw, bh), area, parts, holes, score,
+                  _iscrowd(prov), rle=rle, crop_rle=crop_rle)
+
+
+def _components(piece: _Piece) -> list[_Piece]:
+    if piece.parts <= 1:
+        return [piece]
+    crop = piece.get_crop()
+    n, labels = cv2.connectedComponents(crop.view(np.uint8), connectivity=8)
+    x, y, _, _ = piece.bbox
+    return [_piece_from_crop(piece.image_id, piece.category_id, piece.height, piece.width, labels == i, x, y,
+                             piece.score, piece.iscrowd) for i in range(1, n)]
+
+
+def _union(pieces: list[_Piece]) -> _Piece:
+    if len(pieces) == 1:
+        return pieces[0]
+    x0 = min(p.bbox[0] for p in pieces)
+    y0 = min(p.bbox[1] for p in pieces)
+    x1 = max(p.bbox[0] + p.bbox[2] for p in pieces)
+    y1 = max(p.bbox[1] + p.bbox[3] for p in pieces)
+    canvas = np.zeros((y1 - y0, x1 - x0), bool)
+    for p in pieces:
+        x, y, w, h = p.bbox
+        canvas[y - y0:y - y0 + h, x - x0:x - x0 + w] |= p.get_crop()
+    scores = [p.score for p in pieces if p.score is not None]
+    first = pieces[0]
+    # The union's score is the best of its parts: the concept is present with that confidence.
+    return _piece_from_crop(first.image_id, first.category_id, first.height, first.width, canvas, x0, y0,
+                            max(scores) if scores else None, max(p.iscrowd for p in pieces))
+
+
+def _pieces(rows: Iterable[tuple], mode: str) -> Iterable[_Piece]:
+    if mode == "instance":
+        yield from (_row_piece(r) for r in rows)
+    elif mode == "components":
+        for r in rows:
+            yield from _components(_row_piece(r))
+    else:  # semantic: rows come ordered by image, so group per image then by category
+        current: int | None = None
+        groups: dict[int, list[_Piece]] = {}
+        for r in rows:
+            piece = _row_piece(r)
+            if piece.image_id != current:
+                for cat in sorted(groups):
+                    yield _union(groups[cat])
+                groups, current = {}, piece.image_id
+            if piece.area:
+                groups.setdefault(piece.category_id, []).append(piece)
+        for cat in sorted(groups):
+            yield _union(groups[cat])
+
+
+def _hole_pixels(crop: np.ndarray) -> int:
+    bg = np.pad(~crop, 1, constant_values=True).view(np.uint8)
+    _, labels = cv2.connectedComponents(bg, connectivity=4)
+    return int(((labels != labels[0, 0]) & (bg == 1)).sum())
+
+
+def _write_json_atomically(obj: dict, out_path: Path) -> None:
+    out_path = Path(out_path)
+    folder = out_path.parent if str(out_path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise ExportError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+    try:
+        # json.dumps uses the C encoder; json.dump to a file falls back to the pure-Python one.
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out_path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise ExportError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+        raise
+
+
+def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Sequence[int] | None = None,
+                fmt: str = "auto", mode: str = "instance", include_score: bool = True,
+                on_holes: Literal["report", "refuse"] = "report", auto_max_parts: int = AUTO_MAX_PARTS,
+                progress: ProgressFn | None = None) -> ExportReport:
+    """Write the project (or ``image_ids``) as COCO JSON to ``out_path`` and report what was written.
+
+    ``progress(done, total)`` is called now and then with annotation rows processed. Raises
+    ExportError for a bad option, an unwritable target, or a hole with ``on_holes='refuse'``; in
+    every error case the previous ``out_path`` (if any) is untouched.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if mode not in MODES:
+        raise ExportError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    if on_holes not in ("report", "refuse"):
+        raise ExportError(f"on_holes must be 'report' or 'refuse', not {on_holes!r}")
+    report = ExportReport(path=str(out_path))
+    all_images = project.list_images()
+    if image_ids is not None:
+        wanted = set(int(i) for i in image_ids)
+        unknown = wanted - {im.id for im in all_images}
+        if unknown:
+            raise ExportError(f"no image with id {min(unknown)} in this project")
+        all_images = [im for im in all_images if im.id in wanted]
+    images = sorted(all_images, key=lambda im: im.id)
+    categories = project.list_categories()
+    cat_names = {c.id: c.name for c in categories}
+    names = {im.id: im.rel_path for im in images}
+
+    total = project.count_annotations() if image_ids is None else sum(
+        project.count_annotations(i) for i in names)
+    rows_done = 0
+
+    def rows() -> Iterable[tuple]:
+        nonlocal rows_done
+        for r in project.iter_annotation_rows(None if image_ids is None else list(names), _ROW_COLS):
+            rows_done += 1
+            if progress is not None and rows_done % 1000 == 0:
+                progress(rows_done, total)
+            yield r
+
+    annotations: list[dict[str, Any]] = []
+    for piece in _pieces(rows(), mode):
+        if piece.area == 0:
+            report.empty_skipped += 1
+            continue
+        use_polygon = fmt == "polygon" or (fmt == "auto" and piece.holes == 0 and piece.parts <= auto_max_parts)
+        if piece.iscrowd:
+            use_polygon = False  # crowd regions are RLE by COCO convention
+        segmentation: Any = None
+        if use_polygon:
+            rings = outer_rings(piece.get_crop(), piece.bbox[:2])
+            if rings and piece.holes:
+                if on_holes == "refuse":
+                    raise ExportError(
+                        f"{names[piece.image_id]}: a '{cat_names.get(piece.category_id)}' mask has "
+                        f"{piece.holes} hole(s), which polygons cannot express; export with format 'rle' "
+                        "or 'auto', or fill the holes first")
+                report.holes_lost += 1
+                report.hole_pixels_lost += _hole_pixels(piece.get_crop())
+            if rings:
+                segmentation = rings
+                report.polygons += 1
+        if segmentation is None:
+            segmentation = {"size": [piece.height, piece.width], "counts": piece.full_rle().decode("ascii")}
+            report.rles += 1
+        ann: dict[str, Any] = {
+            "id": len(annotations) + 1, "image_id": piece.image_id, "category_id": piece.category_id,
+            "segmentation": segmentation, "area": piece.area, "bbox": list(piece.bbox),
+            "iscrowd": piece.iscrowd,
+        }
+        if include_score and piece.score is not None:
+            ann["score"] = round(float(piece.score), 6)
+        annotations.append(ann)
+    if progress is not None:
+        progress(rows_done, total)
+
+    report.images = len(images)
+    report.annotations = len(annotations)
+    report.categories = len(categories)
+    if report.empty_skipped:
+        report.notes.append(f"{report.empty_skipped} empty mask(s) skipped")
+    if report.holes_lost:
+        report.notes.append(f"{report.holes_lost} polygon(s) lost their holes ({report.hole_pixels_lost} "
+                            "pixels filled); use format 'rle' or 'auto' to keep them")
+    coco = {
+        "info": {"description": "CaR Desktop export", "version": __version__,
+                 "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 "segmentation_format": fmt, "mode": mode, "polygon_convention": POLYGON_CONVENTION},
+        "licenses": [],
+        "images": [{"id": im.id, "file_name": im.rel_path, "width": im.width, "height": im.height}
+                   for im in images],
+        "annotations": annotations,
+        "categories": [{"id": c.id, "name": c.name, "supercategory": "", "synonyms": list(c.synonyms)}
+                       for c in categories],
+    }
+    _write_json_atomically(coco, Path(out_path))
+    log.info("exported %d annotations of %d images to %s", report.annotations, report.images, out_path)
+    return report

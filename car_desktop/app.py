@@ -1,0 +1,39 @@
+"""Starting the desktop window: ``launch_gui`` (called by the CLI when no sub-command is given)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def launch_gui(test_models: bool = False, argv: list[str] | None = None) -> int:
+    """Open the window; an optional image, folder or project path in ``argv`` is opened at start."""
+    from PySide6.QtWidgets import QApplication
+
+    from .ui.main_window import MainWindow
+    from .ui.settings import Settings
+    from .ui.theme import apply_theme
+
+    argv = list(argv or [])
+    app = QApplication.instance() or QApplication([sys.argv[0], *[a for a in argv if a.startswith("-")]])
+    app.setApplicationName("CaR Desktop")
+    app.setOrganizationName("car-desktop")
+    settings = Settings()
+    apply_theme(app, settings.theme)
+    window = MainWindow(test_models=test_models, settings=settings)
+    window.show()
+    for arg in (a for a in argv if not a.startswith("-")):
+        path = Path(arg)
+        if path.is_dir():
+            window.open_folder(path)
+        elif path.suffix == ".cardb":
+            window.open_project(path)
+        elif path.is_file():
+            window.open_image(path)
+        else:
+            log.warning("not found: %s", path)
+        break
+    return int(app.exec())

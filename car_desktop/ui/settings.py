@@ -1,0 +1,72 @@
+"""Persisted user settings (QSettings): device, default preset, theme, recent projects."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings
+
+from ..engine.config import PRESETS
+from ..engine.device import DEVICE_CHOICES
+
+THEMES = ("system", "light", "dark")
+MAX_RECENT = 10
+
+
+class Settings:
+    """Typed access to the application's QSettings."""
+
+    def __init__(self, qsettings: QSettings | None = None) -> None:
+        self.q = qsettings or QSettings("car-desktop", "car-desktop")
+
+    def _get(self, key: str, default, choices=None):
+        value = self.q.value(key, default)
+        if choices is not None and value not in choices:
+            return default
+        return value
+
+    @property
+    def device(self) -> str:
+        return self._get("engine/device", "auto", DEVICE_CHOICES)
+
+    @device.setter
+    def device(self, value: str) -> None:
+        self.q.setValue("engine/device", value)
+
+    @property
+    def default_preset(self) -> str:
+        return self._get("engine/preset", "objects", tuple(PRESETS))
+
+    @default_preset.setter
+    def default_preset(self, value: str) -> None:
+        self.q.setValue("engine/preset", value)
+
+    @property
+    def theme(self) -> str:
+        return self._get("ui/theme", "system", THEMES)
+
+    @theme.setter
+    def theme(self, value: str) -> None:
+        self.q.setValue("ui/theme", value)
+
+    @property
+    def opacity(self) -> float:
+        try:
+            return float(self.q.value("ui/opacity", 0.5))
+        except (TypeError, ValueError):
+            return 0.5
+
+    @opacity.setter
+    def opacity(self, value: float) -> None:
+        self.q.setValue("ui/opacity", float(value))
+
+    def recent_projects(self) -> list[str]:
+        value = self.q.value("ui/recent_projects", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def add_recent_project(self, path: str) -> None:
+        items = [p for p in self.recent_projects() if p != path]
+        self.q.setValue("ui/recent_projects", [path] + items[: MAX_RECENT - 1])
+
+    def sync(self) -> None:
+        self.q.sync()

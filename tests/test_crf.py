@@ -1,0 +1,148 @@
+"""Tests of car_desktop.engine.crf: the dense CRF snaps soft maps to colour edges, and never crashes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from car_desktop.engine.config import CRFParams
+from car_desktop.engine.crf import _unary, dense_crf, masks_from_labels
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def _two_colour(rng: np.random.Generator, h: int = 64, w: int = 96, edge: int = 48) -> np.ndarray:
+    img = np.zeros((h, w, 3), np.int64)
+    img[:, :edge] = (40, 60, 150)
+    img[:, edge:] = (230, 200, 50)
+    return np.clip(img + rng.integers(-6, 7, img.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("offset", [40, 56])  # the soft map's 0.5 crossing 8 px left / right of the edge
+def test_crf_snaps_to_colour_edge(offset: int) -> None:
+    rng = np.random.default_rng(offset)
+    h, w, edge = 64, 96, 48
+    img = _two_colour(rng, h, w, edge)
+    ramp = 1.0 / (1.0 + np.exp(-(np.arange(w) - offset) / 5.0))
+    cam = np.clip(np.tile(ramp, (h, 1)) + rng.normal(0, 0.15, (h, w)), 0, 1).astype(np.float32)
+    truth = np.zeros((h, w), bool)
+    truth[:, edge:] = True
+
+    labels = dense_crf(img, cam[None], CRFParams())
+    assert labels.dtype == np.int32 and labels.shape == (h, w)
+    assert set(np.unique(labels)) <= {0, 1}
+    raw = cam > 0.5  # where the unary alone would put the label
+    assert _iou(raw, truth) < 0.9
+    assert _iou(labels == 1, truth) > 0.98
+
+
+def test_crf_recovers_square_from_blurry_blob(two_colour_image: np.ndarray) -> None:
+    # The fixture's red square (rows 30-59, cols 16-45) on dark blue, given a round, too-wide blob.
+    h, w = two_colour_image.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    blob = np.exp(-(((yy - 44.5) / 24) ** 2 + ((xx - 30.5) / 24) ** 2)).astype(np.float32)
+    square = np.zeros((h, w), bool)
+    square[30:60, 16:46] = True
+    labels = dense_crf(two_colour_image, blob[None], CRFParams())
+    assert _iou(blob > 0.5, square) < 0.8
+    assert _iou(labels == 1, square) > 0.95
+
+
+def test_two_queries_keep_their_label_order() -> None:
+    rng = np.random.default_rng(5)
+    img = _two_colour(rng)
+    left = np.zeros((64, 96), np.float32)
+    left[:, :40] = 0.9
+    right = np.zeros((64, 96), np.float32)
+    right[:, 60:] = 0.9
+    labels = dense_crf(img, np.stack([left, right]), CRFParams())
+    masks = masks_from_labels(labels, 2)
+    assert masks.shape == (2, 64, 96) and masks.dtype == bool
+    assert masks[0][:, :40].all() and masks[1][:, 60:].all()
+    assert not (masks[0] & masks[1]).any()
+
+
+def test_zero_iterations_is_argmax_of_unnormalised_probabilities() -> None:
+    rng = np.random.default_rng(6)
+    probs = rng.random((3, 12, 10)).astype(np.float32)
+    img = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    labels = dense_crf(img, probs, CRFParams(iterations=0))
+    full = np.concatenate([1 - probs.max(axis=0, keepdims=True), probs])
+    np.testing.assert_array_equal(labels, full.argmax(axis=0))
+
+
+def test_unary_values() -> None:
+    probs = np.array([[[0.0, 0.5]], [[0.3, 1.0]]], np.float32)  # k=2, 1x2 image
+    u = _unary(probs, 1e-5)
+    assert u.shape == (3, 2) and u.dtype == np.float32 and u.flags.c_contiguous
+    expected = -np.log(np.array([[0.7, 1e-5], [1e-5, 0.5], [0.3, 1.0]]))
+    np.testing.assert_allclose(u, expected, rtol=1e-5)
+
+
+def test_all_background_gives_empty_masks() -> None:
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    probs = np.full((2, 40, 50), 0.05, np.float32)
+    labels = dense_crf(img, probs, CRFParams())
+    assert not labels.any()
+    masks = masks_from_labels(labels, 2)
+    assert masks.shape == (2, 40, 50) and not masks.any()
+
+
+def test_no_queries() -> None:
+    img = np.zeros((7, 9, 3), np.uint8)
+    labels = dense_crf(img, np.zeros((0, 7, 9), np.float32), CRFParams())
+    assert labels.shape == (7, 9) and labels.dtype == np.int32 and not labels.any()
+    assert masks_from_labels(labels, 0).shape == (0, 7, 9)
+
+
+def test_one_pixel_image() -> None:
+    img = np.array([[[10, 20, 30]]], np.uint8)
+    assert dense_crf(img, np.array([[[0.9]]], np.float32), CRFParams()).tolist() == [[1]]
+    assert dense_crf(img, np.array([[[0.1]]], np.float32), CRFParams()).tolist() == [[0]]
+
+
+def test_out_of_range_and_nan_probabilities_are_tamed() -> None:
+    img = np.zeros((8, 8, 3), np.uint8)
+    probs = np.full((1, 8, 8), 1.5, np.float32)
+    probs[0, 0, 0] = np.nan
+    probs[0, 1, 1] = -3.0
+    labels = dense_crf(img, probs, CRFParams())
+    assert labels.shape == (8, 8) and set(np.unique(labels)) <= {0, 1}
+
+
+def test_inputs_not_modified() -> None:
+    rng = np.random.default_rng(8)
+    img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    probs = rng.random((2, 16, 16)).astype(np.float32) * 1.2
+    img0, probs0 = img.copy(), probs.copy()
+    dense_crf(img, probs, CRFParams())
+    np.testing.assert_array_equal(img, img0)
+    np.testing.assert_array_equal(probs, probs0)
+
+
+def test_non_contiguous_image_accepted() -> None:
+    rng = np.random.default_rng(9)
+    img = _two_colour(rng)[:, ::-1]
+    cam = np.zeros((1, 64, 96), np.float32)
+    cam[0, :, :40] = 0.9
+    labels = dense_crf(img, cam, CRFParams())
+    np.testing.assert_array_equal(labels, dense_crf(np.ascontiguousarray(img), cam, CRFParams()))
+
+
+def test_masks_from_labels_ignores_labels_above_k() -> None:
+    labels = np.array([[0, 1, 2, 3]], np.int32)
+    masks = masks_from_labels(labels, 2)
+    assert masks.tolist() == [[[False, True, False, False]], [[False, False, True, False]]]
+
+
+def test_bad_shapes() -> None:
+    img = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="probs"):
+        dense_crf(img, np.zeros((1, 8, 9), np.float32), CRFParams())
+    with pytest.raises(ValueError, match="image"):
+        dense_crf(img[..., 0], np.zeros((1, 8, 8), np.float32), CRFParams())
+    with pytest.raises(ValueError):
+        masks_from_labels(np.zeros((2, 2, 2)), 1)

@@ -1,0 +1,423 @@
+"""The main window end to end (pytest-qt, offscreen): open, run, edit, undo, export, and failures."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QPointF, QSettings, Qt
+
+from car_desktop.engine.concepts import parse_concepts
+from car_desktop.engine.errors import WeightsMissingError
+from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus, Progress
+from car_desktop.ui.main_window import MainWindow
+from car_desktop.ui.settings import Settings
+
+
+# --------------------------------------------------------------------------- fakes
+class FakeSam:
+    def __init__(self):
+        self.images = 0
+
+    def prefetch(self, image):
+        self.images += 1
+
+    def set_image(self, image):
+        self._shape = image.shape[:2]
+
+    def predict(self, points, labels, multimask=True):
+        from types import SimpleNamespace
+
+        mask = np.zeros(self._shape, bool)
+        x, y = points[0]
+        mask[max(0, int(y) - 5):int(y) + 5, max(0, int(x) - 5):int(x) + 5] = True
+        return SimpleNamespace(mask=mask, iou=0.9, low_res_logits=None)
+
+
+class FakePipeline:
+    """Deterministic CaR: concept i gets a vertical band; 'absent' is removed; a gate can hold a run."""
+
+    def __init__(self, *_args, **_kw):
+        self.gate: threading.Event | None = None
+        self.started = threading.Event()
+        self.fail_with: Exception | None = None
+        self.runs = 0
+        self.model_names = {"proposal": "fake"}
+        self.device = "cpu"
+        self.sam = FakeSam()
+
+    def load_models(self, progress=None, cancel=None):
+        if progress:
+            progress(Progress("load", message="fake"))
+
+    def sam_session(self, config=None):
+        return self.sam
+
+    def run(self, image, concepts, *, config=None, progress=None, cancel=None):
+        self.runs += 1
+        self.started.set()
+        for step in range(1, 4):
+            if progress:
+                progress(Progress("proposals", step, step / 4))
+            if self.gate is not None:
+                while not self.gate.wait(0.01):
+                    if cancel is not None:
+                        cancel.check()
+            if cancel is not None:
+                cancel.check()
+        if self.fail_with is not None:
+            raise self.fail_with
+        h, w = image.shape[:2]
+        results = []
+        cs = parse_concepts(concepts)
+        for i, c in enumerate(cs):
+            mask = np.zeros((h, w), bool)
+            if c.name == "absent" and len(cs) > 1:
+                results.append(ConceptResult(i, c.name, c.text, mask, 0.0, ConceptStatus.REMOVED, 2, 0.12))
+                continue
+            band = w // max(1, len(cs))
+            mask[h // 4: 3 * h // 4, i * band + 2:(i + 1) * band - 2] = True
+            results.append(ConceptResult(i, c.name, c.text, mask, 0.8 - 0.1 * i,
+                                         ConceptStatus.KEPT_ALONE if len(cs) == 1 else ConceptStatus.KEPT))
+        return CaRResult(results, [], np.zeros((h, w), np.int32), (h, w), model_names=self.model_names)
+
+
+class FakeManager:
+    def __init__(self, missing: bool):
+        from types import SimpleNamespace
+
+        self._missing = missing
+        self.local = {}
+        self._st = lambda name, ok: SimpleNamespace(
+            name=name, state="present" if ok else "missing", ok=ok, path=Path("/nowhere") / name, size=10 if ok else None,
+            expected_size=350_000_000, verified=False, detail="", downloaded=None, title=name, optional=False,
+            folder=Path("/nowhere"))
+
+    def list(self):
+        return [self._st("ViT-B-16", not self._missing), self._st("sam_vit_b", not self._missing and True)]
+
+    def set_local_file(self, name, path):
+        self.local[name] = path
+        self._missing = False
+
+    def download(self, name, progress=None, cancel=None):
+        raise WeightsMissingError(f"{name}: no internet; put the file in /nowhere")
+
+
+# --------------------------------------------------------------------------- fixtures
+def _write_images(folder: Path, data_dir: Path, n: int = 2, size=(128, 96)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, name in enumerate(["astronaut.jpg", "chelsea.jpg", "coffee.jpg"][:n]):
+        img = Image.open(data_dir / name).convert("RGB").resize(size)
+        p = folder / f"img{i}.png"
+        img.save(p)
+        out.append(p)
+    return out
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+
+@pytest.fixture
+def fake_window(qtbot, settings, tmp_path, data_dir):
+    pipe = FakePipeline()
+    win = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: pipe)
+    win.fake = pipe
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.engine.ready, timeout=5000)
+    folder = tmp_path / "images"
+    _write_images(folder, data_dir, 3)
+    with qtbot.waitSignal(win.imageShown, timeout=5000):
+        assert win.open_folder(folder)
+    yield win
+    win.close()
+
+
+def _run(win, qtbot, text: str):
+    win.concept_bar.set_text(text)
+    with qtbot.waitSignal(win.carApplied, timeout=10000):
+        qtbot.keyClick(win.concept_bar.edit, Qt.Key.Key_Return)
+
+
+# --------------------------------------------------------------------------- the whole flow, tiny real models
+@pytest.mark.slow
+def test_whole_flow_with_test_models(qtbot, settings, tmp_path, data_dir):
+    from pycocotools.coco import COCO
+
+    win = MainWindow(test_models=True, settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    assert "TEST MODELS" in win.windowTitle()
+    folder = tmp_path / "photos"
+    _write_images(folder, data_dir, 2)
+    with qtbot.waitSignal(win.imageShown, timeout=10000):
+        win.open_folder(folder)
+    assert win.file_list.count() == 2
+    qtbot.waitUntil(lambda: win.engine.ready, timeout=60000)
+    win.concept_bar.sam_combo.setCurrentIndex(win.concept_bar.sam_combo.findData("off"))
+    win.concept_bar.set_text("sky")   # one concept: kept without competition, so a mask always comes back
+    with qtbot.waitSignal(win.carApplied, timeout=60000) as blocker:
+        qtbot.keyClick(win.concept_bar.edit, Qt.Key.Key_Return)
+    added = blocker.args[0]
+    assert len(added) == 1 and added[0].mask.any()
+    layer = added[0]
+    assert win.canvas.overlay_rgba()[..., 3].astype(bool).sum() == layer.mask.sum()
+    assert win.concept_panel.tree.topLevelItemCount() == 1
+    assert win.file_list.status(win.image_id) == "auto"
+
+    # Brush an edit on the selected layer.
+    win.stack.select(layer.id)
+    before = layer.mask.copy()
+    win.set_tool("brush")
+    win.tools["brush"].set_radius(4)
+    target = np.argwhere(~layer.mask)[0]   # an unmasked pixel (row, col)
+    y, x = int(target[0]), int(target[1])
+    vp = win.canvas.viewport()
+    pos = win.canvas.mapFromScene(QPointF(x + 0.5, y + 0.5))
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=pos)
+    assert layer.mask[y, x]
+    edited = layer.mask.copy()
+    ann_id = win.annotator.annotation_id(layer.id)
+    assert np.array_equal(win.project.get_mask(ann_id), edited)   # saved at once
+    qtbot.keyClick(win, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert np.array_equal(layer.mask, before)
+    assert np.array_equal(win.project.get_mask(ann_id), before)
+    qtbot.keyClick(win, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert np.array_equal(layer.mask, edited)
+
+    # Export COCO and read it back with pycocotools.
+    out = tmp_path / "export.json"
+    with qtbot.waitSignal(win.runner.finished, timeout=20000):
+        win.export_coco(out, fmt="rle")
+    coco = COCO(str(out))
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert len(anns) == 1
+    assert np.array_equal(coco.annToMask(anns[0]).astype(bool), edited)
+    assert coco.loadCats(anns[0]["category_id"])[0]["name"] == "sky"
+    win.close()
+
+
+# --------------------------------------------------------------------------- fast flows on a fake engine
+def test_run_shows_layers_statuses_and_undo_group(fake_window, qtbot):
+    win = fake_window
+    _run(win, qtbot, "cat, absent, dog")
+    names = {l.name: l for l in win.stack.layers()}
+    assert set(names) == {"cat", "absent", "dog"}
+    assert names["absent"].removed and "removed at step 2" in names["absent"].status_text
+    assert win.project.count_annotations(win.image_id) == 2
+    # The whole CaR result is one undo step.
+    win.annotator.undo()
+    assert win.project.count_annotations(win.image_id) == 0
+    assert not [l for l in win.stack.layers() if not l.removed]
+    win.annotator.redo()
+    assert win.project.count_annotations(win.image_id) == 2
+    # Force-keep the removed concept: a single-concept run gives it a mask.
+    win.force_keep(names["absent"].id)
+    qtbot.waitUntil(lambda: win.stack.find(name="absent") is not None and not win.stack.find(name="absent").removed,
+                    timeout=5000)
+    assert win.project.count_annotations(win.image_id) == 3
+    # Recent concept lists are remembered in the project.
+    assert win.project.get_setting("ui.recent_concepts")[0] == "cat, absent, dog"
+
+
+def test_reopen_shows_saved_state(fake_window, qtbot):
+    win = fake_window
+    _run(win, qtbot, "cat, absent")
+    first = win.image_id
+    with qtbot.waitSignal(win.imageShown, timeout=5000):
+        win.step_image(+1)
+    assert win.image_id != first and len(win.stack) == 0
+    with qtbot.waitSignal(win.imageShown, timeout=5000):
+        win.step_image(-1)
+    names = sorted((l.name, l.removed) for l in win.stack.layers())
+    assert names == [("absent", True), ("cat", False)]
+
+
+def test_cancel_mid_run(fake_window, qtbot):
+    win = fake_window
+    win.fake.gate = threading.Event()
+    win.concept_bar.set_text("cat, dog")
+    win.concept_bar.request_run()
+    assert win.fake.started.wait(5)
+    qtbot.waitUntil(lambda: win.status.cancel_button.isVisible(), timeout=3000)
+    with qtbot.waitSignal(win.engine.carCancelled, timeout=5000):
+        win.status.cancel_button.click()
+    assert len(win.stack) == 0 and win.project.count_annotations() == 0
+    qtbot.waitUntil(lambda: not win.status.cancel_button.isVisible(), timeout=3000)
+
+
+def test_change_image_mid_run_drops_stale_result(fake_window, qtbot):
+    win = fake_window
+    first = win.image_id
+    gate = threading.Event()
+    win.fake.gate = gate
+    win.concept_bar.set_text("cat")
+    win.concept_bar.request_run()
+    assert win.fake.started.wait(5)
+    with qtbot.waitSignal(win.imageShown, timeout=5000):
+        win.step_image(+1)
+    second = win.image_id
+    assert second != first
+    gate.set()
+    qtbot.waitUntil(lambda: not win.runner.busy("engine"), timeout=5000)
+    qtbot.wait(50)
+    assert len(win.stack) == 0
+    assert win.project.count_annotations(first) == 0 and win.project.count_annotations(second) == 0
+
+
+def test_worker_error_keeps_window_usable(fake_window, qtbot):
+    win = fake_window
+    win.fake.fail_with = RuntimeError("boom in the engine")
+    win.concept_bar.set_text("cat")
+    with qtbot.waitSignal(win.engine.carFailed, timeout=5000):
+        win.concept_bar.request_run()
+    assert "boom in the engine" in win.last_error
+    win.fake.fail_with = None
+    _run(win, qtbot, "cat")
+    assert win.project.count_annotations(win.image_id) == 1
+
+
+def test_sam_clicks_new_mask_and_refine(fake_window, qtbot, monkeypatch):
+    win = fake_window
+    qtbot.waitUntil(lambda: win.engine.sam_ready, timeout=3000)
+    monkeypatch.setattr(win, "ask_category", lambda *a: "cup")
+    win.new_mask_by_sam()
+    vp = win.canvas.viewport()
+    with qtbot.waitSignal(win.engine.samPredicted, timeout=5000):
+        qtbot.mouseClick(vp, Qt.MouseButton.LeftButton, pos=win.canvas.mapFromScene(QPointF(40, 40)))
+    assert win.tools["sam"].preview is not None and win.tools["sam"].preview.sum() == 100
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Return)
+    cup = win.stack.find(name="cup")
+    assert cup is not None and cup.mask.sum() == 100
+    assert win.project.count_annotations(win.image_id) == 1
+    win.annotator.undo()
+    assert win.project.count_annotations(win.image_id) == 0
+
+
+def test_mask_ops_split_delete_fill(fake_window, qtbot):
+    win = fake_window
+    _run(win, qtbot, "cat")
+    layer = win.stack.find(name="cat")
+    win.stack.select(layer.id)
+    layer.mask[40:44, 40:44] = False
+    win.annotator.commit_mask_edit(layer.id, (40, 44, 40, 44), np.ones((4, 4), bool), np.zeros((4, 4), bool), "Eraser")
+    win.annotator.apply_op("fill_holes")
+    assert layer.mask[41, 41]
+    # Cut the band in two and split.
+    h, w = layer.mask.shape
+    before = layer.mask[:, 60:64].copy()
+    layer.mask[:, 60:64] = False
+    win.annotator.commit_mask_edit(layer.id, (0, h, 60, 64), before, layer.mask[:, 60:64].copy(), "Eraser")
+    win.annotator.split_selected()
+    cats = [l for l in win.stack.layers() if l.name == "cat"]
+    assert len(cats) == 2 and win.project.count_annotations(win.image_id) == 2
+    win.annotator.merge_into_selected()
+    assert len([l for l in win.stack.layers() if l.name == "cat"]) == 1
+    win.delete_selected()
+    assert win.project.count_annotations(win.image_id) == 0
+    win.annotator.undo()
+    assert win.project.count_annotations(win.image_id) == 1
+
+
+def test_hundred_undo_steps(fake_window, qtbot):
+    win = fake_window
+    _run(win, qtbot, "cat")
+    layer = win.stack.find(name="cat")
+    original = layer.mask.copy()
+    for i in range(120):
+        y, x = i % 90, (i * 7) % 120
+        before = layer.mask[y:y + 1, x:x + 1].copy()
+        layer.mask[y, x] = not layer.mask[y, x]
+        win.annotator.commit_mask_edit(layer.id, (y, y + 1, x, x + 1), before, layer.mask[y:y + 1, x:x + 1].copy(), "Brush")
+    for _ in range(120):
+        assert win.annotator.undo()
+    assert np.array_equal(layer.mask, original)
+
+
+def test_mark_reviewed_and_next_previous(fake_window, qtbot):
+    win = fake_window
+    qtbot.keyClick(win, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert win.project.get_image(win.image_id).status == "reviewed"
+    assert win.file_list.status(win.image_id) == "reviewed"
+    first = win.image_id
+    with qtbot.waitSignal(win.imageShown, timeout=5000):
+        qtbot.keyClick(win, Qt.Key.Key_D)
+    assert win.image_id != first
+    with qtbot.waitSignal(win.imageShown, timeout=5000):
+        qtbot.keyClick(win, Qt.Key.Key_A)
+    assert win.image_id == first
+
+
+def test_first_start_without_weights(qtbot, settings, tmp_path, data_dir):
+    manager = FakeManager(missing=True)
+    pipe = FakePipeline()
+    win = MainWindow(test_models=False, settings=settings, pipeline_factory=lambda t, c: pipe, model_manager=manager)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.models_dialog is not None and win.models_dialog.isVisible(), timeout=3000)
+    dlg = win.models_dialog
+    assert dlg.table.rowCount() == 2 and "missing" in dlg.table.item(0, 2).text()
+    assert dlg.missing() == ["ViT-B-16", "sam_vit_b"]
+    # Offline download: a clear message, no crash.
+    dlg.download_missing()
+    qtbot.waitUntil(lambda: "no internet" in dlg.detail.text(), timeout=5000)
+    # The app still opens images without models.
+    folder = tmp_path / "imgs"
+    _write_images(folder, data_dir, 1)
+    with qtbot.waitSignal(win.imageShown, timeout=5000):
+        win.open_folder(folder)
+    assert win.canvas.has_image() and not win.engine.ready
+    # Choosing local files makes the models load.
+    dlg.set_local_file("ViT-B-16", str(tmp_path / "w.pt"))
+    qtbot.waitUntil(lambda: win.engine.ready, timeout=5000)
+    win.close()
+
+
+def test_read_only_folder_gets_project_in_user_data(qtbot, settings, tmp_path, data_dir, monkeypatch):
+    import car_desktop.ui.project_session as ps
+
+    monkeypatch.setenv("CAR_DESKTOP_DATA", str(tmp_path / "userdata"))
+    monkeypatch.setattr(ps, "folder_writable", lambda folder: False)
+    folder = tmp_path / "ro"
+    _write_images(folder, data_dir, 1)
+    win = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: FakePipeline())
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.imageShown, timeout=5000):
+        win.open_folder(folder)
+    assert not (folder / ps.PROJECT_NAME).exists()
+    assert str(win.project.path).startswith(str(tmp_path / "userdata"))
+    win.close()
+
+
+def test_corrupt_image_is_marked_and_skipped(qtbot, settings, tmp_path, data_dir):
+    folder = tmp_path / "mixed"
+    paths = _write_images(folder, data_dir, 2)
+    # A truncated file: the header (and size) reads, the pixels do not.
+    data = paths[0].read_bytes()
+    bad = folder / "img0b.png"
+    bad.write_bytes(data[: len(data) // 3])
+    (folder / "garbage.jpg").write_bytes(b"not an image at all")
+    win = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: FakePipeline())
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.imageShown, timeout=5000):
+        win.open_folder(folder)
+    first = win.image_id
+    keys = win.file_list.keys()
+    bad_rec = win.project.find_image("img0b.png")
+    if bad_rec is not None:   # listed: opening it marks it and keeps the window usable
+        win.show_image(bad_rec.id)
+        qtbot.waitUntil(lambda: win.file_list.status(bad_rec.id) == "error", timeout=5000)
+        assert win.image_id == first and win.canvas.has_image()
+        # Next / previous skip it.
+        assert win.file_list.neighbour(first, +1) != bad_rec.id
+    assert win.project.find_image("garbage.jpg") is None or "garbage" not in str(keys)
+    win.close()
