@@ -146,3 +146,20 @@ def test_bad_shapes() -> None:
         dense_crf(img[..., 0], np.zeros((1, 8, 8), np.float32), CRFParams())
     with pytest.raises(ValueError):
         masks_from_labels(np.zeros((2, 2, 2)), 1)
+
+
+def test_isolated_crf_matches_in_process_and_honours_cancel(two_colour_image):
+    """The helper-process CRF gives the same labels; a cancel returns without waiting for it."""
+    from car_desktop.engine.cancel import CancelToken
+    from car_desktop.engine.crf import dense_crf_isolated
+    from car_desktop.engine.errors import Cancelled
+
+    probs = np.zeros((1, 96, 128), np.float32)
+    probs[0, 25:65, 10:50] = 0.8
+    expected = dense_crf(two_colour_image, probs, CRFParams())
+    np.testing.assert_array_equal(dense_crf_isolated(two_colour_image, probs, CRFParams()), expected)
+    token = CancelToken()
+    token.cancel()
+    big = np.zeros((600, 800, 3), np.uint8)
+    with pytest.raises(Cancelled):
+        dense_crf_isolated(big, np.full((2, 600, 800), 0.5, np.float32), CRFParams(), token)

@@ -112,8 +112,10 @@ def test_prompted_keeps_the_car_mask_below_phi_iou(image):
 
 def test_prompted_empty_car_masks_are_left_alone(image):
     fake = FakeSession([_rect(0, 10, 0, 10)])
-    outs = refine_prompted(fake, image, [np.zeros((H, W), bool)] * 2, phi_iou=0.5)
+    fractions: list[float] = []
+    outs = refine_prompted(fake, image, [np.zeros((H, W), bool)] * 2, phi_iou=0.5, progress=fractions.append)
     assert [(o.accepted, o.iou, int(o.mask.sum())) for o in outs] == [(False, 0.0, 0)] * 2
+    assert fractions == [0.5, 1.0]
     assert fake.set_calls == 0 and fake.calls == []
     with pytest.raises(ValueError, match="does not match"):
         refine_prompted(fake, image, [np.zeros((10, 10), bool)], phi_iou=0.5)

@@ -164,7 +164,12 @@ def _hole_pixels(crop: np.ndarray) -> int:
     return int(((labels != labels[0, 0]) & (bg == 1)).sum())
 
 
-def _write_json_atomically(obj: dict, out_path: Path) -> None:
+def _write_json_atomically(head: dict, annotations: Iterable[dict], tail: dict, out_path: Path) -> None:
+    """Write {**head, "annotations": [...], **tail} to a temporary file beside ``out_path``, then rename.
+
+    Annotations are encoded one at a time as they are produced (json.dumps uses the C encoder), so
+    memory stays flat however large the export is.
+    """
     out_path = Path(out_path)
     folder = out_path.parent if str(out_path.parent) else Path(".")
     try:
@@ -172,11 +177,16 @@ def _write_json_atomically(obj: dict, out_path: Path) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=folder)
     except OSError as exc:
         raise ExportError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+
+    def dumps(obj: Any) -> str:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
     try:
-        # json.dumps uses the C encoder; json.dump to a file falls back to the pure-Python one.
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            fh.write("{" + ",".join(f"{dumps(k)}:{dumps(v)}" for k, v in head.items()) + ',"annotations":[')
+            for n, ann in enumerate(annotations):
+                fh.write("," + dumps(ann) if n else dumps(ann))
+            fh.write("]" + "".join(f",{dumps(k)}:{dumps(v)}" for k, v in tail.items()) + "}")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out_path)
@@ -198,7 +208,8 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
 
     ``progress(done, total)`` is called now and then with annotation rows processed. Raises
     ExportError for a bad option, an unwritable target, or a hole with ``on_holes='refuse'``; in
-    every error case the previous ``out_path`` (if any) is untouched.
+    every error case the previous ``out_path`` (if any) is untouched. Reads a snapshot of what is
+    committed when it starts (changes inside an open ``project.batch()`` are not included).
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -231,61 +242,63 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
                 progress(rows_done, total)
             yield r
 
-    annotations: list[dict[str, Any]] = []
-    for piece in _pieces(rows(), mode):
-        if piece.area == 0:
-            report.empty_skipped += 1
-            continue
-        use_polygon = fmt == "polygon" or (fmt == "auto" and piece.holes == 0 and piece.parts <= auto_max_parts)
-        if piece.iscrowd:
-            use_polygon = False  # crowd regions are RLE by COCO convention
-        segmentation: Any = None
-        if use_polygon:
-            rings = outer_rings(piece.get_crop(), piece.bbox[:2])
-            if rings and piece.holes:
-                if on_holes == "refuse":
-                    raise ExportError(
-                        f"{names[piece.image_id]}: a '{cat_names.get(piece.category_id)}' mask has "
-                        f"{piece.holes} hole(s), which polygons cannot express; export with format 'rle' "
-                        "or 'auto', or fill the holes first")
-                report.holes_lost += 1
-                report.hole_pixels_lost += _hole_pixels(piece.get_crop())
-            if rings:
-                segmentation = rings
-                report.polygons += 1
-        if segmentation is None:
-            segmentation = {"size": [piece.height, piece.width], "counts": piece.full_rle().decode("ascii")}
-            report.rles += 1
-        ann: dict[str, Any] = {
-            "id": len(annotations) + 1, "image_id": piece.image_id, "category_id": piece.category_id,
-            "segmentation": segmentation, "area": piece.area, "bbox": list(piece.bbox),
-            "iscrowd": piece.iscrowd,
-        }
-        if include_score and piece.score is not None:
-            ann["score"] = round(float(piece.score), 6)
-        annotations.append(ann)
-    if progress is not None:
-        progress(rows_done, total)
+    def annotations() -> Iterable[dict[str, Any]]:
+        count = 0
+        for piece in _pieces(rows(), mode):
+            if piece.area == 0:
+                report.empty_skipped += 1
+                continue
+            use_polygon = fmt == "polygon" or (fmt == "auto" and piece.holes == 0
+                                               and piece.parts <= auto_max_parts)
+            if piece.iscrowd:
+                use_polygon = False  # crowd regions are RLE by COCO convention
+            segmentation: Any = None
+            if use_polygon:
+                rings = outer_rings(piece.get_crop(), piece.bbox[:2])
+                if rings and piece.holes:
+                    if on_holes == "refuse":
+                        raise ExportError(
+                            f"{names[piece.image_id]}: a '{cat_names.get(piece.category_id)}' mask has "
+                            f"{piece.holes} hole(s), which polygons cannot express; export with format 'rle' "
+                            "or 'auto', or fill the holes first")
+                    report.holes_lost += 1
+                    report.hole_pixels_lost += _hole_pixels(piece.get_crop())
+                if rings:
+                    segmentation = rings
+                    report.polygons += 1
+            if segmentation is None:
+                segmentation = {"size": [piece.height, piece.width], "counts": piece.full_rle().decode("ascii")}
+                report.rles += 1
+            count += 1
+            ann: dict[str, Any] = {
+                "id": count, "image_id": piece.image_id, "category_id": piece.category_id,
+                "segmentation": segmentation, "area": piece.area, "bbox": list(piece.bbox),
+                "iscrowd": piece.iscrowd,
+            }
+            if include_score and piece.score is not None:
+                ann["score"] = round(float(piece.score), 6)
+            yield ann
+        report.annotations = count
+        if progress is not None:
+            progress(rows_done, total)
 
-    report.images = len(images)
-    report.annotations = len(annotations)
-    report.categories = len(categories)
-    if report.empty_skipped:
-        report.notes.append(f"{report.empty_skipped} empty mask(s) skipped")
-    if report.holes_lost:
-        report.notes.append(f"{report.holes_lost} polygon(s) lost their holes ({report.hole_pixels_lost} "
-                            "pixels filled); use format 'rle' or 'auto' to keep them")
-    coco = {
+    head = {
         "info": {"description": "CaR Desktop export", "version": __version__,
                  "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "segmentation_format": fmt, "mode": mode, "polygon_convention": POLYGON_CONVENTION},
         "licenses": [],
         "images": [{"id": im.id, "file_name": im.rel_path, "width": im.width, "height": im.height}
                    for im in images],
-        "annotations": annotations,
-        "categories": [{"id": c.id, "name": c.name, "supercategory": "", "synonyms": list(c.synonyms)}
-                       for c in categories],
     }
-    _write_json_atomically(coco, Path(out_path))
+    tail = {"categories": [{"id": c.id, "name": c.name, "supercategory": "", "synonyms": list(c.synonyms)}
+                           for c in categories]}
+    _write_json_atomically(head, annotations(), tail, Path(out_path))
+    report.images = len(images)
+    report.categories = len(categories)
+    if report.empty_skipped:
+        report.notes.append(f"{report.empty_skipped} empty mask(s) skipped")
+    if report.holes_lost:
+        report.notes.append(f"{report.holes_lost} polygon(s) lost their holes ({report.hole_pixels_lost} "
+                            "pixels filled); use format 'rle' or 'auto' to keep them")
     log.info("exported %d annotations of %d images to %s", report.annotations, report.images, out_path)
     return report

@@ -40,9 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _gui_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> list[str] | None:
+    """The GUI's own arguments (an image, folder or project to open) when no sub-command is named."""
+    commands = set()
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        commands.update(getattr(action, "choices", {}) or {})
+    positional = [a for a in argv if not a.startswith("-")]
+    if positional and positional[0] not in commands:
+        return positional
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    gui_paths = _gui_arguments(parser, argv)
+    if gui_paths is not None:
+        argv = [a for a in argv if a not in gui_paths]
     args, rest = parser.parse_known_args(argv)
+    if gui_paths:
+        rest = [*rest, *gui_paths]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:

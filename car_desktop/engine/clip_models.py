@@ -77,6 +77,25 @@ def _fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+class _DropRandomInitWarning(logging.Filter):
+    """open_clip warns on the root logger that a model built without weights is random, even when we
+    load the weights ourselves right after; our own log says what the weights are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+def _create(name: str, quick_gelu: bool = False) -> torch.nn.Module:
+    """The bare architecture (random weights, fp32, CPU)."""
+    drop = _DropRandomInitWarning()
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+    finally:
+        root.removeFilter(drop)
+
+
 def _freeze(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     # Plain .to(dtype): every weight in one dtype; the stages upcast what must stay fp32
     # (LayerNorm statistics, the Grad-CAM pass, the scores).
@@ -132,7 +151,7 @@ def _build_from_file(name: str, path: Path, quick_gelu: bool | None) -> torch.nn
         state_dict.pop(k, None)
     # OpenAI weights were trained with QuickGELU; a tag's metadata says so for open_clip tags.
     use_quick_gelu = bool(quick_gelu) or is_openai
-    model = open_clip.create_model(name, pretrained=None, force_quick_gelu=use_quick_gelu)
+    model = _create(name, quick_gelu=use_quick_gelu)
     if "logit_scale" in state_dict and state_dict["logit_scale"].ndim != model.logit_scale.ndim:
         state_dict["logit_scale"] = state_dict["logit_scale"].reshape(model.logit_scale.shape)
     try:
@@ -173,7 +192,7 @@ def load_clip(
     dtype = resolve_dtype(precision, dev)
     check(cancel)
     if pretrained is None:
-        model = open_clip.create_model(name, pretrained=None)
+        model = _create(name)
         log.warning("CLIP %s has random weights: its masks and scores are meaningless.", name)
     else:
         path = Path(pretrained).expanduser()
@@ -208,7 +227,7 @@ def _seeded_random(name: str, device: torch.device, dtype: torch.dtype) -> ClipM
     # fork_rng keeps the caller's global RNG untouched while making the weights reproducible.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TEST_SEEDS[name])
-        model = open_clip.create_model(name, pretrained=None)
+        model = _create(name)
     model = _freeze(model, device, dtype)
     return ClipModel(model=model, tokenizer=open_clip.get_tokenizer(name), name=name, pretrained=None,
                      device=device, dtype=dtype, is_test=True)

@@ -93,6 +93,9 @@ class CaRConfig:
     refine_layers: int = 8
     blur_kernel: int = 15
     use_crf: bool = True
+    #: Run the CRF in a helper process: pydensecrf holds the GIL for the whole inference, which would
+    #: freeze a GUI thread for about a second.
+    crf_in_subprocess: bool = True
     crf: CRFParams = field(default_factory=CRFParams)
     sam_mode: str = "prompted"
     sam_model: str = "vit_b"

@@ -8,16 +8,26 @@ bilateral appearance term. One deliberate difference from the authors' released 
 term sees the true RGB image, whereas the released code passes a mean-subtracted image cast to uint8
 (its values wrap around), which garbles colour distances. Everything-background is a normal outcome
 that yields empty masks, never an error.
+
+pydensecrf's inference holds Python's global interpreter lock for its whole run (about a second at
+1024 px), which would freeze the GUI thread; ``dense_crf_isolated`` therefore runs it in one long-lived
+helper process, which also lets a cancel return at once instead of waiting for the CRF to finish.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import multiprocessing
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
 
+from .cancel import CancelToken, check
 from .config import CRFParams
 
 log = logging.getLogger(__name__)
@@ -93,3 +103,47 @@ def _check_probs(probs: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if not np.all(np.isfinite(p)):
         p = np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(p, 0.0, 1.0)
+
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _shutdown_pool() -> None:
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool = None
+
+
+def _get_pool() -> ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            # spawn: a fork of a process with torch and Qt threads running is not safe.
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            atexit.register(_shutdown_pool)
+        return _pool
+
+
+def dense_crf_isolated(image: np.ndarray, probs: np.ndarray, params: CRFParams,
+                       cancel: CancelToken | None = None) -> np.ndarray:
+    """``dense_crf`` in the helper process, polling ``cancel`` while it runs.
+
+    Falls back to running in this process when the helper cannot be started or dies.
+    """
+    global _pool
+    if probs.shape[0] == 0:
+        return dense_crf(image, probs, params)
+    try:
+        future = _get_pool().submit(dense_crf, np.ascontiguousarray(image), np.asarray(probs, np.float32), params)
+        while True:
+            try:
+                return future.result(timeout=0.05)
+            except TimeoutError:
+                check(cancel)  # the helper finishes its current CRF and the result is dropped
+    except (BrokenProcessPool, OSError) as exc:
+        log.warning("CRF helper process unavailable (%s); running the CRF in this process.", exc)
+        with _pool_lock:
+            _pool = None
+        return dense_crf(image, probs, params)

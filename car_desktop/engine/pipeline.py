@@ -154,6 +154,15 @@ class CaRPipeline:
                 self.sam_session(self.config)
 
     @property
+    def device(self) -> str:
+        """The device actually used ("cpu", "cuda", ...): the loaded models', else what auto resolves to."""
+        for clip in self._clips.values():
+            return str(clip.device)
+        from .device import resolve_device
+
+        return str(resolve_device(self.config.device))
+
+    @property
     def model_names(self) -> dict[str, str]:
         c = self.config
         if self.test_models:
@@ -255,7 +264,7 @@ class CaRPipeline:
 
             with timer("crf"):
                 report("crf")
-                work_masks = self._masks_from_maps(work, outcome.soft_maps, config)
+                work_masks = self._masks_from_maps(work, outcome.soft_maps, config, cancel)
             check(cancel)
             masks = {i: resize_mask(m, full.shape[:2]) for i, m in zip(outcome.survivors, work_masks)}
 
@@ -272,8 +281,14 @@ class CaRPipeline:
             report("done")
             return result
 
-    def _masks_from_maps(self, work: np.ndarray, maps: np.ndarray, config: CaRConfig) -> list[np.ndarray]:
-        from .crf import dense_crf
+    def _masks_from_maps(self, work: np.ndarray, maps: np.ndarray, config: CaRConfig,
+                         cancel: CancelToken | None = None) -> list[np.ndarray]:
+        from .crf import dense_crf, dense_crf_isolated
+
+        def crf(probs: np.ndarray) -> np.ndarray:
+            if config.crf_in_subprocess:
+                return dense_crf_isolated(work, probs, config.crf, cancel)
+            return dense_crf(work, probs, config.crf)
 
         k = maps.shape[0]
         if k == 0:
@@ -281,10 +296,10 @@ class CaRPipeline:
         if config.referring:
             # Each phrase is its own 2-label problem: phrases may overlap.
             if config.use_crf:
-                return [dense_crf(work, maps[r:r + 1], config.crf) == 1 for r in range(k)]
+                return [crf(maps[r:r + 1]) == 1 for r in range(k)]
             return [maps[r] > config.eta for r in range(k)]
         if config.use_crf:
-            labels = dense_crf(work, maps, config.crf)
+            labels = crf(maps)
         else:
             stacked = np.concatenate([1.0 - maps.max(axis=0, keepdims=True), maps], axis=0)
             labels = stacked.argmax(axis=0)

@@ -87,8 +87,8 @@ def prompts_from_mask(
     ``min_component_area`` (default: the larger of 16 pixels and 5% of the mask's area); the largest
     component always counts, and at most ``max_components`` (largest first) are used. Each sizeable
     component gets up to ``max_points_per_component`` points at maxima of its distance transform (the
-    centre of its largest inscribed disc, then of the largest disc outside the discs already taken, as
-    long as it is at least half as deep as the first). The box is the tight box (inclusive pixel
+    centre of its largest inscribed disc, then of the largest disc centred farther than twice the radius
+    from the points already taken, as long as it is at least half as deep as the first). The box is the tight box (inclusive pixel
     coordinates, like SAM's) of the sizeable components, so far-away specks do not inflate it.
     An empty mask gives empty prompts.
     """
@@ -172,6 +172,8 @@ def refine_prompted(
         prompts = prompts_from_mask(car, **prompt_options)
         if prompts.empty:
             outcomes.append(RefineOutcome(mask=car, accepted=False, iou=0.0))
+            if progress is not None:
+                progress((n + 1) / len(masks))
             continue
         if not image_set:
             session.set_image(image)
