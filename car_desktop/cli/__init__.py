@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"car-desktop {__version__}")
     parser.add_argument("--test-models", action="store_true",
                         help="use tiny random-weight models (for tests and demos: masks are meaningless)")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check this installation: open the window offscreen with the test models, "
+                             "segment a built-in image, exit 0 if it worked")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -62,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         rest = [*rest, *gui_paths]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.self_test:
+        from ..selftest import run_self_test  # Qt and torch are imported only here
+
+        return run_self_test()
     if args.command is None:
         from ..app import launch_gui  # Qt is imported only when the window is wanted
 

@@ -23,7 +23,8 @@ from .clip_models import ClipModel
 from .clip_tower import embed_image, project, run_blocks
 from .config import CaRConfig
 from .errors import ConfigError
-from .proposals import LOGIT_SCALE, as_rgb_uint8
+from .image_io import as_rgb_uint8
+from .proposals import LOGIT_SCALE
 from .results import PassCounter
 from .text_encoder import TextEncoder
 

@@ -99,6 +99,27 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """An in-memory array as C-contiguous uint8 (H, W, 3) RGB: grey and RGBA are accepted and converted.
+
+    Arrays of other dtypes or shapes are a caller's mistake and raise ImageLoadError.
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ImageLoadError(f"Expected an RGB image of shape (H, W, 3), got an array of shape {arr.shape}.")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageLoadError("The image is empty (zero pixels).")
+    if arr.dtype != np.uint8:
+        raise ImageLoadError(f"Expected 8-bit pixels (uint8), got {arr.dtype}.")
+    return np.ascontiguousarray(arr)
+
+
 def content_hash(image: np.ndarray) -> str:
     """A short hex key identifying an array's shape, dtype and pixel bytes (blake2b, 128 bits).
 

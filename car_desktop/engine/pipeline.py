@@ -27,31 +27,13 @@ from .cancel import CancelToken, check
 from .car_loop import proposal_texts, run_car_loop
 from .concepts import Concept, parse_concepts
 from .config import CaRConfig
-from .errors import ImageLoadError
+from .image_io import as_rgb_uint8
 from .results import CaRResult, ConceptResult, ConceptStatus, PassCounter, Progress
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[Progress], None]
 TEST_MODELS_WARNING = "TEST MODELS: tiny random-weight models are in use; the masks mean nothing."
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Accept HxW, HxWx1, HxWx3 or HxWx4 arrays of uint8 (or 0..1 floats) and return RGB uint8."""
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageLoadError(f"Expected an image array of shape HxW or HxWx3/4, got {arr.shape}.")
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    return np.ascontiguousarray(arr)
 
 
 def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:

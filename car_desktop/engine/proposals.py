@@ -11,7 +11,6 @@ shared/car-algorithm.md, "Proposal generator", and the authors' released code.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -28,7 +27,7 @@ from . import cam_refine
 from .clip_models import ClipModel
 from .clip_tower import block_forward, check_block, embed_image, layer_norm, pool_patches, run_blocks
 from .config import CaRConfig
-from .errors import ImageLoadError
+from .image_io import as_rgb_uint8, content_hash
 from .results import PassCounter
 from .text_encoder import TextEncoder
 
@@ -50,30 +49,6 @@ class ImageFeatures:
     last_input: torch.Tensor          # (1, 1 + rows*cols, C) input of the last block, model dtype
     attn_mean: torch.Tensor           # (N, N) fp32 patch attention averaged over the last blocks
     affinity: torch.Tensor            # (N, N) fp32 CLIP-ES refinement matrix (A^2)
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Accept HxWx3 RGB (also HxW grey and HxWx4 RGBA) uint8; anything else is a user error."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ImageLoadError(f"Expected an RGB image of shape (H, W, 3), got an array of shape {image.shape}.")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ImageLoadError("The image is empty (zero pixels).")
-    if image.dtype != np.uint8:
-        raise ImageLoadError(f"Expected 8-bit pixels (uint8), got {image.dtype}.")
-    return np.ascontiguousarray(image)
-
-
-def image_key(image: np.ndarray) -> str:
-    """Content hash (pixels + shape + dtype) that identifies an image in the per-image cache."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str((image.shape, image.dtype.str)).encode())
-    h.update(memoryview(np.ascontiguousarray(image)).cast("B"))  # no copy of a large photo
-    return h.hexdigest()
 
 
 def proposal_input_size(height: int, width: int, patch: int, long_side: int) -> tuple[int, int]:
@@ -134,7 +109,7 @@ class ProposalGenerator:
     def prepare(self, image: np.ndarray) -> ImageFeatures:
         """Run the tower (all blocks, no grad) once per distinct image; later calls hit the cache."""
         image = as_rgb_uint8(image)
-        key = image_key(image)
+        key = content_hash(image)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
