@@ -159,6 +159,8 @@ def _run_window(root: Path, timeout: float, report: Callable[[str], None]) -> di
     window.imageShown.connect(shown.append)
     window.carApplied.connect(applied.append)
     names: list[dict] = []
+    results: list[object] = []
+    window.engine.carFinished.connect(lambda _ctx, result: results.append(result))
     window.engine.modelsReady.connect(names.append)
     failure = lambda: errors[0] if errors else None  # noqa: E731
     try:
@@ -189,8 +191,9 @@ def _run_window(root: Path, timeout: float, report: Callable[[str], None]) -> di
         stored = window.project.count_annotations(window.image_id) if window.project is not None else 0
         if stored < 1:
             raise SelfTestError("the mask was not saved to the project")
+        timings = dict(getattr(results[0], "timings", {}) or {}) if results else {}
         return {"concepts": [layer.name for layer in layers], "mask_pixels": pixels, "segment_s": elapsed,
-                "saved_annotations": stored, "sam_ready": window.engine.sam_ready}
+                "saved_annotations": stored, "sam_ready": window.engine.sam_ready, "timings": timings}
     finally:
         window.close()
         app.processEvents()
@@ -219,9 +222,16 @@ def run_self_test(timeout: float = DEFAULT_TIMEOUT_S, keep: bool = False,
         fallbacks = [m for m in collector.messages if "helper process unavailable" in m]
         if fallbacks:
             raise SelfTestError(f"the CRF helper process did not start: {fallbacks[0]}")
+        from .engine import crf
+
+        # The helper is a spawned child: in a frozen app it only works when the entry point calls
+        # multiprocessing.freeze_support(), so its absence here is a packaging fault worth failing on.
+        if getattr(crf, "_pool", None) is None:
+            raise SelfTestError("the CRF did not run in its helper process")
         report(f"segmented {result['concepts']} in {result['segment_s']:.1f} s: "
                f"{result['mask_pixels']} mask pixels, {result['saved_annotations']} annotation(s) saved, "
-               f"SAM {'loaded' if result['sam_ready'] else 'NOT loaded'}")
+               f"SAM {'loaded' if result['sam_ready'] else 'NOT loaded'}; stages: "
+               + ", ".join(f"{k} {v:.2f} s" for k, v in result["timings"].items()))
         if not result["sam_ready"]:
             raise SelfTestError("the tiny test SAM did not load")
     except SelfTestError as exc:

@@ -114,6 +114,9 @@ class CaRConfig:
     #: Which block's CLS token the classifier embeds (-2: second-to-last, the released code's quirk
     #: that theta was tuned on; -1 would be standard CLIP).
     classifier_cls_block: int = -2
+    #: The released code caps a CAM box's end at width-1/height-1 and then slices end-exclusive, so
+    #: boxes never reach the last patch row/column. False (default) fixes that; True reproduces it.
+    refine_box_edge_quirk: bool = False
 
     def __post_init__(self) -> None:
         for name in ("eta", "theta", "lam", "phi_iou", "phi_iom"):

@@ -115,7 +115,7 @@ class CaRPipeline:
         p_clip = self._clip(config.proposal_model, config.proposal_pretrained, "proposal", config)
         c_clip = self._clip(config.classifier_model, config.classifier_pretrained, "classifier", config)
         # Stages cache per-image work; they are kept per model and refreshed only for a new config.
-        gen_key = f"{p_clip.key}|{config.proposal_long_side}|{config.refine_layers}|{config.lam}"
+        gen_key = f"{p_clip.key}|{config.proposal_long_side}|{config.refine_layers}|{config.refine_box_edge_quirk}"
         if gen_key not in self._generators:
             self._generators[gen_key] = ProposalGenerator(p_clip, config, self._text_encoder, self.counter)
         cls_key = f"{c_clip.key}|{config.classifier_cls_block}"
@@ -218,7 +218,7 @@ class CaRPipeline:
                 report("proposals", step)
                 texts = proposal_texts([concept_list[i].text for i in surviving], step, config.proposal_template)
                 with timer("proposals"):
-                    return generator.propose(feats, texts, background, referring=config.referring)
+                    return generator.propose(feats, texts, background, referring=config.referring, lam=config.lam)
 
             def classify(surviving: list[int], maps: np.ndarray) -> np.ndarray:
                 from .visual_prompts import apply_visual_prompts

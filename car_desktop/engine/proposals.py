@@ -93,7 +93,7 @@ class ProposalGenerator:
         self._std = torch.tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1)
         # Named deviation (see cam_refine.cam_boxes): off unless the config asks for the released
         # code's off-by-one box edges.
-        self.box_edge_quirk = bool(getattr(config, "refine_box_edge_quirk", False))
+        self.box_edge_quirk = config.refine_box_edge_quirk
         self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
         self._lock = threading.RLock()
 
@@ -231,8 +231,14 @@ class ProposalGenerator:
         query_texts: list[str],
         background_texts: list[str],
         referring: bool = False,
+        lam: float | None = None,
     ) -> np.ndarray:
-        """(k, H, W) float32 soft maps in [0, 1] at the original image size, one per query text."""
+        """(k, H, W) float32 soft maps in [0, 1] at the original image size, one per query text.
+
+        ``lam`` overrides the config's box threshold, so one generator (and its per-image cache)
+        serves runs with different thresholds.
+        """
+        lam = self.config.lam if lam is None else lam
         height, width = feats.image_size
         if not query_texts:
             return np.zeros((0, height, width), dtype=np.float32)
@@ -241,7 +247,7 @@ class ProposalGenerator:
         with self._lock:
             cams = self.cams(feats, list(query_texts), list(background_texts), referring=referring)
             masks = np.stack([
-                cam_refine.box_mask_from_cam(c, self.config.lam, edge_quirk=self.box_edge_quirk) for c in cams
+                cam_refine.box_mask_from_cam(c, lam, edge_quirk=self.box_edge_quirk) for c in cams
             ])
             refined = cam_refine.refine_cams(feats.affinity, cams, masks)
             return cam_refine.resize_maps(refined, (height, width))
