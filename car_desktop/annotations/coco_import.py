@@ -9,6 +9,7 @@ only an unreadable file raises CocoImportError. The whole import is one transact
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -35,6 +36,10 @@ def _load(coco_json: str | os.PathLike | dict) -> dict:
     if isinstance(coco_json, dict):
         return coco_json
     path = Path(coco_json)
+    # json.load of a large file makes millions of objects; with the cyclic GC running meanwhile,
+    # every collection rescans them all and the load grows faster than the file.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -42,6 +47,9 @@ def _load(coco_json: str | os.PathLike | dict) -> dict:
         raise CocoImportError(f"COCO file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CocoImportError(f"{path} is not a readable COCO JSON file: {exc}") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CocoImportError(f"{path} is not COCO JSON: no 'images' list at the top level")
     return data

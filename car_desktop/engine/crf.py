@@ -126,6 +126,18 @@ def _get_pool() -> ProcessPoolExecutor:
         return _pool
 
 
+def _ready() -> bool:
+    return True
+
+
+def start_helper() -> None:
+    """Start the helper process now (it takes a second or more) so the first CRF does not wait for it."""
+    try:
+        _get_pool().submit(_ready)
+    except (BrokenProcessPool, OSError, RuntimeError) as exc:
+        log.warning("Could not start the CRF helper process: %s", exc)
+
+
 def dense_crf_isolated(image: np.ndarray, probs: np.ndarray, params: CRFParams,
                        cancel: CancelToken | None = None) -> np.ndarray:
     """``dense_crf`` in the helper process, polling ``cancel`` while it runs.

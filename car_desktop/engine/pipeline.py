@@ -205,6 +205,10 @@ class CaRPipeline:
             timer = _Timer()
             with timer("load models"):
                 report("loading models")
+                if config.use_crf and config.crf_in_subprocess:
+                    from .crf import start_helper
+
+                    start_helper()  # starts while the proposals run
                 generator, classifier = self._stages(config)
             check(cancel)
             work = resize_long_side(full, config.work_long_side)

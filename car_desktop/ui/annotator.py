@@ -289,6 +289,19 @@ class Annotator(QObject):
     def annotation_id(self, layer_id: int) -> int | None:
         return self._ann.get(layer_id)
 
+    def layer_for_annotation(self, annotation_id: int) -> int | None:
+        """The layer showing a project annotation of the open image (the review queue jumps to it)."""
+        for lid, ann in self._ann.items():
+            if ann == annotation_id and self.stack.get(lid) is not None:
+                return lid
+        return None
+
+    def reload(self) -> None:
+        """Show the project's current state of the open image again (after another writer changed it).
+        The undo history starts over: its steps named annotations that may be gone."""
+        if self.image_id is not None and self.stack.size != (0, 0):
+            self.load_image(self.image_id, *self.stack.size)
+
     # ----- whole-mask operations
     def _set_mask(self, layer_id: int, new_mask: np.ndarray) -> tuple[int, Edit] | None:
         layer = self._registry[layer_id]

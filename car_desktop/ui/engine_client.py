@@ -65,6 +65,10 @@ class EngineClient(QObject):
             self._pipeline = self._factory(self.test_models, self.config)
         return self._pipeline
 
+    def pipeline(self):
+        """The shared pipeline, created on first use. Call it only from a job on the "engine" lane."""
+        return self._get_pipeline()
+
     def load_models(self) -> JobInfo:
         def job(progress, cancel):
             pipe = self._get_pipeline()

@@ -25,6 +25,8 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("Delete", "Delete the selected mask"),
     ("Ctrl+Z / Ctrl+Shift+Z", "Undo / redo"),
     ("Ctrl+Enter", "Mark the image as reviewed"),
+    ("Ctrl+Shift+Enter", "Review queue: accept the image and go to the next doubtful mask"),
+    ("Ctrl+Shift+L", "Auto-label a folder"),
     ("Ctrl+E", "Export COCO JSON"),
     ("F1", "This list"),
 ]

@@ -23,6 +23,7 @@ from ..annotations.store import Project
 from ..engine.config import CaRConfig
 from ..engine.errors import CaRDesktopError
 from .annotator import Annotator
+from .autolabel_run import AutoLabelRunner
 from .canvas import Canvas
 from .concept_bar import ConceptBar
 from .concept_panel import ConceptPanel
@@ -31,9 +32,11 @@ from .file_list import FileList
 from .help_dialog import HelpDialog
 from .layers import LayerStack
 from .project_session import IMAGE_FILTER, PROJECT_FILTER, load_image, project_for_folder
+from .review_panel import ReviewPanel
 from .settings import THEMES, Settings
 from .status import JobStatusBar
 from .tools import BrushTool, PolygonTool, SamClickTool
+from .transfer import ImportCocoDialog, Transfers
 from .workers import JobError, JobInfo, JobRunner
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,13 @@ class MainWindow(QMainWindow):
                                    config=CaRConfig(device=self.settings.device),
                                    pipeline_factory=pipeline_factory, parent=self)
         self._model_manager = model_manager
+        self.review_panel = ReviewPanel(self.runner)
+        self.autolabel = AutoLabelRunner(self.runner, self.engine.pipeline, test_models=test_models, parent=self)
+        self.autolabel_progress = None     # AutoLabelProgressDialog of the last run
+        self.transfers = Transfers(self.runner, self)
+        self.about_dialog = None
+        self._requested_image: int | None = None
+        self._pending_annotation: tuple[int, int] | None = None   # (image id, annotation id) to select
         self.project: Project | None = None
         self.image_id: int | None = None
         self.image: np.ndarray | None = None
@@ -81,6 +91,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self._dock("Concepts", self.concept_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Images", self.file_list, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.review_dock = self._dock("Review queue", self.review_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
 
         self.tools = {
             "brush": BrushTool(self.annotator), "eraser": BrushTool(self.annotator, erase=True),
@@ -129,6 +140,12 @@ class MainWindow(QMainWindow):
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         f.addSeparator()
         self.export_action = self._action(f, "Export COCO JSON…", self.ask_export_coco, "Ctrl+E")
+        self._action(f, "Export label PNGs…", self.ask_export_label_pngs,
+                     tip="One palette PNG per image: pixel value = concept id, 0 = background")
+        self._action(f, "Import COCO…", self.ask_import_coco, tip="Add the masks of a COCO JSON to this project")
+        f.addSeparator()
+        self._action(f, "Auto-label folder…", self.ask_autolabel, "Ctrl+Shift+L",
+                     tip="Run CaR with one concept list over every image of a folder, in the background")
         f.addSeparator()
         self._action(f, "Quit", self.close, "Ctrl+Q")
 
@@ -144,6 +161,7 @@ class MainWindow(QMainWindow):
         self._action(e, "Relabel mask…", self.ask_relabel, "L")
         e.addSeparator()
         self._action(e, "Mark image reviewed", self.annotator.mark_reviewed, "Ctrl+Return")
+        self._action(e, "Accept image and go to the next doubtful mask", self.accept_and_next, "Ctrl+Shift+Return")
         self._action(e, "Cancel running job", self.cancel_job, "Esc")
 
         v = mb.addMenu("&View")
@@ -151,6 +169,9 @@ class MainWindow(QMainWindow):
         self._action(v, "100 %", self.canvas.actual_size, "1")
         self._action(v, "Previous image", lambda: self.step_image(-1), "A")
         self._action(v, "Next image", lambda: self.step_image(+1), "D")
+        review_toggle = self.review_dock.toggleViewAction()
+        review_toggle.setText("Review queue")
+        v.addAction(review_toggle)
         theme_menu = v.addMenu("Theme")
         group = QActionGroup(self)
         for name in THEMES:
@@ -191,6 +212,7 @@ class MainWindow(QMainWindow):
             dgroup.addAction(act)
         h = mb.addMenu("&Help")
         self._action(h, "Keyboard shortcuts", self.show_help, "F1")
+        self._action(h, "About CaR Desktop", self.show_about)
 
     def _connect(self) -> None:
         self.concept_bar.runRequested.connect(self.run_car)
@@ -218,6 +240,17 @@ class MainWindow(QMainWindow):
         self.engine.error.connect(self.show_error)
         self.runner.finished.connect(self._job_finished)
         self.runner.failed.connect(self._job_failed)
+        self.review_panel.maskActivated.connect(self.open_annotation)
+        self.review_panel.acceptRequested.connect(self.accept_image)
+        self.annotator.imageStatusChanged.connect(lambda *_: self.review_panel.schedule_refresh())
+        self.carApplied.connect(lambda *_: self.review_panel.schedule_refresh())
+        self.imageShown.connect(lambda *_: self.review_panel.schedule_refresh(800))
+        self.autolabel.progressed.connect(self._autolabel_progressed)
+        self.autolabel.imageLabelled.connect(self._autolabel_image)
+        self.autolabel.imagesAdded.connect(self._refresh_file_list)
+        self.autolabel.finished.connect(self._autolabel_finished)
+        self.transfers.done.connect(self._transfer_done)
+        self.transfers.failed.connect(lambda kind, text: self.status.showMessage(text, 10000))
         self._history_changed()
 
     # ----- small helpers
@@ -257,6 +290,12 @@ class MainWindow(QMainWindow):
 
     def show_help(self) -> None:
         HelpDialog(self).exec()
+
+    def show_about(self) -> None:
+        from .about_dialog import AboutDialog
+
+        self.about_dialog = AboutDialog(self.engine.device_text(), self)
+        self.about_dialog.open()
 
     # ----- models
     def model_manager(self):
@@ -334,6 +373,8 @@ class MainWindow(QMainWindow):
 
     def _set_project(self, project: Project) -> None:
         self.engine.cancel_car()
+        if self.autolabel.running and self.autolabel.project is not project:
+            self.autolabel.cancel("another project was opened")
         self.runner.invalidate("load_image")
         if self.project is not None and self.project is not project:
             self.project.close()
@@ -344,10 +385,13 @@ class MainWindow(QMainWindow):
         self._update_title()
         self._refresh_file_list()
         self.concept_bar.set_recent(self._recent_concepts())
+        self.review_panel.set_project(project)
 
     def _refresh_file_list(self) -> None:
         images = self.project.list_images() if self.project is not None else []
         self.file_list.set_images([(im.id, im.rel_path, im.status) for im in images])
+        if self.image_id is not None:
+            self.file_list.select_key(self.image_id)
 
     def open_folder(self, folder: str | Path, select: str | None = None) -> bool:
         try:
@@ -392,6 +436,7 @@ class MainWindow(QMainWindow):
             return
         self.engine.cancel_car()      # a run for the previous image must never land on this one
         path = self.project.image_path(image_id)
+        self._requested_image = image_id
         self.file_list.select_key(image_id)
         self.runner.submit("load_image", lambda progress, cancel: load_image(path), lane="io",
                            context={"image_id": image_id, "path": path}, label=f"Opening {path.name}")
@@ -431,6 +476,9 @@ class MainWindow(QMainWindow):
             self.show_error(str(exc))
         self.engine.set_image(image, image_id)
         self.file_list.select_key(image_id)
+        pending, self._pending_annotation = self._pending_annotation, None
+        if pending is not None and pending[0] == image_id:
+            self.select_annotation(pending[1])
         if rec is not None:
             self.file_list.set_status(image_id, rec.status)
             self.setWindowFilePath(rec.rel_path)
@@ -448,6 +496,12 @@ class MainWindow(QMainWindow):
             self.concept_bar.show_error("Open an image first.")
             return
         config = config.replace(device=self.settings.device)
+        self._remember_concepts(text)
+        if self.autolabel.running:
+            self.status.showMessage("Auto-labelling is running: this run starts after the images in progress.", 6000)
+        self.engine.run_car(self.image, self.image_id, text, config)
+
+    def _remember_concepts(self, text: str) -> None:
         if self.project is not None:
             recent = [text] + [t for t in self._recent_concepts() if t != text]
             try:
@@ -455,7 +509,6 @@ class MainWindow(QMainWindow):
             except CaRDesktopError as exc:
                 log.warning("recent concepts not saved: %s", exc)
             self.concept_bar.set_recent(recent[:15])
-        self.engine.run_car(self.image, self.image_id, text, config)
 
     def force_keep(self, ghost_id: int) -> None:
         ghost = self.stack.get(ghost_id)
@@ -579,6 +632,158 @@ class MainWindow(QMainWindow):
         notes = "; ".join(getattr(report, "notes", [])[:3])
         self.status.showMessage(f"Exported {report.annotations} masks of {report.images} images to {report.path}"
                                 + (f" ({notes})" if notes else ""), 10000)
+
+    # ----- auto-labelling a folder
+    def ask_autolabel(self) -> None:
+        from .autolabel_dialog import AutoLabelDialog
+
+        if self.autolabel.running:
+            if self.autolabel_progress is not None:
+                self.autolabel_progress.show()
+                self.autolabel_progress.raise_()
+            self.status.showMessage("An auto-label run is in progress: cancel it before starting another.", 6000)
+            return
+        text = self.concept_bar.text().strip() or (self._recent_concepts() or [""])[0]
+        base = self.concept_bar.config().replace(device=self.settings.device)
+        dlg = AutoLabelDialog(folder=str(self.project.image_root) if self.project is not None else "",
+                              concepts=text, preset_name=base.preset, sam_mode=base.sam_mode, base_config=base,
+                              parent=self)
+        if dlg.exec():
+            self.start_autolabel(dlg.request())
+
+    def start_autolabel(self, request) -> bool:
+        """Open the folder's project if it is not the open one, then start the run in the background."""
+        from .autolabel_dialog import AutoLabelProgressDialog
+
+        folder = Path(request.folder) if request.folder is not None else None
+        if folder is not None and not self._inside_project(folder):
+            if not self.open_folder(folder):
+                return False
+        if self.project is None:
+            self.show_error("Open a folder or project first.")
+            return False
+        try:
+            started = self.autolabel.start(self.project, request)
+        except CaRDesktopError as exc:
+            self.show_error(str(exc))
+            return False
+        if not started:
+            self.status.showMessage("An auto-label run is in progress.", 6000)
+            return False
+        self._remember_concepts(request.concepts)
+        if self.autolabel_progress is not None:
+            self.autolabel_progress.close()
+        self.autolabel_progress = AutoLabelProgressDialog(request.concepts, self)
+        self.autolabel_progress.cancelRequested.connect(lambda: self.autolabel.cancel())
+        self.autolabel_progress.show()
+        return True
+
+    def _inside_project(self, folder: Path) -> bool:
+        if self.project is None:
+            return False
+        try:
+            folder.resolve().relative_to(self.project.image_root.resolve())
+            return True
+        except (ValueError, CaRDesktopError):
+            return False
+
+    def _autolabel_progressed(self, p) -> None:
+        if self.autolabel_progress is not None:
+            self.autolabel_progress.update_progress(p)
+
+    def _autolabel_image(self, image_id: int, status: str, detail: str) -> None:
+        self.file_list.set_status(image_id, status, detail)
+        if image_id == self.image_id and status == "auto":
+            self.annotator.reload()     # the open image's masks were replaced by the run
+        self.review_panel.schedule_refresh(1000)
+
+    def _autolabel_finished(self, p, stopped: bool, error: str) -> None:
+        if self.autolabel_progress is not None:
+            self.autolabel_progress.show_finished(p, stopped, error)
+        if error:
+            self.show_error(f"Auto-labelling stopped: {error}")
+        elif p is not None:
+            self.status.showMessage(f"Auto-label {'cancelled' if stopped else 'finished'}: {p.done} labelled, "
+                                    f"{p.skipped} skipped, {p.failed} failed", 10000)
+        if self.project is not None and self.autolabel.project is self.project:
+            self._refresh_file_list()
+            self.review_panel.refresh()
+
+    # ----- review queue
+    def open_annotation(self, image_id: int, annotation_id: int) -> None:
+        """Show the image with that mask selected (from the review queue)."""
+        if self.project is None:
+            return
+        if image_id == self.image_id and self._requested_image == image_id:
+            self._pending_annotation = None
+            self.select_annotation(annotation_id)
+            return
+        self._pending_annotation = (image_id, annotation_id)
+        if self._requested_image != image_id:
+            self.show_image(image_id)
+
+    def select_annotation(self, annotation_id: int) -> bool:
+        layer_id = self.annotator.layer_for_annotation(annotation_id)
+        if layer_id is None:
+            self.status.showMessage("That mask is no longer in the project.", 5000)
+            self.review_panel.schedule_refresh()
+            return False
+        self.stack.select(layer_id)
+        layer = self.stack.get(layer_id)
+        from .layers import bbox_of
+
+        box = bbox_of(layer.mask) if layer is not None else None
+        if box is not None:
+            y0, y1, x0, x1 = box
+            self.canvas.centerOn((x0 + x1) / 2, (y0 + y1) / 2)
+        return True
+
+    def accept_image(self, image_id: int) -> None:
+        """Mark an image reviewed (the review queue's Accept)."""
+        if self.project is None:
+            return
+        if image_id == self.image_id:
+            self.annotator.mark_reviewed()
+            return
+        try:
+            self.project.set_image_status(image_id, "reviewed")
+        except CaRDesktopError as exc:
+            self.show_error(str(exc))
+            return
+        self.file_list.set_status(image_id, "reviewed")
+        self.review_panel.schedule_refresh()
+
+    def accept_and_next(self) -> None:
+        if self.review_panel.current() is not None:
+            self.review_panel.accept_current()
+        else:
+            self.annotator.mark_reviewed()
+
+    # ----- label PNGs and COCO import
+    def ask_export_label_pngs(self) -> None:
+        if self.project is None:
+            self.show_error("Open a folder or project first.")
+            return
+        path = QFileDialog.getExistingDirectory(self, "Folder for the label PNGs", str(self.project.path.parent))
+        if path:
+            self.transfers.export_label_pngs(self.project, path)
+
+    def ask_import_coco(self) -> None:
+        if self.project is None:
+            self.show_error("Open the folder of the images (or their project) first.")
+            return
+        dlg = ImportCocoDialog(str(self.project.image_root), self)
+        if dlg.exec() and dlg.json_path.text().strip():
+            self.transfers.import_coco(self.project, dlg.json_path.text().strip(), dlg.images_dir.text().strip())
+
+    def _transfer_done(self, kind: str, report) -> None:
+        if kind == "import_coco":
+            self._refresh_file_list()
+            self.annotator.reload()
+            self.review_panel.refresh()
+            self.status.showMessage(f"Imported {report.annotations_added} masks", 8000)
+        else:
+            self.status.showMessage(f"Wrote {report.images} label maps to {report.path}", 8000)
 
     # ----- closing
     def closeEvent(self, event) -> None:

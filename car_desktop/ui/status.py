@@ -33,6 +33,11 @@ def describe_progress(payload: Any) -> tuple[str, float | None]:
         if total:
             return f"{done}/{total}", max(0.0, min(1.0, done / total))
         return f"{done}", None
+    if hasattr(payload, "todo") and hasattr(payload, "processed"):   # an auto-label run (autolabel.py)
+        text = f"{payload.processed}/{payload.todo} images"
+        if getattr(payload, "failed", 0):
+            text += f", {payload.failed} failed"
+        return text, payload.fraction
     stage = getattr(payload, "stage", None)
     if stage is not None:
         text = STAGE_NAMES.get(stage, stage)

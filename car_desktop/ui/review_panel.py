@@ -1,0 +1,338 @@
+"""The review queue panel: the project's masks, the most doubtful first, to check one after another.
+
+"Kept without competition" comes first (its score of 1 is not a confidence), then the lowest CaR
+scores, with SAM's verdict shown; the order and the filters are ``annotations.review``'s. Choosing a
+row asks the window to open that image with that mask selected, where the normal tools fix it;
+"Accept image" marks the image reviewed and moves on to the next doubtful mask of another image.
+The queue is read on the "io" lane through its own read-only connection, one page at a time, so a
+project of any size never stalls the window.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTreeWidget, QTreeWidgetItem,
+    QVBoxLayout, QWidget,
+)
+
+from ..annotations.review import KEPT_ALONE, SORTS, ReviewFilter, ReviewItem, queue_concepts, review_page
+from ..annotations.store import Project
+from .concept_panel import colour_icon
+from .workers import JobError, JobInfo, JobRunner
+
+log = logging.getLogger(__name__)
+
+KIND = "review_query"
+PAGE = 300
+COL_CONCEPT, COL_SCORE, COL_SAM, COL_IMAGE, COL_STATUS = range(5)
+
+#: The "Images" filter: label -> image statuses.
+IMAGE_FILTERS: dict[str, tuple[str, ...]] = {
+    "To review": ("auto",),
+    "Reviewed": ("reviewed",),
+    "All images": (),
+}
+#: The "Masks" filter: label -> ReviewFilter fields.
+MASK_FILTERS: dict[str, dict[str, Any]] = {
+    "All masks": {},
+    "Not edited": {"edited": False},
+    "Edited": {"edited": True},
+    "Kept without competition": {"car_statuses": (KEPT_ALONE,)},
+    "SAM rejected": {"sam": ("rejected",)},
+    "SAM accepted": {"sam": ("accepted",)},
+}
+ALONE_TIP = ("Kept without competition: the only concept left in the image scores 1 by construction, "
+             "which says nothing about the mask; these come first.")
+
+
+class ReviewPanel(QWidget):
+    """The queue; emits ``maskActivated(image_id, annotation_id)`` and ``acceptRequested(image_id)``."""
+
+    maskActivated = Signal(int, int)
+    acceptRequested = Signal(int)
+    refreshed = Signal(int)            # rows shown (tests wait on it)
+
+    def __init__(self, runner: JobRunner, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.runner = runner
+        self.project: Project | None = None
+        self.items: list[ReviewItem] = []
+        self.total = 0
+        self._limit = PAGE
+        self._colors: dict[int, tuple[int, int, int]] = {}
+        self._keep: int | None = None          # annotation id to select after the next refresh
+        self._advance_from: int | None = None  # image just accepted: select the next mask of another image
+
+        self.concept_combo = QComboBox()
+        self.concept_combo.setToolTip("Only the masks of one concept")
+        self.concept_combo.addItem("All concepts", None)
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("Images still to review (auto-labelled), reviewed ones, or all")
+        for label in IMAGE_FILTERS:
+            self.image_combo.addItem(label, label)
+        self.mask_combo = QComboBox()
+        self.mask_combo.setToolTip("Only some masks: edited or not by a person, kept alone, SAM's verdict")
+        for label in MASK_FILTERS:
+            self.mask_combo.addItem(label, label)
+        self.sort_combo = QComboBox()
+        self.sort_combo.setToolTip("Order of the queue (each order puts the most doubtful first inside it)")
+        for key, label in SORTS.items():
+            self.sort_combo.addItem(label.capitalize(), key)
+        for combo in (self.concept_combo, self.image_combo, self.mask_combo, self.sort_combo):
+            combo.currentIndexChanged.connect(lambda _i: self.refresh(reset_page=True))
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
+
+        self.tree = QTreeWidget()
+        self.tree.setColumnCount(5)
+        self.tree.setHeaderLabels(["Concept", "Score", "SAM", "Image", "Status"])
+        self.tree.setRootIsDecorated(False)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.headerItem().setToolTip(COL_SCORE, "CaR score; 'alone': " + ALONE_TIP)
+        self.tree.headerItem().setToolTip(COL_SAM, "Whether SAM's refinement was accepted (its IoU with CaR's mask)")
+        header = self.tree.header()
+        header.setStretchLastSection(True)
+        for col in (COL_CONCEPT, COL_SCORE, COL_SAM, COL_IMAGE):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.setMinimumSectionSize(36)
+        self.tree.currentItemChanged.connect(self._current_changed)
+        self.tree.itemClicked.connect(lambda item, _col: self._activate(item))
+
+        self.summary = QLabel("")
+        self.more_button = QPushButton("More")
+        self.more_button.setToolTip(f"Show {PAGE} more masks")
+        self.more_button.clicked.connect(self.show_more)
+        self.prev_button = QPushButton("◀")
+        self.prev_button.setToolTip("Previous mask of the queue")
+        self.prev_button.clicked.connect(lambda: self.step(-1))
+        self.next_button = QPushButton("▶")
+        self.next_button.setToolTip("Next mask of the queue")
+        self.next_button.clicked.connect(lambda: self.step(+1))
+        self.accept_button = QPushButton("Accept image")
+        self.accept_button.setToolTip("Mark this mask's image reviewed and go to the next doubtful mask "
+                                      "(Ctrl+Shift+Enter)")
+        self.accept_button.clicked.connect(self.accept_current)
+        for b in (self.prev_button, self.next_button):
+            b.setFixedWidth(self.fontMetrics().horizontalAdvance("◀") + 24)
+
+        filters1 = QHBoxLayout()
+        filters1.addWidget(self.concept_combo, 1)
+        filters1.addWidget(self.image_combo, 1)
+        filters2 = QHBoxLayout()
+        filters2.addWidget(self.mask_combo, 1)
+        filters2.addWidget(self.sort_combo, 1)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.summary, 1)
+        bottom.addWidget(self.more_button)
+        actions = QHBoxLayout()
+        actions.addWidget(self.prev_button)
+        actions.addWidget(self.next_button)
+        actions.addStretch(1)
+        actions.addWidget(self.accept_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(3)
+        layout.addLayout(filters1)
+        layout.addLayout(filters2)
+        layout.addWidget(self.tree, 1)
+        layout.addLayout(bottom)
+        layout.addLayout(actions)
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(lambda: self.refresh())
+        runner.finished.connect(self._on_finished)
+        runner.failed.connect(self._on_failed)
+        self._update_buttons()
+
+    # ----- state
+    def set_project(self, project: Project | None) -> None:
+        self.project = project
+        self.items, self.total, self._limit = [], 0, PAGE
+        self._colors = {}
+        with QSignalBlocker(self.concept_combo):
+            self.concept_combo.clear()
+            self.concept_combo.addItem("All concepts", None)
+        self.tree.clear()
+        self.refresh()
+
+    def review_filter(self) -> ReviewFilter:
+        cid = self.concept_combo.currentData()
+        return ReviewFilter(category_ids=() if cid is None else (int(cid),),
+                            image_statuses=IMAGE_FILTERS[self.image_combo.currentData()],
+                            **MASK_FILTERS[self.mask_combo.currentData()])
+
+    def sort(self) -> str:
+        return self.sort_combo.currentData()
+
+    def current(self) -> ReviewItem | None:
+        item = self.tree.currentItem()
+        if item is None:
+            return None
+        index = self.tree.indexOfTopLevelItem(item)
+        return self.items[index] if 0 <= index < len(self.items) else None
+
+    def _update_buttons(self) -> None:
+        has = self.current() is not None
+        self.accept_button.setEnabled(has and self.current().image_status != "reviewed")
+        self.prev_button.setEnabled(has and self.tree.indexOfTopLevelItem(self.tree.currentItem()) > 0)
+        self.next_button.setEnabled(bool(self.items) and (
+            not has or self.tree.indexOfTopLevelItem(self.tree.currentItem()) < len(self.items) - 1))
+
+    # ----- querying (io lane)
+    def schedule_refresh(self, delay_ms: int = 400) -> None:
+        """Coalesce bursts (an auto-label run lands an image every few seconds, edits land often)."""
+        if self.project is not None:
+            self._timer.start(delay_ms)
+
+    def refresh(self, reset_page: bool = False) -> JobInfo | None:
+        self._timer.stop()
+        if reset_page:
+            self._limit = PAGE
+        if self.project is None:
+            self.tree.clear()
+            self.items, self.total = [], 0
+            self.summary.setText("No project open")
+            self._update_buttons()
+            return None
+        cur = self.current()
+        if self._keep is None and cur is not None:
+            self._keep = cur.annotation_id
+        project, flt, sort, limit = self.project, self.review_filter(), self.sort(), self._limit
+
+        def query(progress, cancel):
+            page = review_page(project, flt, sort=sort, limit=limit)
+            concepts = queue_concepts(project, flt)
+            colors = {c.id: c.color for c in project.list_categories()}
+            return page, concepts, colors
+
+        return self.runner.submit(KIND, query, lane="io", context={"project": project}, label="Review queue")
+
+    def show_more(self) -> None:
+        self._limit += PAGE
+        self.refresh()
+
+    def _on_failed(self, job: JobInfo, err: JobError) -> None:
+        if job.kind == KIND:
+            self.summary.setText(f"Could not read the queue: {err.message}")
+
+    def _on_finished(self, job: JobInfo, result: Any) -> None:
+        if job.kind != KIND or job.context.get("project") is not self.project:
+            return
+        page, concepts, colors = result
+        self._colors = colors
+        self._fill_concepts(concepts)
+        self.items, self.total = page.items, page.total
+        keep, advance_from = self._keep, self._advance_from
+        self._keep = self._advance_from = None
+        with QSignalBlocker(self.tree):
+            self.tree.clear()
+            self.tree.addTopLevelItems([self._make_item(it) for it in self.items])
+            target = None
+            if keep is not None:
+                target = next((i for i, it in enumerate(self.items) if it.annotation_id == keep), None)
+            if target is not None:
+                self.tree.setCurrentItem(self.tree.topLevelItem(target))
+        shown, total = len(self.items), self.total
+        self.summary.setText(f"{total} mask{'s' if total != 1 else ''}" + (f", {shown} shown" if shown < total else ""))
+        self.more_button.setVisible(shown < total)
+        self._update_buttons()
+        if advance_from is not None:
+            self._advance(advance_from)
+        self.refreshed.emit(shown)
+
+    def _fill_concepts(self, concepts: list[tuple[int, str, int]]) -> None:
+        current = self.concept_combo.currentData()
+        with QSignalBlocker(self.concept_combo):
+            self.concept_combo.clear()
+            self.concept_combo.addItem("All concepts", None)
+            for cid, name, n in concepts:
+                self.concept_combo.addItem(colour_icon(self._colors.get(cid, (128, 128, 128))), f"{name} ({n})", cid)
+            index = self.concept_combo.findData(current)
+            if index < 0 and current is not None:   # its masks all left the queue: keep the filter visible
+                self.concept_combo.addItem(f"(concept {current}: 0)", current)
+                index = self.concept_combo.count() - 1
+            self.concept_combo.setCurrentIndex(max(0, index))
+
+    def _make_item(self, it: ReviewItem) -> QTreeWidgetItem:
+        item = QTreeWidgetItem()
+        item.setText(COL_CONCEPT, it.category_name)
+        item.setIcon(COL_CONCEPT, colour_icon(self._colors.get(it.category_id, (128, 128, 128))))
+        item.setText(COL_SCORE, it.score_text)
+        item.setTextAlignment(COL_SCORE, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        item.setText(COL_SAM, it.sam_text)
+        item.setText(COL_IMAGE, it.rel_path)
+        status = [it.car_text if not it.kept_alone else "kept alone"]
+        if it.edited:
+            status.append("edited")
+        if it.image_status == "reviewed":
+            status.append("image reviewed")
+        item.setText(COL_STATUS, " · ".join(status))
+        tip = f"{it.category_name} in {it.rel_path}: {it.car_text}, {it.area} px"
+        if it.kept_alone:
+            tip += "\n" + ALONE_TIP
+        item.setToolTip(COL_CONCEPT, tip)
+        item.setToolTip(COL_SCORE, ALONE_TIP if it.kept_alone else tip)
+        item.setToolTip(COL_IMAGE, it.rel_path)
+        if it.kept_alone:
+            item.setForeground(COL_SCORE, QBrush(QColor(200, 120, 20)))
+        if it.sam_accepted is False:
+            item.setForeground(COL_SAM, QBrush(QColor(220, 60, 60)))
+        if it.image_status == "reviewed":
+            for col in range(5):
+                item.setForeground(col, QBrush(QColor(140, 140, 140)))
+        if it.edited:
+            font = QFont(item.font(COL_CONCEPT))
+            font.setItalic(True)
+            item.setFont(COL_CONCEPT, font)
+        return item
+
+    # ----- choosing and accepting
+    def _current_changed(self, current: QTreeWidgetItem | None, _previous) -> None:
+        self._update_buttons()
+        if current is not None:
+            self._activate(current)
+
+    def _activate(self, item: QTreeWidgetItem) -> None:
+        index = self.tree.indexOfTopLevelItem(item)
+        if 0 <= index < len(self.items):
+            it = self.items[index]
+            self.maskActivated.emit(it.image_id, it.annotation_id)
+
+    def select_row(self, index: int) -> None:
+        if 0 <= index < self.tree.topLevelItemCount():
+            self.tree.setCurrentItem(self.tree.topLevelItem(index))   # emits maskActivated
+
+    def step(self, delta: int) -> None:
+        item = self.tree.currentItem()
+        index = -1 if item is None else self.tree.indexOfTopLevelItem(item)
+        self.select_row(max(0, index + delta) if item is not None else 0)
+
+    def accept_current(self) -> None:
+        """Mark the current mask's image reviewed; after the refresh, go to the next mask of another image."""
+        it = self.current()
+        if it is None:
+            return
+        index = self.tree.indexOfTopLevelItem(self.tree.currentItem())
+        after = next((x.annotation_id for x in self.items[index + 1:] if x.image_id != it.image_id), None)
+        self._keep = after
+        self._advance_from = it.image_id
+        self.acceptRequested.emit(it.image_id)
+        self.refresh()
+
+    def _advance(self, accepted_image: int) -> None:
+        cur = self.current()
+        if cur is not None and cur.image_id != accepted_image:
+            self._activate(self.tree.currentItem())
+            return
+        index = next((i for i, it in enumerate(self.items) if it.image_id != accepted_image
+                      and it.image_status != "reviewed"), None)
+        if index is not None:
+            self.select_row(index)

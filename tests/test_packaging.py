@@ -1,0 +1,252 @@
+"""Packaging: the wheel carries every module and data file, the installed layout finds its resources,
+the desktop integration files are valid, and ``--self-test`` passes from the source tree and from the
+unpacked wheel.
+
+The wheel is built once per session from a copy of the source tree (``pip wheel --no-deps
+--no-build-isolation`` with this venv's setuptools: a few seconds, offline, nothing written into the
+checkout). Installing it into a fresh venv and the PyInstaller build are too slow for the suite; see
+packaging/build.sh and the README's "Packaging" section.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import car_desktop
+from car_desktop import selftest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGING = ROOT / "packaging"
+APP_ID = "io.github.car_desktop"
+DESKTOP_FILE = PACKAGING / "car-desktop.desktop"
+METAINFO = PACKAGING / f"{APP_ID}.metainfo.xml"
+ICONS = ROOT / "resources" / "icons"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(QT_QPA_PLATFORM="offscreen", HF_HUB_OFFLINE="1", CAR_DESKTOP_NO_DOWNLOAD="1",
+               PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="2")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from a copy of the checkout (so the build leaves nothing in the source tree)."""
+    base = tmp_path_factory.mktemp("wheel")
+    src = base / "src"
+    src.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("car_desktop", "resources"):
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    out = base / "dist"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "--no-index", "-q", "-w", str(out), str(src)],
+                          capture_output=True, text=True, timeout=180, env=_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    wheels = list(out.glob("car_desktop-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+@pytest.fixture(scope="session")
+def unpacked_wheel(wheel, tmp_path_factory) -> Path:
+    """The wheel's files laid out as pip installs them into site-packages."""
+    target = tmp_path_factory.mktemp("site-packages")
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(target)
+    return target
+
+
+def _source_files(folder: Path, pattern: str) -> set[str]:
+    return {p.relative_to(ROOT).as_posix() for p in folder.rglob(pattern) if "__pycache__" not in p.parts}
+
+
+# --------------------------------------------------------------------------- the wheel
+def test_wheel_has_every_module_and_data_file(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    # Every module of the package: pyproject lists the packages explicitly, so a new sub-package that
+    # is not added there would silently be missing from the wheel.
+    modules = _source_files(ROOT / "car_desktop", "*.py")
+    assert modules and not modules - names, f"missing from the wheel: {sorted(modules - names)}"
+    # Every bundled resource, under car_desktop/resources/ (the top-level resources/ is mapped there).
+    resources = {f"car_desktop/resources/{p.relative_to(ROOT / 'resources').as_posix()}"
+                 for p in (ROOT / "resources").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    for needed in ("models.json", "style/app.qss", "icons/car-desktop.svg", "icons/car-desktop.png"):
+        assert f"car_desktop/resources/{needed}" in resources
+    assert not resources - names, f"missing from the wheel: {sorted(resources - names)}"
+    configs = _source_files(ROOT / "car_desktop" / "engine" / "model_configs", "*.json")
+    assert configs and not configs - names, f"missing from the wheel: {sorted(configs - names)}"
+
+
+def test_wheel_metadata_version_and_console_script(wheel):
+    zf = zipfile.ZipFile(wheel)
+    version = car_desktop.__version__
+    assert wheel.name.startswith(f"car_desktop-{version}-")
+    info = f"car_desktop-{version}.dist-info"
+    metadata = zf.read(f"{info}/METADATA").decode()
+    assert f"\nVersion: {version}\n" in metadata
+    assert "Requires-Dist: torch" in metadata and "Requires-Dist: PySide6-Essentials" in metadata
+    entry_points = configparser.ConfigParser()
+    entry_points.read_string(zf.read(f"{info}/entry_points.txt").decode())
+    assert entry_points["console_scripts"]["car-desktop"].strip() == "car_desktop.cli:main"
+
+
+def test_installed_layout_finds_resources(unpacked_wheel, tmp_path):
+    """paths, the model configs and the theme resolve inside the installed package, not the checkout."""
+    code = (
+        "import sys, json; sys.path.insert(0, sys.argv[1])\n"
+        "import car_desktop, car_desktop.paths as p\n"
+        "from car_desktop.engine import clip_models\n"
+        "from car_desktop.selftest import check_resources\n"
+        "found = check_resources()\n"
+        "print(json.dumps({'package': car_desktop.__file__, 'resources': str(p.resources_dir()),\n"
+        "                  'configs': str(clip_models.MODEL_CONFIG_DIR),\n"
+        "                  'found': {k: str(v) for k, v in found.items()}}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(unpacked_wheel)], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    installed = unpacked_wheel / "car_desktop"
+    assert Path(report["package"]).parent == installed
+    assert Path(report["resources"]) == installed / "resources"
+    assert Path(report["configs"]) == installed / "engine" / "model_configs"
+    for path in report["found"].values():
+        assert Path(path).is_relative_to(installed), path
+
+
+# --------------------------------------------------------------------------- --self-test
+def _self_test(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "self-test: passed" in proc.stdout
+    assert "mask pixels" in proc.stdout and "SAM loaded" in proc.stdout
+    return proc
+
+
+@pytest.mark.slow
+def test_console_script_self_test(tmp_path):
+    script = Path(sys.executable).parent / "car-desktop"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "car_desktop"]
+    _self_test([*cmd, "--self-test"], tmp_path)
+
+
+@pytest.mark.slow
+def test_self_test_from_the_wheel(unpacked_wheel, tmp_path):
+    """The same check run against the wheel's files (style sheet, icons and configs as installed)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from car_desktop.cli import main\n"
+            "sys.exit(main(['--self-test']))\n")
+    proc = _self_test([sys.executable, "-c", code, str(unpacked_wheel)], tmp_path)
+    assert f"installed at {unpacked_wheel / 'car_desktop'}" in proc.stdout
+
+
+def test_self_test_fails_clearly_without_resources(tmp_path, monkeypatch):
+    from car_desktop import paths
+
+    monkeypatch.setattr(paths, "resources_dir", lambda: tmp_path)
+    with pytest.raises(selftest.SelfTestError, match="model manifest missing"):
+        selftest.check_resources()
+    (tmp_path / "models.json").write_text((ROOT / "resources" / "models.json").read_text())
+    with pytest.raises(selftest.SelfTestError, match="style sheet missing"):
+        selftest.check_resources()
+
+
+def test_synthetic_image_is_deterministic():
+    a, b = selftest.synthetic_image(), selftest.synthetic_image()
+    assert a.shape == (120, 160, 3) and a.dtype.name == "uint8"
+    assert (a == b).all() and len({tuple(c) for c in a.reshape(-1, 3)}) > 3
+
+
+# --------------------------------------------------------------------------- desktop integration
+def _desktop_entry() -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # keys are case-sensitive
+    parser.read(DESKTOP_FILE, encoding="utf-8")
+    return parser["Desktop Entry"]
+
+
+def test_desktop_file_keys():
+    entry = _desktop_entry()
+    for key in ("Type", "Name", "Exec", "Icon", "Categories", "Comment", "Terminal"):
+        assert entry.get(key, "").strip(), f"{key} missing"
+    assert entry["Type"] == "Application"
+    assert entry["Exec"].split()[0] == "car-desktop"  # the console script / the frozen executable
+    assert entry["Icon"] == APP_ID
+    assert entry["Terminal"] == "false"
+    categories = entry["Categories"]
+    assert categories.endswith(";") and "Graphics" in categories.split(";")
+
+
+def test_desktop_file_validates():
+    tool = shutil.which("desktop-file-validate")
+    if tool is None:
+        pytest.skip("desktop-file-validate not installed (Debian package desktop-file-utils)")
+    proc = subprocess.run([tool, str(DESKTOP_FILE)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "error" not in (proc.stdout + proc.stderr).lower()
+
+
+def test_appstream_metadata():
+    root = ET.parse(METAINFO).getroot()
+    assert root.tag == "component" and root.get("type") == "desktop-application"
+    assert root.findtext("id") == APP_ID
+    launchable = root.find("launchable")
+    assert launchable is not None and launchable.get("type") == "desktop-id"
+    assert launchable.text == f"{APP_ID}.desktop"   # build.sh installs the .desktop file under this name
+    assert root.findtext("icon") == _desktop_entry()["Icon"]
+    assert root.findtext("name") == _desktop_entry()["Name"]
+    assert root.findtext("provides/binary") == "car-desktop"
+    # The newest release is the package version: bump both together.
+    releases = root.findall("releases/release")
+    assert releases and releases[0].get("version") == car_desktop.__version__
+    assert root.findtext("metadata_license") and root.findtext("project_license")
+
+
+def test_appstream_metadata_validates():
+    tool = shutil.which("appstreamcli")
+    if tool is None:
+        pytest.skip("appstreamcli not installed (Debian package appstream)")
+    proc = subprocess.run([tool, "validate", "--no-net", str(METAINFO)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_icon_files():
+    svg = ET.parse(ICONS / "car-desktop.svg").getroot()
+    assert svg.tag.endswith("svg") and svg.get("viewBox") == "0 0 256 256"
+    from PIL import Image
+
+    with Image.open(ICONS / "car-desktop.png") as im:
+        assert im.size == (256, 256) and im.mode == "RGBA"
+        alpha = im.getchannel("A")
+        assert alpha.getpixel((0, 0)) == 0 and alpha.getpixel((128, 128)) == 255  # rounded, opaque centre
+
+
+# --------------------------------------------------------------------------- build scripts
+def test_build_scripts_parse():
+    for script in ("build.sh", "build_wheel.sh"):
+        path = PACKAGING / script
+        assert os.access(path, os.X_OK), f"{script} is not executable"
+        proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+    spec = (PACKAGING / "car_desktop.spec").read_text(encoding="utf-8")
+    compile(spec, "car_desktop.spec", "exec")
+    assert "pyi_entry.py" in spec and '"resources"' in spec and "model_configs" in spec
+    entry = (PACKAGING / "pyi_entry.py").read_text(encoding="utf-8")
+    assert entry.index("freeze_support()") < entry.index("main()")  # the CRF helper is a spawned child
