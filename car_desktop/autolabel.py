@@ -69,14 +69,15 @@ class AutoLabelJob:
 
     ``overwrite`` also redoes images already labelled with the same run key. Images with status
     'reviewed' or with annotations a person made or edited are never touched, whatever the options.
-    ``test_models`` must say whether the pipeline uses the tiny test models (it is part of the run key).
+    ``test_models`` (part of the run key) says whether the pipeline uses the tiny test models; None
+    takes the pipeline's own ``test_models`` attribute.
     """
 
     concepts: str | Sequence[str]
     config: CaRConfig
     image_ids: Sequence[int] | None = None
     overwrite: bool = False
-    test_models: bool = False
+    test_models: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -186,35 +187,37 @@ def add_folder(project: Project, folder: str | os.PathLike,
     each with its reason. Known images are not read again; new ones are added 200 per transaction.
     """
     root = project.image_root.resolve()
-    files = list_image_files(folder)
+    base = Path(folder).resolve()
+    try:
+        base_rel = base.relative_to(root)
+    except ValueError:
+        raise ProjectError(f"{folder} is not inside the project's image folder {root}; "
+                           f"use a new project for {folder}") from None
     ids: list[int] = []
     failures: list[Failure] = []
-    new: list[tuple[Path, str]] = []
-    for path in files:
-        try:
-            rel = path.resolve().relative_to(root).as_posix()
-        except ValueError:
-            raise ProjectError(f"{path} is not inside the project's image folder {root}; "
-                               f"use a new project for {folder}") from None
+    new: list[str] = []
+    # Relative paths are built without resolving each file, so symlinked images keep their own name.
+    for path in list_image_files(base):
+        rel = (base_rel / path.relative_to(base)).as_posix()
         if shard is not None and shard_index(rel, shard[1]) != shard[0]:
             continue
         known = project.find_image(rel)
         if known is not None:
             ids.append(known.id)
         else:
-            new.append((path, rel))
+            new.append(rel)
     for start in range(0, len(new), 200):
         chunk = new[start:start + 200]
         try:
-            ids.extend(r.id for r in project.add_images([p for p, _ in chunk]))
+            ids.extend(r.id for r in project.add_images(chunk))
             continue
         except ProjectError:
             pass  # one bad file spoils the chunk: add them one at a time to name it
-        for path, rel in chunk:
+        for rel in chunk:
             try:
-                ids.extend(r.id for r in project.add_images([path]))
+                ids.extend(r.id for r in project.add_images([rel]))
             except ProjectError as exc:
-                reason = _unreadable_reason(path, exc)
+                reason = _unreadable_reason(root / rel, exc)
                 log.warning("skipping %s: %s", rel, reason)
                 failures.append(Failure(rel, reason))
     order = {rec.id: rec.rel_path for rec in (project.get_image(i) for i in set(ids))}
@@ -299,7 +302,8 @@ def run_autolabel(
     (no concepts, missing model weights, a closed or unwritable project): ``CaRDesktopError`` subclasses.
     """
     entries = concept_entries(job.concepts)  # ConceptError before anything else happens
-    key = run_key(entries, job.config, test_models=job.test_models)
+    test_models = getattr(pipeline, "test_models", False) if job.test_models is None else job.test_models
+    key = run_key(entries, job.config, test_models=bool(test_models))
     report = AutoLabelReport(run_key=key)
     t0 = time.monotonic()
     ids = [r.id for r in project.list_images()] if job.image_ids is None else list(dict.fromkeys(job.image_ids))
@@ -351,7 +355,7 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
     # One decoder thread, ``prefetch`` images ahead: decoding overlaps the engine, memory stays bounded.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="autolabel-decode") as decoder:
         def refill() -> None:
-            while len(pending) < prefetch + 1:
+            while len(pending) < prefetch:
                 nxt = next(queue, None)
                 if nxt is None:
                     return

@@ -93,7 +93,7 @@ def test_queue_order_and_columns(win):
         ("cat", "0.70", "accepted (0.90)", "a.png"),
     ]
     assert [it.annotation_id for it in panel.items] == [it.annotation_id for it in review_items(win.project)]
-    assert panel.summary.text() == "5 masks" and not panel.more_button.isVisible()
+    assert panel.summary.text() == "5 masks in the queue" and not panel.more_button.isVisible()
 
 
 def test_click_opens_image_with_mask_selected(win, qtbot):

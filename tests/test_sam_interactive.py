@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from car_desktop.engine.results import PassCounter
-from car_desktop.engine.sam_interactive import SamSession, as_rgb_uint8, image_content_hash
+from car_desktop.engine.errors import ImageLoadError
+from car_desktop.engine.image_io import as_rgb_uint8, content_hash
+from car_desktop.engine.sam_interactive import SamSession
 from car_desktop.engine.sam_models import load_sam
 
 
@@ -103,16 +105,16 @@ def test_cache_key_depends_on_content_and_model(handle):
     assert session.cache_key(img) == session.cache_key(img.copy())
     assert session.cache_key(img) != session.cache_key(other)
     assert session.cache_key(img).endswith(handle.key)
-    assert image_content_hash(img) != image_content_hash(img.reshape(56, 40, 3))
+    assert content_hash(img) != content_hash(img.reshape(56, 40, 3))
 
 
 def test_grey_and_rgba_images_are_accepted():
     grey = np.zeros((8, 9), np.uint8)
     assert as_rgb_uint8(grey).shape == (8, 9, 3)
     assert as_rgb_uint8(np.zeros((8, 9, 4), np.uint8)).shape == (8, 9, 3)
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ImageLoadError, match="uint8"):
         as_rgb_uint8(np.zeros((8, 9, 3), np.float32))
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ImageLoadError, match="empty"):
         as_rgb_uint8(np.zeros((0, 9, 3), np.uint8))
 
 

@@ -106,11 +106,25 @@ class ReviewItem:
 
     @property
     def car_text(self) -> str:
+        """CaR's verdict in words, with the score where it means something."""
         if self.kept_alone:
             return "kept without competition"
         if self.status_text:
             return self.status_text
+        if self.car_status == "kept" and self.score is not None:
+            return f"kept (score {self.score:.2f})"
         return self.car_status or self.source
+
+    @property
+    def status_short(self) -> str:
+        """A word or two for a narrow column: 'kept', 'kept alone', 'force-kept', 'imported', ..."""
+        if self.kept_alone:
+            return "kept alone"
+        if self.car_status == "forced" or (self.status_text or "").startswith("force-kept"):
+            return "force-kept"
+        if self.car_status:
+            return str(self.car_status).replace("_", " ")
+        return {"import": "imported", "sam": "SAM", "manual": "manual"}.get(self.source, self.source)
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,9 @@ class CaRPipeline:
 
         config = config or self.config
         with self._lock:
+            wanted = "tiny" if self.test_models else config.sam_model
+            if self._sam_session is not None and self._sam_session.handle.model_type != wanted:
+                self._sam_session = None  # another SAM model was chosen
             if self._sam_session is None:
                 if self.test_models:
                     handle = load_sam("tiny", None, device=config.device)
@@ -299,9 +302,11 @@ class CaRPipeline:
         if config.sam_mode == "automatic":
             session = self.sam_session(config)
             outcomes = sam_refine.refine_automatic(session.handle, image, mask_list, config.phi_iou,
-                                                   config.phi_iom, config.sam_points_per_side)
+                                                   config.phi_iom, config.sam_points_per_side,
+                                                   counter=self.counter, cancel=cancel)
         else:
-            outcomes = sam_refine.refine_prompted(self.sam_session(config), image, mask_list, config.phi_iou)
+            outcomes = sam_refine.refine_prompted(self.sam_session(config), image, mask_list, config.phi_iou,
+                                                  cancel=cancel)
         check(cancel)
         refined = {i: o.mask.astype(bool) for i, o in zip(order, outcomes)}
         info = {i: (bool(o.accepted), float(o.iou)) for i, o in zip(order, outcomes)}

@@ -15,7 +15,6 @@ Empty masks and calls without prompts are normal outcomes (an empty mask), never
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .image_io import as_rgb_uint8, content_hash
 from .results import PassCounter
 from .sam_models import SamHandle
 
@@ -61,33 +61,6 @@ class _Embedding:
     input_size: tuple[int, int]
 
 
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """``image`` as a contiguous (H, W, 3) uint8 RGB array (grey is replicated, alpha dropped)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"SAM expects a uint8 image, got {image.dtype}.")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    elif image.ndim == 3 and image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"SAM expects an (H, W, 3) RGB image, got shape {image.shape}.")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError("SAM cannot embed an empty image.")
-    return np.ascontiguousarray(image)
-
-
-def image_content_hash(image: np.ndarray) -> str:
-    """A hash of the pixels and shape (not of any file name): equal images share one embedding."""
-    image = np.ascontiguousarray(image)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{image.shape}|{image.dtype}".encode())
-    h.update(memoryview(image).cast("B"))
-    return h.hexdigest()
-
-
 class SamSession:
     """Cached-embedding SAM predictor for one model; see the module docstring.
 
@@ -111,7 +84,7 @@ class SamSession:
     # ----------------------------------------------------------------- embeddings
     def cache_key(self, image: np.ndarray) -> str:
         """The embedding cache key of ``image`` for this session's model."""
-        return f"{image_content_hash(as_rgb_uint8(image))}@{self.handle.key}"
+        return f"{content_hash(as_rgb_uint8(image))}@{self.handle.key}"
 
     def is_cached(self, image: np.ndarray) -> bool:
         key = self.cache_key(image)

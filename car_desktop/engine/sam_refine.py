@@ -24,7 +24,8 @@ import numpy as np
 
 from .cancel import CancelToken, check
 from .results import PassCounter
-from .sam_interactive import SamPrediction, as_rgb_uint8
+from .image_io import as_rgb_uint8
+from .sam_interactive import SamPrediction
 from .sam_models import SamHandle
 
 log = logging.getLogger(__name__)

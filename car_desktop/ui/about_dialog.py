@@ -7,7 +7,7 @@ import sys
 
 import PySide6
 from PySide6.QtCore import Qt, qVersion
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QLayout, QVBoxLayout, QWidget
 
 from .. import __version__
 
@@ -35,6 +35,7 @@ class AboutDialog(QDialog):
                       "proposes and prunes the masks, SAM refines them, and you correct them by hand before "
                       "exporting COCO JSON.")
         text.setWordWrap(True)
+        text.setFixedWidth(440)     # a wrapped label in a dialog needs a width to know its height
         details = QLabel("\n".join(version_lines(device_text)))
         details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
@@ -44,4 +45,4 @@ class AboutDialog(QDialog):
         layout.addWidget(text)
         layout.addWidget(details)
         layout.addWidget(buttons)
-        self.resize(460, 0)
+        layout.setSizeConstraint(QLayout.SizeConstraint.SetFixedSize)

@@ -145,6 +145,7 @@ class ReviewPanel(QWidget):
         layout.addLayout(bottom)
         layout.addLayout(actions)
 
+        self.setMinimumWidth(380)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(lambda: self.refresh())
@@ -241,7 +242,8 @@ class ReviewPanel(QWidget):
             if target is not None:
                 self.tree.setCurrentItem(self.tree.topLevelItem(target))
         shown, total = len(self.items), self.total
-        self.summary.setText(f"{total} mask{'s' if total != 1 else ''}" + (f", {shown} shown" if shown < total else ""))
+        self.summary.setText(f"{total} mask{'s' if total != 1 else ''} in the queue"
+                             + (f", {shown} shown" if shown < total else ""))
         self.more_button.setVisible(shown < total)
         self._update_buttons()
         if advance_from is not None:
@@ -269,7 +271,7 @@ class ReviewPanel(QWidget):
         item.setTextAlignment(COL_SCORE, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         item.setText(COL_SAM, it.sam_text)
         item.setText(COL_IMAGE, it.rel_path)
-        status = [it.car_text if not it.kept_alone else "kept alone"]
+        status = [it.status_short]
         if it.edited:
             status.append("edited")
         if it.image_status == "reviewed":
