@@ -18,6 +18,7 @@ from car_desktop.annotations import Project
 from car_desktop.autolabel import (LAST_RUN_SETTING, SKIP_DONE, SKIP_EDITED, SKIP_REVIEWED, AutoLabelJob,
                                    add_folder, image_run_key, merge_projects, parse_shard, run_autolabel,
                                    run_key, shard_index)
+from car_desktop.annotations.errors import ProjectError
 from car_desktop.engine.cancel import CancelToken, check
 from car_desktop.engine.concepts import parse_concepts
 from car_desktop.engine.config import preset
@@ -305,3 +306,21 @@ def test_merge_matches_categories_and_images_and_reports_conflicts(tmp_path):
         assert any("replaced" in c for c in rep.conflicts)
     for p in projects:
         p.close()
+
+
+def test_add_folder_subfolders_symlinks_shards_and_outside_root(tmp_path):
+    root = tmp_path / "root"
+    write_images(root / "a", 3)
+    write_images(tmp_path / "elsewhere", 1)
+    (root / "a" / "link.png").symlink_to(tmp_path / "elsewhere" / "img00.png")
+    (root / "notes.txt").write_text("not an image")
+    with Project.create(tmp_path / "p.cardesk", root) as proj:
+        ids, failures = add_folder(proj, root / "a")
+        rels = [proj.get_image(i).rel_path for i in ids]
+        assert rels == ["a/img00.png", "a/img01.png", "a/img02.png", "a/link.png"] and not failures
+        again, _ = add_folder(proj, root)
+        assert again == ids  # known images are not added twice
+        parts = [add_folder(proj, root, (i, 2))[0] for i in range(2)]
+        assert sorted(parts[0] + parts[1]) == sorted(ids) and not set(parts[0]) & set(parts[1])
+        with pytest.raises(ProjectError, match="not inside"):
+            add_folder(proj, tmp_path / "elsewhere")

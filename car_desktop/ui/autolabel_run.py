@@ -193,7 +193,8 @@ class AutoLabelRunner(QObject):
 
     def _on_failed(self, job: JobInfo, err: JobError) -> None:
         if job.kind == KIND and self.running:
-            self._finish(True, err.message)
+            # After a cancel (e.g. the project was closed under it) a failure is just the stop.
+            self._finish(True, "" if self._stopping else err.message)
 
     def _on_cancelled(self, job: JobInfo) -> None:
         if job.kind == KIND and self.running:

@@ -145,6 +145,7 @@ class Transfers(QObject):
     # ----- results
     def _close_progress(self) -> None:
         if self.progress_dialog is not None:
+            self.progress_dialog.canceled.disconnect()   # closing emits canceled: not a user's cancel
             self.progress_dialog.close()
             self.progress_dialog.deleteLater()
             self.progress_dialog = None
