@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--size", default="512x384", help="image size WxH")
     ap.add_argument("--concepts", default=CONCEPTS)
     ap.add_argument("--no-crf-subprocess", action="store_true", help="run the CRF in this process (as the CLI does)")
+    ap.add_argument("--tiny", action="store_true",
+                    help="the tiny test models instead of ViT-B-16 + ViT-L-14: fast, for long memory runs (200+)")
     args = ap.parse_args()
     checkpoints = sorted({min(int(c), args.images) for c in args.checkpoints.split(",")})
     size = tuple(int(v) for v in args.size.lower().split("x"))
@@ -85,17 +87,19 @@ def main() -> None:
         folder = Path(tmp) / "images"
         folder.mkdir()
         write_folder(folder, args.images, size)
-        pipeline = CaRPipeline(config)
+        pipeline = CaRPipeline(config, test_models=args.tiny)
         t0 = time.perf_counter()
         pipeline.load_models()
         load_s = time.perf_counter() - t0
         rss_after_load = current_rss_mb()
         print(f"device {pipeline.device}, torch threads {torch.get_num_threads()}, {args.images} images "
               f"{size[0]}x{size[1]}, concepts: {args.concepts}")
-        print(f"models (ViT-B-16 + ViT-L-14, random weights) loaded in {load_s:.1f} s; RSS {rss_after_load:.0f} MB")
+        models = "tiny test models" if args.tiny else "ViT-B-16 + ViT-L-14, random weights"
+        print(f"models ({models}) loaded in {load_s:.1f} s; RSS {rss_after_load:.0f} MB")
 
         samples: dict[int, tuple[float, float]] = {}
         encodes: list[int] = []
+        rss: list[float] = []
         times: list[float] = []
 
         def progress(p) -> None:
@@ -103,10 +107,13 @@ def main() -> None:
                 return
             times.append(time.perf_counter())
             encodes.append(pipeline.counter.text_encodes)
+            rss.append(current_rss_mb())
             if p.processed in checkpoints:
                 samples[p.processed] = (peak_rss_mb(), current_rss_mb())
+            if args.tiny and p.processed % 10:
+                return
             print(f"  {p.processed:3d}/{p.todo}  {p.rate_per_min or 0:5.1f} img/min  "
-                  f"RSS {current_rss_mb():6.0f} MB  {p.current}", flush=True)
+                  f"RSS {rss[-1]:6.0f} MB  {p.current}", flush=True)
 
         with Project.create(Path(tmp) / "bench.cardesk", folder) as project:
             ids, failures = add_folder(project, folder)
@@ -141,6 +148,13 @@ def main() -> None:
         (a, (pa, ca)), (b, (pb, cb)) = sorted(samples.items())[0], sorted(samples.items())[-1]
         print(f"  growth image {a} -> {b}: current {cb - ca:+.0f} MB ({(cb - ca) / ca:+.1%}), "
               f"peak {pb - pa:+.0f} MB")
+    if len(rss) >= 10:
+        # Current RSS wobbles by tens of MB from image to image; the least-squares slope over the second
+        # half of the run is the growth that would accumulate over a long folder.
+        half = np.arange(len(rss) // 2, len(rss))
+        slope = np.polyfit(half + 1, np.asarray(rss)[half], 1)[0]
+        print(f"  current RSS over images {half[0] + 1}-{len(rss)}: min {min(rss[half[0]:]):.0f}, "
+              f"max {max(rss[half[0]:]):.0f} MB; trend {100 * slope:+.1f} MB per 100 images")
 
 
 if __name__ == "__main__":

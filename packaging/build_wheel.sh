@@ -28,7 +28,7 @@ wheel="dist/car_desktop-$version-py3-none-any.whl"
 
 t0=$(date +%s)
 frontend="$PYTHON"
-if ! "$PYTHON" -c 'import build' 2>/dev/null; then
+if ! (cd / && "$PYTHON" -c 'import build.__main__') 2>/dev/null; then  # not the checkout's build/ folder
   frontend="$ROOT/build/build-frontend-venv/bin/python"
   if [ ! -x "$frontend" ]; then
     "$PYTHON" -m venv "$ROOT/build/build-frontend-venv"

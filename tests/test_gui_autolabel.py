@@ -241,3 +241,17 @@ def test_bad_concepts_and_second_run_refused(win, qtbot):
     assert not win.start_autolabel(_request(win))
     with qtbot.waitSignal(win.autolabel.finished, timeout=5000):
         win.autolabel.cancel()
+
+
+def test_opening_another_folder_stops_the_run(win, qtbot, tmp_path):
+    win.fake.permits = threading.Semaphore(0)
+    assert win.start_autolabel(_request(win))
+    qtbot.waitUntil(lambda: win.fake.calls == ["auto"], timeout=5000)
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(other / "x.png")
+    with qtbot.waitSignal(win.autolabel.finished, timeout=5000) as blocker:
+        assert win.open_folder(other)
+    last, stopped, error = blocker.args
+    assert stopped and error == "" and last.done == 0
+    assert win.project.image_root == other and win.file_list.keys()

@@ -4,7 +4,6 @@ PNGs… and Import COCO… run on a worker and report problems in a dialog; Help
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

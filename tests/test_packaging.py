@@ -52,6 +52,8 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("car_desktop", "resources"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     out = base / "dist"
+    # No build isolation: offline and fast. The venv's setuptools is recent enough (torch itself
+    # requires setuptools>=77, which builds wheels without the separate `wheel` package).
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                            "--no-index", "-q", "-w", str(out), str(src)],
                           capture_output=True, text=True, timeout=180, env=_env())

@@ -176,3 +176,14 @@ def test_filters_and_sorts(win, qtbot):
         panel.image_combo.setCurrentIndex(panel.image_combo.findData("Reviewed"))
     assert [r[3] for r in _rows(panel)] == ["a.png", "a.png"]
     assert "image reviewed" in panel.tree.topLevelItem(0).text(4)
+
+
+def test_hidden_queue_waits_until_shown(win, qtbot):
+    panel = win.review_panel
+    win.review_dock.hide()
+    win.accept_image(panel.items[0].image_id)          # b.png reviewed while the queue is hidden
+    qtbot.wait(1000)                                   # longer than any pending refresh timer
+    assert not win.runner.running("review_query") and len(panel.items) == 5
+    with qtbot.waitSignal(panel.refreshed, timeout=5000):
+        win.review_dock.show()
+    assert "b.png" not in [it.rel_path for it in panel.items] and len(panel.items) == 4

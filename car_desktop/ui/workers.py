@@ -1,7 +1,8 @@
 """Background work: every model call runs on a worker thread, never on the GUI thread.
 
 ``JobRunner`` owns a few serial lanes (a one-thread ``QThreadPool`` each: "engine" for model loading
-and CaR runs, "sam" for embeddings and clicks, "io" for downloads and exports). A job is a plain
+and CaR runs, "sam" for embeddings and clicks, "io" for downloads and exports, "query" for read-only
+project queries such as the review queue, so a slow query never delays opening an image). A job is a plain
 function ``fn(progress, cancel) -> result``. Each submission of a *kind* ("car", "sam_click", ...) gets
 a new generation number; submitting again supersedes (and cancels) the previous job of that kind, and
 a result, progress report or error whose generation is no longer current is dropped on arrival, so a
@@ -101,7 +102,7 @@ class JobRunner(QObject):
     cancelled = Signal(object)               # JobInfo
     busyChanged = Signal(bool)
 
-    LANES = ("engine", "sam", "io")
+    LANES = ("engine", "sam", "io", "query")
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
