@@ -21,6 +21,12 @@ def launch_gui(test_models: bool = False, argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0], *[a for a in argv if a.startswith("-")]])
     app.setApplicationName("CaR Desktop")
     app.setOrganizationName("car-desktop")
+    from PySide6.QtGui import QIcon
+
+    from .paths import resource_path
+
+    app.setWindowIcon(QIcon(str(resource_path("icons", "car-desktop.svg"))))
+    app.setDesktopFileName("io.github.car_desktop")  # matches the packaged .desktop file
     settings = Settings()
     apply_theme(app, settings.theme)
     window = MainWindow(test_models=test_models, settings=settings)

@@ -99,6 +99,7 @@ def _ids(win):
 
 def test_autolabel_progress_results_and_protected_images(win, qtbot, monkeypatch):
     (win.folder / "zero.png").write_bytes(b"")          # reported as a failure, never a crash
+    (win.folder / "img4.png").write_bytes(b"broken since it was added")   # in the project, unreadable now
     p = win.project
     ids = _ids(win)
     # img0: a person reviewed it (with a manual mask); img1: a person edited its CaR mask.
@@ -106,9 +107,10 @@ def test_autolabel_progress_results_and_protected_images(win, qtbot, monkeypatch
     manual = np.zeros((36, 48), bool)
     manual[2:9, 3:20] = True
     keep0 = p.add_annotation(ids["img0"], cat.id, manual, source="manual", edited=True)
-    p.set_image_status(ids["img0"], "reviewed")
+    win.annotator.mark_reviewed()                         # img0 is the open image
     keep1 = p.add_annotation(ids["img1"], cat.id, manual, score=0.4, source="car", edited=True)
     p.set_image_status(ids["img1"], "auto")
+    win.file_list.set_status(ids["img1"], "auto")
     before = {i: [(a.id, a.updated_at) for a in p.list_annotations(i)] for i in (ids["img0"], ids["img1"])}
 
     # The dialog comes prefilled from the concept bar; accepting it starts the run.
@@ -133,20 +135,23 @@ def test_autolabel_progress_results_and_protected_images(win, qtbot, monkeypatch
     assert seen == {"concepts": "cat, dog", "folder": str(win.folder), "skip": True, "skip_enabled": False}
     last, stopped, error = blocker.args
     assert not stopped and error == ""
-    assert (last.total, last.done, last.skipped, last.failed) == (6, 3, 2, 1)
+    assert (last.total, last.done, last.skipped, last.failed) == (6, 2, 2, 2)
     assert last.failures[0].path == "zero.png" and "0 bytes" in last.failures[0].reason
+    assert last.failures[1].path == "img4.png"
+    broken = ids["img4"]
+    assert win.file_list.status(broken) == "error" and "img4.png" in win.file_list.item(4).toolTip()
     # Progress advanced one image at a time up to the end.
     done_counts = [s.done for s in snapshots if s.event == "image done"]
-    assert done_counts == [1, 2, 3]
+    assert done_counts == [1, 2]
     assert all(s.eta_s is not None for s in snapshots if s.event == "image done")
     # Results landed in the file list as they came.
-    assert [(iid, st, shown) for iid, st, shown in landed] == [
-        (ids[n], "auto", "auto") for n in ("img2", "img3", "img4")]
+    assert landed == [(ids["img2"], "auto", "auto"), (ids["img3"], "auto", "auto"), (broken, "error", "error")]
     dlg = win.autolabel_progress
     assert dlg.bar.value() == dlg.bar.maximum() == 4
     assert dlg.count_label.text().startswith("4 of 4 images") and "2 skipped" in dlg.count_label.text()
-    assert dlg.failures.count() == 1 and dlg.cancel_button.text() == "Close"
-    for n in ("img2", "img3", "img4"):
+    assert dlg.failures.count() == 2 and dlg.cancel_button.text() == "Close"
+    assert p.count_annotations(broken) == 0 and p.get_image(broken).status == "new"
+    for n in ("img2", "img3"):
         anns = p.list_annotations(ids[n])
         assert sorted(p.get_category(a.category_id).name for a in anns) == ["cat", "dog"]
         assert p.get_image(ids[n]).status == "auto"
@@ -156,13 +161,15 @@ def test_autolabel_progress_results_and_protected_images(win, qtbot, monkeypatch
         assert [(a.id, a.updated_at) for a in p.list_annotations(i)] == before[i]
     assert np.array_equal(p.get_mask(keep0.id), manual) and np.array_equal(p.get_mask(keep1.id), manual)
     # The open image (img0) was not reloaded into something else; the queue lists the new masks.
-    qtbot.waitUntil(lambda: win.review_panel.total == 7, timeout=5000)   # 6 new + img1's edited one
+    qtbot.waitUntil(lambda: win.review_panel.total == 5, timeout=5000)   # 4 new + img1's edited one
 
     # A second run resumes: everything is skipped, nothing recomputed.
     calls = len(win.fake.calls)
     with qtbot.waitSignal(win.autolabel.finished, timeout=10000) as blocker:
         assert win.start_autolabel(_request(win))
-    assert blocker.args[0].done == 0 and blocker.args[0].skipped == 5 and len(win.fake.calls) == calls
+    again = blocker.args[0]     # the broken image is tried again (a failure is not "done") and fails again
+    assert (again.done, again.skipped, again.failed) == (0, 4, 2) and len(win.fake.calls) == calls
+    assert win.file_list.status(broken) == "error"
 
 
 def test_cancel_keeps_window_usable_and_interleaves_interactive_runs(win, qtbot):

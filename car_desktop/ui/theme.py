@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
+from ..paths import resource_path
+
 log = logging.getLogger(__name__)
-
-STYLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "style"
-
 
 def dark_palette() -> QPalette:
     p = QPalette()
@@ -41,7 +38,7 @@ def apply_theme(app: QApplication, theme: str) -> None:
         app.setPalette(app.style().standardPalette())
     else:
         app.setPalette(QPalette())
-    sheet = STYLE_DIR / "app.qss"
+    sheet = resource_path("style", "app.qss")  # package data when installed, resources/ in a checkout
     try:
         app.setStyleSheet(sheet.read_text(encoding="utf-8") if sheet.is_file() else "")
     except OSError as exc:
