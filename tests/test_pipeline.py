@@ -176,3 +176,32 @@ def test_referring_mode(two_colour_image):
 def test_without_crf(pipe, two_colour_image):
     result = pipe.run(two_colour_image, "a, b", config=CONFIG.replace(use_crf=False))
     assert "crf" in result.timings
+
+
+@pytest.mark.parametrize("mode", ["prompted", "automatic"])
+def test_sam_refinement_in_the_pipeline(two_colour_image, mode):
+    """SAM runs after the CRF on the tiny SAM; each kept concept records whether SAM's mask was taken."""
+    config = preset("objects", sam_mode=mode, sam_points_per_side=4, device="cpu")
+    pipe = CaRPipeline(config, test_models=True)
+    result = pipe.run(two_colour_image, "red square, yellow")
+    kept = [c for c in result.concepts if c.status is not ConceptStatus.REMOVED]
+    assert "sam" in result.timings
+    for c in kept:
+        assert c.sam_accepted in (True, False) and (c.sam_iou is None or 0 <= c.sam_iou <= 1)
+    assert result.passes["sam_image_encodes"] == 1
+    if mode == "prompted":
+        # the cached embedding serves a second run and the annotator's clicks on the same image
+        again = pipe.run(two_colour_image, "red square, yellow, blue")
+        assert again.passes["sam_image_encodes"] == 0
+        session = pipe.sam_session()
+        session.set_image(two_colour_image)
+        click = session.predict(points=[(30, 45)], labels=[1])
+        assert click.mask.shape == (96, 128)
+        assert pipe.counter.sam_image_encodes == 1
+
+
+def test_cli_segment_with_sam(tmp_path, data_dir):
+    from car_desktop.cli import main
+
+    assert main(["--test-models", "segment", str(data_dir / "coffee.jpg"), "--concepts", "cup, table",
+                 "--sam", "prompted", "--out", str(tmp_path)]) == 0

@@ -650,7 +650,13 @@ class MainWindow(QMainWindow):
             self.status.showMessage("An auto-label run is in progress: cancel it before starting another.", 6000)
             return
         text = self.concept_bar.text().strip() or (self._recent_concepts() or [""])[0]
-        base = self.concept_bar.config().replace(device=self.settings.device)
+        try:
+            base = self.concept_bar.config().replace(device=self.settings.device)
+        except CaRDesktopError:      # the bar's advanced settings are invalid: start from the plain preset
+            from ..engine.config import PRESETS, preset
+
+            name = self.settings.default_preset if self.settings.default_preset in PRESETS else "objects"
+            base = preset(name, device=self.settings.device)
         dlg = AutoLabelDialog(folder=str(self.project.image_root) if self.project is not None else "",
                               concepts=text, preset_name=base.preset, sam_mode=base.sam_mode, base_config=base,
                               parent=self)
