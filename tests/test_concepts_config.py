@@ -39,7 +39,8 @@ def test_overlong_concept_truncated_with_warning():
 
 def test_presets_match_the_paper_table():
     assert (preset("objects").eta, preset("objects").theta, preset("objects").lam) == (0.4, 0.6, 0.4)
-    assert preset("objects").prompts == ("circle", "blur")
+    assert preset("objects").prompts == ("blur", "circle")  # drawn in canonical order
+    assert CaRConfig(prompts=("circle", "blur")) == CaRConfig(prompts=("blur", "circle"))
     s = preset("objects-and-stuff")
     assert (s.eta, s.theta, s.lam, s.prompts) == (0.5, 0.3, 0.5, ("blur", "gray"))
     sc = preset("scene")

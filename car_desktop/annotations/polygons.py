@@ -6,6 +6,14 @@ centres, which sits half a pixel inside the edge and shrinks small shapes), so p
 rasterises it back to the same pixels. Every ring therefore has at least 4 vertices, even for a
 one-pixel object. Holes are not expressible (COCO polygons have no inner rings): only outer
 outlines are traced, and callers decide whether to report the loss or write RLE instead.
+
+How: OpenCV traces the outer border *pixels* of each 8-connected part (``CHAIN_APPROX_NONE``,
+counter-clockwise on screen, so the part lies on the left of each step). Each border pixel then
+adds the pixel corners the outline passes between the step that enters it and the step that leaves
+it, read from a table indexed by the two steps; all in numpy, on points packed as one int64 (x, y
+as two int32), and no upscaled copy of the mask is made. The ring starts at the top-left corner of
+the part's first pixel in raster order and runs the same way as OpenCV's contour (down the left
+side first); vertices in the middle of straight runs are dropped.
 """
 
 from __future__ import annotations
@@ -13,39 +21,108 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+# Pixel corners in the order the outline walks round a pixel (counter-clockwise on screen, the
+# part on the left): top-left, bottom-left, bottom-right, top-right, as (dx, dy) from pixel (x, y).
+_CORNERS = ((0, 0), (0, 1), (1, 1), (1, 0))
+_TL, _BL, _BR, _TR = range(4)
+
+
+def _pack(xy) -> np.ndarray:
+    """(n, 2) integer points -> n int64, each the bytes of an int32 pair (no carries between the
+    halves for the non-negative coordinates and offsets used here; works in either byte order)."""
+    return np.ascontiguousarray(np.asarray(xy, np.int32).reshape(-1, 2)).view(np.int64).ravel()
+
+
+def _step_key(d: np.ndarray) -> np.ndarray:
+    """A 0..15 key for packed differences of 8-neighbour steps (one half in -1..1 each)."""
+    return (((d + 2) >> 30) & 12) | (d & 3)
+
+
+_CORNER64 = _pack(_CORNERS)
+# For a step from one border pixel to the next: the corner of the pixel the outline leaves it by,
+# and the corner of the next pixel it arrives at.
+_STEPS = {(1, 0): (_BR, _BL), (-1, 0): (_TL, _TR), (0, 1): (_BL, _TL), (0, -1): (_TR, _BR),
+          (1, -1): (_TR, _BL), (1, 1): (_BR, _TL), (-1, 1): (_BL, _TR), (-1, -1): (_TL, _BR)}
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (entering step, leaving step) key pair: the packed corner offsets the pixel adds (up to
+    4, in order), which of them it adds, and the position of the top-left corner among them."""
+    keys = {s: int(_step_key(_pack([(2 + s[0], 2 + s[1])]) - _pack([(2, 2)]))[0]) for s in _STEPS}
+    assert len(set(keys.values())) == len(keys)
+    offsets = np.zeros((256, 4), np.int64)
+    adds = np.zeros((256, 4), bool)
+    tl_at = np.full(256, -1, np.int8)
+    for s_in, (_, entry) in _STEPS.items():
+        for s_out, (leave, _) in _STEPS.items():
+            count = (leave - entry) % 4
+            if count == 0 and s_out == (-s_in[0], -s_in[1]):
+                count = 4  # back where it came from, diagonally: a pixel hanging by a corner, walked round
+            k = keys[s_in] * 16 + keys[s_out]
+            corners = [(entry + 1 + j) % 4 for j in range(4)]
+            offsets[k] = _CORNER64[corners]
+            adds[k, :count] = True
+            if _TL in corners[:count]:
+                tl_at[k] = corners.index(_TL)
+    return offsets, adds, tl_at
+
+
+_OFFSETS, _ADDS, _TL_AT = _tables()
+
 
 def outer_rings(crop: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[list[int]]:
     """Outer outlines of the 8-connected parts of a bool crop, as flat [x1, y1, x2, y2, ...] lists
     in full-image coordinates (``offset`` = (x, y) of the crop). Rings run along pixel edges."""
-    if not crop.any():
+    img = np.asarray(crop)
+    img = (np.ascontiguousarray(img) if img.dtype in (np.bool_, np.uint8) else img != 0).view(np.uint8)
+    if img.size == 0:
         return []
-    ox, oy = offset
-    # Doubling the resolution puts the outermost foreground pixels on both sides of every edge at
-    # distinct coordinates; ceil(u / 2) then maps each contour pixel to the pixel corner it touches.
-    up = cv2.resize(np.ascontiguousarray(crop, dtype=bool).view(np.uint8), None, fx=2, fy=2,
-                    interpolation=cv2.INTER_NEAREST_EXACT)
-    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(img, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    shift = _pack([offset])[0]
     rings = []
     for c in contours:
-        p = (c.reshape(-1, 2) + 1) // 2
-        keep = np.ones(len(p), bool)
-        keep[1:] = np.any(p[1:] != p[:-1], axis=1)
-        p = p[keep]
-        if len(p) > 1 and np.array_equal(p[0], p[-1]):
-            p = p[:-1]
-        p = _drop_collinear(p)
+        p = _drop_collinear(_edge_outline(_pack(c)))
         if len(p) < 3:  # cannot happen for edge outlines; guarded because a 2-point ring is a box
             continue
-        p = p + (ox, oy)
-        rings.append(p.ravel().tolist())
+        rings.append((p + shift).view(np.int32).tolist())
     return rings
 
 
+def edge_outline(border: np.ndarray) -> np.ndarray:
+    """The pixel-edge outline (n x 2 corners, straight runs not yet removed) of one outer border as
+    ``cv2.findContours(..., RETR_EXTERNAL, CHAIN_APPROX_NONE)`` traces it (n x 2 pixel positions,
+    the part's first pixel in raster order first)."""
+    return _edge_outline(_pack(border)).view(np.int32).reshape(-1, 2)
+
+
+def _edge_outline(p: np.ndarray) -> np.ndarray:
+    if len(p) == 1:
+        return p + _CORNER64
+    d = np.empty_like(p)
+    np.subtract(p[1:], p[:-1], out=d[:-1])
+    d[-1] = p[0] - p[-1]
+    key_out = _step_key(d)
+    key = np.empty_like(key_out)
+    np.left_shift(key_out[:-1], 4, out=key[1:])
+    key[0] = key_out[-1] << 4
+    key |= key_out
+    corners = (p[:, None] + _OFFSETS[key])[_ADDS[key]]
+    # Start at the top-left corner of the first pixel, which that pixel adds (no other pixel of the
+    # part touches it), as a trace starting at the part's first pixel would.
+    start = int(_TL_AT[key[0]])
+    return np.concatenate([corners[start:], corners[:start]]) if start > 0 else corners
+
+
 def _drop_collinear(p: np.ndarray) -> np.ndarray:
-    """Remove vertices in the middle of straight runs (the doubling leaves some behind)."""
+    """Remove vertices in the middle of straight runs (packed points; every step of an edge outline
+    is one pixel along x or y, so a vertex is straight-through when the steps before and after it
+    are the same, or opposite)."""
     if len(p) < 4:
         return p
-    prev = np.roll(p, 1, axis=0)
-    nxt = np.roll(p, -1, axis=0)
-    cross = (p[:, 0] - prev[:, 0]) * (nxt[:, 1] - p[:, 1]) - (p[:, 1] - prev[:, 1]) * (nxt[:, 0] - p[:, 0])
-    return p[cross != 0]
+    d = np.empty_like(p)
+    np.subtract(p[1:], p[:-1], out=d[:-1])  # d[i]: step leaving vertex i
+    d[-1] = p[0] - p[-1]
+    before = np.empty_like(d)
+    before[1:] = d[:-1]
+    before[0] = d[-1]
+    return p[(d != before) & (d != -before)]

@@ -119,6 +119,13 @@ class CaRConfig:
     refine_box_edge_quirk: bool = False
 
     def __post_init__(self) -> None:
+        # Prompts are always drawn in VISUAL_PROMPTS order, so their listed order carries no meaning:
+        # normalise it so equal configs compare (and hash into resume keys) equal.
+        for name in ("prompts", "stuff_prompts"):
+            value = getattr(self, name)
+            if value is not None:
+                ordered = tuple(p for p in VISUAL_PROMPTS if p in value) + tuple(p for p in value if p not in VISUAL_PROMPTS)
+                object.__setattr__(self, name, ordered)
         for name in ("eta", "theta", "lam", "phi_iou", "phi_iom"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
