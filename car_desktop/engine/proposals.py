@@ -151,6 +151,7 @@ class ProposalGenerator:
 
     # ----- per step ---------------------------------------------------------------------------
     def _chunk_size(self, feats: ImageFeatures) -> int:
+        """Targets per batched backward, so one chunk's gradient buffers stay within the budget."""
         length = feats.last_input.shape[1]
         width = feats.last_input.shape[2]
         heads = self.blocks[-1].attn.num_heads
@@ -168,43 +169,44 @@ class ProposalGenerator:
         """(len(indices), rows, cols) min-max normalised Grad-CAMs, no fallback, no refinement.
 
         Joint mode: query i's target is its probability in one softmax over [queries; background].
-        Referring mode: each query's own softmax over [that query; background]. One batched pass:
-        the last block's input is replicated per query and the sum of the targets backpropagated once.
+        Referring mode: each query's own softmax over [that query; background]. The last block runs
+        forward once (its input is the same for every query) and one batched backward gives every
+        target's gradient at once (autograd's ``is_grads_batched``): the same numbers as replicating
+        the block per query, without repeating its forward pass.
         """
         n = query_emb.shape[0]
         indices = list(range(n)) if indices is None else list(indices)
+        rows, cols = feats.grid
+        if not indices:
+            return np.zeros((0, rows, cols), dtype=np.float32)
         bg = background_emb if background_emb is not None and background_emb.shape[0] else None
         block = self.blocks[-1]
         x0 = feats.last_input.float()
-        rows, cols = feats.grid
+        idx = torch.tensor(indices, device=x0.device)
+        k = len(indices)
         out_cams = []
-        step = self._chunk_size(feats)
-        for start in range(0, len(indices), step):
-            chunk = indices[start:start + step]
-            k = len(chunk)
-            idx = torch.tensor(chunk, device=x0.device)
-            x = x0.expand(k, -1, -1)
-            with torch.enable_grad():
-                ln1 = layer_norm(block.ln_1, x).detach().requires_grad_(True)
-                tokens = block_forward(block, x, ln1=ln1).x
-                img = F.normalize(pool_patches(self.visual, tokens), dim=-1)        # (k, d)
-                if referring:
-                    own = (img * query_emb[idx]).sum(-1, keepdim=True)               # (k, 1)
-                    logits = own if bg is None else torch.cat([own, img @ bg.T], dim=1)
-                    target = torch.zeros(k, dtype=torch.long, device=x0.device)
-                else:
-                    texts = query_emb if bg is None else torch.cat([query_emb, bg], dim=0)
-                    logits = img @ texts.T
-                    target = idx
-                probs = (LOGIT_SCALE * logits).softmax(dim=-1)
-                loss = probs[torch.arange(k, device=x0.device), target].sum()
-                (grad,) = torch.autograd.grad(loss, ln1)
-            acts = ln1.detach()[:, 1:]                                                # (k, N, C)
-            weights = grad[:, 1:].mean(dim=1)                                         # (k, C)
-            cam = torch.relu((acts * weights[:, None, :]).sum(dim=-1))
-            out_cams.append(cam.reshape(k, rows, cols).cpu().numpy())
-        if not out_cams:
-            return np.zeros((0, rows, cols), dtype=np.float32)
+        with torch.enable_grad():
+            ln1 = layer_norm(block.ln_1, x0).detach().requires_grad_(True)
+            tokens = block_forward(block, x0, ln1=ln1).x
+            img = F.normalize(pool_patches(self.visual, tokens), dim=-1)[0]           # (d,)
+            if referring:
+                own = (query_emb[idx] @ img)[:, None]                                 # (k, 1)
+                logits = own if bg is None else torch.cat([own, (bg @ img)[None].expand(k, -1)], dim=1)
+                targets = (LOGIT_SCALE * logits).softmax(dim=-1)[:, 0]
+            else:
+                texts = query_emb if bg is None else torch.cat([query_emb, bg], dim=0)
+                targets = (LOGIT_SCALE * (texts @ img)).softmax(dim=-1)[idx]          # (k,)
+            step = self._chunk_size(feats)
+            for start in range(0, k, step):
+                m = min(step, k - start)
+                basis = torch.zeros(m, k, device=x0.device)
+                basis[torch.arange(m), torch.arange(start, start + m)] = 1.0
+                (grad,) = torch.autograd.grad(targets, ln1, grad_outputs=basis, is_grads_batched=True,
+                                              retain_graph=start + m < k)
+                acts = ln1.detach()[0, 1:]                                            # (N, C)
+                weights = grad[:, 0, 1:].mean(dim=1)                                  # (m, C)
+                cam = torch.relu(weights @ acts.T)                                    # (m, N)
+                out_cams.append(cam.reshape(m, rows, cols).cpu().numpy())
         return cam_refine.minmax(np.concatenate(out_cams, axis=0))
 
     def cams(
