@@ -167,6 +167,52 @@ def test_polygon_iou_random_shapes(project: Project, tmp_path: Path):
             assert (got & m).sum() / (got | m).sum() >= 0.95
 
 
+def test_polygon_rings_are_exact_pixel_outlines():
+    """The tracer on awkward pixel patterns (noise: one-pixel lines, parts touching at a corner,
+    pixels hanging by a corner): every ring runs along pixel edges (axis-aligned steps, straight
+    runs merged) and the rings together enclose exactly the parts with their holes filled."""
+    from car_desktop.annotations.polygons import outer_rings
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 25, 2))
+        m = rng.random((h, w)) < rng.uniform(0.1, 0.9)
+        rings = outer_rings(m, (7, 3))
+        enclosed = 0
+        for ring in rings:
+            p = np.asarray(ring, np.int64).reshape(-1, 2) - (7, 3)
+            q = np.roll(p, -1, axis=0)
+            assert len(p) >= 4 and np.all((p[:, 0] == q[:, 0]) ^ (p[:, 1] == q[:, 1]))
+            r = np.roll(q, -1, axis=0)
+            assert np.all((q - p)[:, 0] * (r - q)[:, 1] - (q - p)[:, 1] * (r - q)[:, 0] != 0)
+            enclosed += abs(int((p[:, 0] * q[:, 1] - q[:, 0] * p[:, 1]).sum())) // 2
+        assert enclosed == int(_filled(m).sum())
+    assert outer_rings(np.zeros((3, 4), bool)) == [] and outer_rings(np.zeros((0, 4), bool)) == []
+
+
+def test_encode_rle_cuts_the_crop_from_the_runs():
+    """Import path: the crop RLE, bbox, area, parts and holes cut from a full-image RLE equal those
+    of encoding the mask itself; non-canonical counts are read; counts of the wrong total are refused."""
+    from car_desktop.annotations import mask_codec
+
+    rng = np.random.default_rng(4)
+    for i in range(300):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        m = np.zeros((h, w), bool)
+        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+        m[y:y + int(rng.integers(1, h + 1)), x:x + int(rng.integers(1, w + 1))] = True
+        m &= rng.random((h, w)) < (1.0 if i % 5 == 0 else rng.uniform(0.2, 0.9))
+        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        assert mask_codec.encode_rle(dict(rle)) == mask_codec.encode(m)
+        assert mask_codec.encode_rle({"size": [h, w], "counts": rle["counts"].decode()}) == mask_codec.encode(m)
+    odd = mask_utils.frPyObjects({"size": [4, 3], "counts": [5, 1, 0, 1, 0, 0, 1, 4]}, 4, 3)  # empty runs
+    got, ref = mask_codec.encode_rle(odd), mask_codec.encode(mask_utils.decode(odd))
+    assert (got.crop_rle, got.bbox, got.area, got.parts, got.holes) == (ref.crop_rle, ref.bbox, ref.area,
+                                                                        ref.parts, ref.holes)
+    with pytest.raises(ValueError):
+        mask_codec.encode_rle({"size": [4, 3], "counts": b"52"})  # 7 pixels, not 12
+
+
 def test_refuse_holes_leaves_previous_file(project: Project, tmp_path: Path):
     _fill(project)
     out = tmp_path / "x.json"
@@ -177,6 +223,33 @@ def test_refuse_holes_leaves_previous_file(project: Project, tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part")) == []
     with pytest.raises(ExportError, match="unknown format"):
         export_coco(project, out, fmt="svg")
+
+
+def test_worker_processes_give_the_same_file(project: Project, tmp_path: Path):
+    """Polygons traced in worker processes (large exports) come out byte for byte as traced here,
+    in the same order; a refused hole still raises and leaves the previous file."""
+    stored = _fill(project)
+    cat = project.get_or_create_category("blob")
+    im = project.find_image("b.png")
+    rng = np.random.default_rng(1)
+    for _ in range(300):  # more than one batch of work
+        m = np.zeros((H, W), np.uint8)
+        cv2.ellipse(m, (int(rng.integers(0, W)), int(rng.integers(0, H))),
+                    (int(rng.integers(2, 30)), int(rng.integers(2, 20))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        stored[project.add_annotation(im.id, cat.id, m.astype(bool)).id] = m.astype(bool)
+    for fmt in ("auto", "polygon"):
+        here = export_coco(project, tmp_path / f"{fmt}0.json", fmt=fmt, workers=0)
+        there = export_coco(project, tmp_path / f"{fmt}2.json", fmt=fmt, workers=2)
+        assert (here.polygons, here.rles, here.holes_lost, here.hole_pixels_lost) == \
+            (there.polygons, there.rles, there.holes_lost, there.hole_pixels_lost)
+        a, b = ((tmp_path / f"{fmt}{w}.json").read_text(encoding="utf-8") for w in (0, 2))
+        assert a[a.index('"segmentation_format"'):] == b[b.index('"segmentation_format"'):]
+    _check_rules(json.loads(b), _quiet_coco(tmp_path / "polygon2.json"), project)
+    out = tmp_path / "x.json"
+    out.write_text("previous")
+    with pytest.raises(ExportError, match="hole"):
+        export_coco(project, out, fmt="polygon", on_holes="refuse", workers=2)
+    assert out.read_text() == "previous"
 
 
 def test_semantic_and_components_modes(project: Project, tmp_path: Path):

@@ -9,16 +9,22 @@ when the mask has no holes and at most ``auto_max_parts`` parts, else RLE). Mode
 annotation per stored annotation, the instances as the annotator split them), 'components' (one per
 8-connected part of every mask) and 'semantic' (one per category per image: the union). The file is
 written to a temporary name beside the target and renamed, so a crash never leaves half a file.
+Large exports trace their polygons in worker processes (``workers``), batch by batch and in order:
+the file is the same byte for byte as a single-process export.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import json
 import logging
+import multiprocessing
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +51,11 @@ POLYGON_CONVENTION = ("polygon vertices lie on pixel edges (pixel x,y covers [x,
                       "rasterising a polygon gives back the mask's pixels, holes excepted")
 
 ProgressFn = Callable[[int, int], Any]
+
+#: Exports with at least this many annotation rows trace polygons in worker processes (starting
+#: them costs about a second; below this a single process is as fast).
+PARALLEL_MIN_ROWS = 20_000
+_BATCH = 256  # pieces per job sent to a worker
 
 _ROW_COLS = ("id, image_id, category_id, height, width, rle, crop_rle, bbox_x, bbox_y, bbox_w, bbox_h, "
              "area, parts, holes, score, provenance")
@@ -164,7 +175,85 @@ def _hole_pixels(crop: np.ndarray) -> int:
     return int(((labels != labels[0, 0]) & (bg == 1)).sum())
 
 
-def _write_json_atomically(head: dict, annotations: Iterable[dict], tail: dict, out_path: Path) -> None:
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _trace_many(jobs: list[tuple[bytes, tuple[int, int, int, int]]]) -> list[str | None]:
+    """Worker: the JSON text of the outer rings of each (crop RLE, bbox), or None when it has none."""
+    out = []
+    for crop_rle, bbox in jobs:
+        rings = outer_rings(mask_codec.decode_crop(crop_rle, bbox), bbox[:2])
+        out.append(_dumps(rings) if rings else None)
+    return out
+
+
+def _default_workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return min(n, 8)
+
+
+def _traced_in_workers(pieces: Iterable[_Piece], wanted: Callable[[_Piece], bool],
+                       workers: int) -> Iterator[tuple[_Piece, str | None]]:
+    """(piece, JSON text of its rings, or None) in the order of ``pieces``; the rings of the pieces
+    ``wanted`` says need them are traced in ``workers`` spawned processes, batch by batch, a few
+    batches ahead of the consumer (output order stays that of ``pieces``). Other pieces get None.
+    If the workers cannot be started or die, the rest is traced in this process."""
+    pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    pending: collections.deque[tuple[list[_Piece], Future | None]] = collections.deque()
+
+    def submit(batch: list[_Piece]) -> None:
+        nonlocal pool
+        jobs = [(p.crop_rle or b"", p.bbox) for p in batch if wanted(p)]
+        future = None
+        if jobs and pool is not None:
+            try:
+                future = pool.submit(_trace_many, jobs)
+            except (BrokenProcessPool, OSError, RuntimeError) as exc:
+                log.warning("COCO export: worker processes unavailable (%s); tracing here", exc)
+                pool = None
+        pending.append((batch, future))
+
+    def drain() -> Iterator[tuple[_Piece, str | None]]:
+        nonlocal pool
+        batch, future = pending.popleft()
+        jobs = [p for p in batch if wanted(p)]
+        traced: list[str | None] | None = None
+        if future is not None:
+            try:
+                traced = future.result()
+            except (BrokenProcessPool, OSError) as exc:
+                log.warning("COCO export: a worker process failed (%s); tracing here", exc)
+                pool = None
+        if traced is None:
+            traced = _trace_many([(p.crop_rle or b"", p.bbox) for p in jobs])
+        found = dict(zip(map(id, jobs), traced))
+        for p in batch:
+            yield p, found.get(id(p))
+
+    try:
+        batch: list[_Piece] = []
+        for piece in pieces:
+            batch.append(piece)
+            if len(batch) == _BATCH:
+                submit(batch)
+                batch = []
+                while len(pending) > 2 * workers:
+                    yield from drain()
+        if batch:
+            submit(batch)
+        while pending:
+            yield from drain()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_json_atomically(head: dict, annotations: Iterable[dict | str], tail: dict, out_path: Path) -> None:
     """Write {**head, "annotations": [...], **tail} to a temporary file beside ``out_path``, then rename.
 
     Annotations are encoded one at a time as they are produced (json.dumps uses the C encoder), so
@@ -178,14 +267,13 @@ def _write_json_atomically(head: dict, annotations: Iterable[dict], tail: dict, 
     except OSError as exc:
         raise ExportError(f"cannot write to {folder}: {exc.strerror or exc}") from None
 
-    def dumps(obj: Any) -> str:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
+    dumps = _dumps
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write("{" + ",".join(f"{dumps(k)}:{dumps(v)}" for k, v in head.items()) + ',"annotations":[')
             for n, ann in enumerate(annotations):
-                fh.write("," + dumps(ann) if n else dumps(ann))
+                text = ann if isinstance(ann, str) else dumps(ann)  # str: already encoded
+                fh.write("," + text if n else text)
             fh.write("]" + "".join(f",{dumps(k)}:{dumps(v)}" for k, v in tail.items()) + "}")
             fh.flush()
             os.fsync(fh.fileno())
@@ -203,13 +291,17 @@ def _write_json_atomically(head: dict, annotations: Iterable[dict], tail: dict, 
 def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Sequence[int] | None = None,
                 fmt: str = "auto", mode: str = "instance", include_score: bool = True,
                 on_holes: Literal["report", "refuse"] = "report", auto_max_parts: int = AUTO_MAX_PARTS,
-                progress: ProgressFn | None = None) -> ExportReport:
+                progress: ProgressFn | None = None, workers: int | None = None) -> ExportReport:
     """Write the project (or ``image_ids``) as COCO JSON to ``out_path`` and report what was written.
 
     ``progress(done, total)`` is called now and then with annotation rows processed. Raises
     ExportError for a bad option, an unwritable target, or a hole with ``on_holes='refuse'``; in
     every error case the previous ``out_path`` (if any) is untouched. Reads a snapshot of what is
     committed when it starts (changes inside an open ``project.batch()`` are not included).
+
+    ``workers``: processes that trace polygons (formats 'polygon' and 'auto', instance mode); None
+    picks one per CPU when the export has at least PARALLEL_MIN_ROWS rows, 0 or 1 traces here. The
+    output is the same either way.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -242,19 +334,32 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
                 progress(rows_done, total)
             yield r
 
-    def annotations() -> Iterable[dict[str, Any]]:
+    def use_polygon(piece: _Piece) -> bool:
+        if piece.iscrowd or piece.area == 0:  # crowd regions are RLE by COCO convention
+            return False
+        return fmt == "polygon" or (fmt == "auto" and piece.holes == 0 and piece.parts <= auto_max_parts)
+
+    n_workers = workers if workers is not None else (_default_workers() if total >= PARALLEL_MIN_ROWS else 0)
+    parallel = n_workers > 1 and fmt != "rle" and mode == "instance"
+
+    def traced() -> Iterable[tuple[_Piece, str | None]]:
+        if not parallel:
+            return ((p, None) for p in _pieces(rows(), mode))
+        return _traced_in_workers(_pieces(rows(), mode), lambda p: use_polygon(p) and p.crop is None,
+                                  n_workers)
+
+    def annotations() -> Iterable[dict[str, Any] | str]:
         count = 0
-        for piece in _pieces(rows(), mode):
+        for piece, rings_json in traced():
             if piece.area == 0:
                 report.empty_skipped += 1
                 continue
-            use_polygon = fmt == "polygon" or (fmt == "auto" and piece.holes == 0
-                                               and piece.parts <= auto_max_parts)
-            if piece.iscrowd:
-                use_polygon = False  # crowd regions are RLE by COCO convention
             segmentation: Any = None
-            if use_polygon:
-                rings = outer_rings(piece.get_crop(), piece.bbox[:2])
+            if use_polygon(piece):
+                if parallel and piece.crop is None:
+                    rings: Any = rings_json  # JSON text from a worker, or None (no ring)
+                else:
+                    rings = outer_rings(piece.get_crop(), piece.bbox[:2])
                 if rings and piece.holes:
                     if on_holes == "refuse":
                         raise ExportError(
@@ -277,7 +382,12 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
             }
             if include_score and piece.score is not None:
                 ann["score"] = round(float(piece.score), 6)
-            yield ann
+            if isinstance(segmentation, str):  # rings already encoded by a worker: splice them in
+                ann["segmentation"] = None
+                head, _, rest = _dumps(ann).partition(',"segmentation":null,')
+                yield f'{head},"segmentation":{segmentation},{rest}'
+            else:
+                yield ann
         report.annotations = count
         if progress is not None:
             progress(rows_done, total)

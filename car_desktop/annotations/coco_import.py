@@ -42,7 +42,7 @@ def _load(coco_json: str | os.PathLike | dict) -> dict:
     gc.disable()
     try:
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+            data = json.load(fh, object_hook=_compact_polygons)
     except FileNotFoundError:
         raise CocoImportError(f"COCO file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -53,6 +53,23 @@ def _load(coco_json: str | os.PathLike | dict) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CocoImportError(f"{path} is not COCO JSON: no 'images' list at the top level")
     return data
+
+
+def _compact_polygons(obj: dict) -> dict:
+    """json object_hook: an annotation's polygon rings become float64 arrays as soon as it is parsed,
+    so a large file does not hold every vertex as a Python int (36 bytes each, against 8). A ring
+    that is not a flat list of numbers is left as it is, for _segmentation_rle to report."""
+    seg = obj.get("segmentation")
+    if isinstance(seg, list):
+        for i, ring in enumerate(seg):
+            if isinstance(ring, list):
+                try:
+                    arr = np.asarray(ring, dtype=np.float64)
+                except (TypeError, ValueError, OverflowError):
+                    continue
+                if arr.ndim == 1:
+                    seg[i] = arr
+    return obj
 
 
 def _segmentation_rle(seg: Any, height: int, width: int) -> dict:
@@ -70,7 +87,7 @@ def _segmentation_rle(seg: Any, height: int, width: int) -> dict:
                 raise ValueError("a polygon ring is not a flat list of finite numbers")
             if len(arr) % 2 or len(arr) < 6:
                 raise ValueError(f"a polygon ring has {len(arr)} numbers; at least 3 points (6 numbers) needed")
-            rings.append(arr.tolist())
+            rings.append(arr)
         return mask_utils.merge(mask_utils.frPyObjects(rings, height, width))
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         size = [int(v) for v in seg["size"]]
