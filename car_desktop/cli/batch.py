@@ -19,8 +19,8 @@ from ..annotations import Project, export_coco
 from ..autolabel import (AutoLabelJob, AutoLabelProgress, AutoLabelReport, add_folder, concept_entries,
                          merge_projects, parse_shard, run_autolabel)
 from ..engine.cancel import CancelToken
-from ..engine.config import PRESETS, SAM_MODES, preset
 from ..engine.errors import CaRDesktopError, ConceptError
+from .engine_options import add_engine_options, config_from_args, wants_test_models
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="concepts one per line (or comma-separated); lines starting with # are ignored")
     p.add_argument("--project", type=Path, required=True, metavar="P",
                    help="project file; created with IMAGES_DIR as its image folder if it does not exist")
-    p.add_argument("--preset", choices=list(PRESETS), default="objects")
-    p.add_argument("--sam", choices=SAM_MODES, default="prompted", help="SAM refinement mode")
-    p.add_argument("--sam-model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "vit_t"])
-    p.add_argument("--no-crf", action="store_true", help="skip the dense CRF")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    for name in ("eta", "theta", "lam"):
-        p.add_argument(f"--{name}", type=float, default=None, help=f"override the preset's {name}")
+    add_engine_options(p)
     p.add_argument("--export", type=Path, metavar="OUT.json", help="export the project as COCO JSON at the end")
     p.add_argument("--shard", metavar="i/n",
                    help="process only shard i of n (1-based: 1/3, 2/3, 3/3), chosen by a stable hash of each "
@@ -61,8 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="redo images already labelled with these concepts and settings (reviewed or edited "
                         "images are still left alone)")
-    p.add_argument("--test-models", action="store_true", default=argparse.SUPPRESS,
-                   help="tiny random-weight models (masks are meaningless)")
     p.set_defaults(handler=run_batch)
 
     m = sub.add_parser(
@@ -210,12 +202,10 @@ def run_batch(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CaRDesktopError(str(exc)) from None
     concepts = read_concepts(args)
-    overrides = {k: getattr(args, k) for k in ("eta", "theta", "lam") if getattr(args, k) is not None}
     # The CRF runs in this process: no GUI thread to keep responsive, and a terminal Ctrl+C would
     # otherwise also hit the helper process.
-    config = preset(args.preset, sam_mode=args.sam, sam_model=args.sam_model, use_crf=not args.no_crf,
-                    device=args.device, crf_in_subprocess=False, **overrides)
-    test_models = bool(getattr(args, "test_models", False))
+    config = config_from_args(args, crf_in_subprocess=False)
+    test_models = wants_test_models(args)
     concept_entries(concepts)  # bad concepts fail here, before the project is created or changed
     if test_models:
         print("WARNING: test models (tiny, random weights): the masks mean nothing.", file=sys.stderr)

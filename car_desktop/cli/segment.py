@@ -13,25 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.config import PRESETS, SAM_MODES, preset
 from ..engine.errors import CaRDesktopError
 from ..engine.results import CaRResult, Progress
+from .engine_options import add_engine_options, config_from_args, wants_test_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment typed concepts in one image")
     p.add_argument("image", type=Path)
     p.add_argument("--concepts", required=True, help='comma-separated; "|" joins synonyms: "cat, dog | puppy, sky"')
-    p.add_argument("--preset", choices=list(PRESETS), default="objects")
     p.add_argument("--out", type=Path, default=Path("car_out"), help="output folder (created)")
-    p.add_argument("--sam", choices=SAM_MODES, default="prompted", help="SAM refinement mode")
-    p.add_argument("--sam-model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "vit_t"])
-    p.add_argument("--no-crf", action="store_true", help="skip the dense CRF")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    for name in ("eta", "theta", "lam"):
-        p.add_argument(f"--{name}", type=float, default=None, help=f"override the preset's {name}")
-    p.add_argument("--test-models", action="store_true", default=argparse.SUPPRESS,
-                   help="tiny random-weight models (masks are meaningless)")
+    add_engine_options(p)
     p.set_defaults(handler=run_segment)
 
 
@@ -86,11 +78,9 @@ def run_segment(args: argparse.Namespace) -> int:
     from ..engine.image_io import load_image
     from ..engine.pipeline import CaRPipeline
 
-    overrides = {k: getattr(args, k) for k in ("eta", "theta", "lam") if getattr(args, k) is not None}
-    config = preset(args.preset, sam_mode=args.sam, sam_model=args.sam_model, use_crf=not args.no_crf,
-                    device=args.device, **overrides)
+    config = config_from_args(args)
     image = load_image(args.image)  # fails fast, before any model loads
-    test_models = bool(getattr(args, "test_models", False))
+    test_models = wants_test_models(args)
     if test_models:
         print("WARNING: test models (tiny, random weights): the masks mean nothing.", file=sys.stderr)
 
