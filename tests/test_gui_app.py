@@ -206,6 +206,33 @@ def test_whole_flow_with_test_models(qtbot, settings, tmp_path, data_dir):
     win.close()
 
 
+@pytest.mark.slow
+def test_sam_clicks_on_the_tiny_sam_reuse_the_background_embedding(qtbot, settings, tmp_path, data_dir,
+                                                                    monkeypatch):
+    """Real (tiny) SAM: the embedding is made once in the background when the image opens; clicks only decode."""
+    win = MainWindow(test_models=True, settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    folder = tmp_path / "photos"
+    _write_images(folder, data_dir, 1)
+    with qtbot.waitSignal(win.imageShown, timeout=10000):
+        win.open_folder(folder)
+    qtbot.waitUntil(lambda: win.engine.sam_ready, timeout=60000)
+    counter = win.engine.pipeline().counter
+    qtbot.waitUntil(lambda: counter.sam_image_encodes == 1, timeout=30000)
+    monkeypatch.setattr(win, "ask_category", lambda *a: "cup")
+    win.new_mask_by_sam()
+    vp = win.canvas.viewport()
+    for x, y, button in ((40, 40, Qt.MouseButton.LeftButton), (90, 70, Qt.MouseButton.RightButton)):
+        with qtbot.waitSignal(win.engine.samPredicted, timeout=20000) as blocker:
+            qtbot.mouseClick(vp, button, pos=win.canvas.mapFromScene(QPointF(x, y)))
+        assert blocker.args[1].shape == (96, 128)
+    assert counter.sam_image_encodes == 1 and counter.sam_decodes >= 2
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Return)   # accept: a (possibly empty) mask is a normal outcome
+    assert win.stack.find(name="cup") is not None
+    win.close()
+
+
 # --------------------------------------------------------------------------- fast flows on a fake engine
 def test_run_shows_layers_statuses_and_undo_group(fake_window, qtbot):
     win = fake_window
