@@ -140,21 +140,6 @@ class ProgressBar:
         print(text, file=self.stream, flush=True)
 
 
-class _OnceFilter(logging.Filter):
-    """Lets each distinct message through once: the pipeline repeats its test-models warning per image."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if text in self._seen:
-            return False
-        self._seen.add(text)
-        return True
-
-
 class _InterruptHandler:
     """SIGINT: the first sets ``stop`` (finish the current image), the second ``cancel`` (at once)."""
 
@@ -210,13 +195,7 @@ def run_batch(args: argparse.Namespace) -> int:
     if test_models:
         print("WARNING: test models (tiny, random weights): the masks mean nothing.", file=sys.stderr)
 
-    once = _OnceFilter()
-    engine_log = logging.getLogger("car_desktop.engine.pipeline")
-    engine_log.addFilter(once)
-    try:
-        return _batch(args, concepts, config, shard, test_models)
-    finally:
-        engine_log.removeFilter(once)
+    return _batch(args, concepts, config, shard, test_models)
 
 
 def _batch(args: argparse.Namespace, concepts: str, config, shard: tuple[int, int] | None,

@@ -39,7 +39,6 @@ def run_car_loop(
     max_steps: int = 10,
     *,
     cancel: CancelToken | None = None,
-    on_step: Callable[[int], None] | None = None,
     keep_soft_maps: bool = False,
 ) -> LoopOutcome:
     """Run the loop until the surviving set stops changing (never after step 1) or the cap is hit."""
@@ -47,8 +46,6 @@ def run_car_loop(
     outcome = LoopOutcome(survivors=surviving, soft_maps=np.zeros((0, 0, 0), np.float32), scores={})
     for step in range(1, max_steps + 1):
         check(cancel)
-        if on_step is not None:
-            on_step(step)
         maps = propose(surviving, step)
         check(cancel)
         scores = np.asarray(classify(surviving, maps), dtype=np.float64).reshape(-1)

@@ -87,6 +87,7 @@ class CaRPipeline:
         self._generators: dict[str, object] = {}
         self._classifiers: dict[str, object] = {}
         self._sam_session = None
+        self._warned_test_models = False
 
     # ----- models -------------------------------------------------------------------------------
     def _clip(self, name: str, pretrained: str | None, role: str, config: CaRConfig):
@@ -196,8 +197,10 @@ class CaRPipeline:
         full = as_rgb_uint8(image)
         concept_list = parse_concepts(concepts, warnings)
         if self.test_models:
-            warnings.insert(0, TEST_MODELS_WARNING)
-            log.warning(TEST_MODELS_WARNING)
+            warnings.insert(0, TEST_MODELS_WARNING)  # in every result; logged once per pipeline
+            if not self._warned_test_models:
+                self._warned_test_models = True
+                log.warning(TEST_MODELS_WARNING)
 
         def report(stage: str, step: int | None = None, message: str = "") -> None:
             if progress is not None:
@@ -221,7 +224,11 @@ class CaRPipeline:
                 feats = generator.prepare(work)
             check(cancel)
 
+            current_step = 1
+
             def propose(surviving: list[int], step: int) -> np.ndarray:
+                nonlocal current_step
+                current_step = step  # classify() always follows the propose() of the same step
                 report("proposals", step)
                 texts = proposal_texts([concept_list[i].text for i in surviving], step, config.proposal_template)
                 with timer("proposals"):
@@ -230,7 +237,7 @@ class CaRPipeline:
             def classify(surviving: list[int], maps: np.ndarray) -> np.ndarray:
                 from .visual_prompts import apply_visual_prompts
 
-                report("classifier", current_step[0])
+                report("classifier", current_step)
                 with timer("classifier"):
                     images = [
                         apply_visual_prompts(work, maps[r] > config.eta, config.prompts_for(concept_list[i].name),
@@ -242,11 +249,8 @@ class CaRPipeline:
                     scores = classifier.score(images, [concept_list[i].text for i in surviving], config.templates)
                 return np.diag(scores)
 
-            current_step = [1]
-            outcome = run_car_loop(
-                len(concept_list), propose, classify, config.theta, config.max_steps, cancel=cancel,
-                on_step=lambda s: current_step.__setitem__(0, s), keep_soft_maps=keep_soft_maps,
-            )
+            outcome = run_car_loop(len(concept_list), propose, classify, config.theta, config.max_steps,
+                                   cancel=cancel, keep_soft_maps=keep_soft_maps)
             if not outcome.converged:
                 warnings.append(f"The loop stopped at the step cap ({config.max_steps}) before converging.")
             check(cancel)
