@@ -5,15 +5,20 @@ same concepts and settings (the *run key*, stored per image in the project's set
 transaction as the masks), skips images a person reviewed or edited, runs CaR on the rest and stores
 each image's masks, provenance and 'auto' status as one transaction, so stopping at any moment loses
 at most the image in progress. A background thread decodes the next image while the current one runs;
-the pipeline keeps its models and its text-embedding cache across the whole folder. A broken image is
-logged and listed in the report, never raised. Progress goes to a callback (count, rate, time left,
+the pipeline keeps its models and its text-embedding cache across the whole folder. A broken image
+(unreadable, truncated, over the pixel limit) is listed in the report and kept in the project's
+failure list with the file's hash, never raised; with ``skip_failed`` a file that failed before and
+has not changed since is skipped instead of failing again. Each image is claimed in the project
+before it is labelled, so two runs on one project share the images instead of both labelling all of
+them (a claim of a process that died is taken over). Progress goes to a callback (count, rate, time left,
 current image, failures); two tokens stop the loop: ``stop`` after the current image, ``cancel`` at
 once (the current image's work is discarded). No Qt, no printing: the CLI and the GUI worker format
 the progress themselves.
 
 ``add_folder`` puts a folder's images into the project (optionally one shard of them, chosen by a
 stable hash of the relative path, so several processes can split a folder) and reports the files that
-cannot be read; ``merge_projects`` combines the projects those processes wrote.
+cannot be read (``scan_folder`` also says how many were skipped as failed and unchanged);
+``merge_projects`` combines the projects those processes wrote.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ import numpy as np
 
 from .annotations import Project
 from .annotations.errors import ProjectError
-from .annotations.store import IMAGE_EXTENSIONS
 from .engine.cancel import CancelToken
 from .engine.concepts import parse_concepts
 from .engine.config import CaRConfig
@@ -53,6 +57,8 @@ _RUN_KEY_IGNORED = frozenset({"device", "crf_in_subprocess"})
 SKIP_DONE = "already labelled with these concepts and settings"
 SKIP_REVIEWED = "reviewed by a person"
 SKIP_EDITED = "has annotations a person made, edited or imported"
+SKIP_FAILED = "failed before and unchanged since (--skip-failed)"
+SKIP_CLAIMED = "being labelled by another run"
 
 
 class Failure(NamedTuple):
@@ -67,8 +73,10 @@ class AutoLabelJob:
     """What to auto-label: ``concepts`` (typed text or a list, "car | automobile" for synonyms) on
     ``image_ids`` (None: every image of the project) with ``config``.
 
-    ``overwrite`` also redoes images already labelled with the same run key. Images with status
-    'reviewed' or with annotations a person made or edited are never touched, whatever the options.
+    ``overwrite`` also redoes images already labelled with the same run key. ``skip_failed`` skips
+    images whose labelling failed before if the file has not changed since (same size and SHA-256).
+    Images with status 'reviewed' or with annotations a person made or edited are never touched,
+    whatever the options.
     ``test_models`` (part of the run key) says whether the pipeline uses the tiny test models; None
     takes the pipeline's own ``test_models`` attribute.
     """
@@ -78,6 +86,7 @@ class AutoLabelJob:
     image_ids: Sequence[int] | None = None
     overwrite: bool = False
     test_models: bool | None = None
+    skip_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,65 +181,47 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------- folder
-def list_image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files (by extension) under ``folder``, recursively, sorted."""
-    root = Path(folder)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+@dataclass
+class FolderScan:
+    """What ``scan_folder`` found: the images to work on (ids sorted by relative path), the files
+    that could not be added (each with its reason), and how many were skipped because they failed
+    before and have not changed (only with ``skip_failed``)."""
+
+    ids: list[int] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    skipped_unchanged: int = 0
+
+
+def scan_folder(project: Project, folder: str | os.PathLike, shard: tuple[int, int] | None = None, *,
+                skip_failed: bool = False) -> FolderScan:
+    """Add the image files under ``folder`` (inside the project's image root) to the project.
+
+    With ``shard=(i, n)`` only the files whose ``shard_index(rel_path, n) == i``. Known images are not
+    read again; new ones are added 200 per transaction. A file that cannot be added (unreadable,
+    empty, not an image, over the pixel limit) is a failure with its reason, kept in the project;
+    with ``skip_failed`` such a file is not even tried again while it is unchanged.
+    """
+    result = FolderScan()
+
+    def select(rel: str) -> bool:
+        if shard is not None and shard_index(rel, shard[1]) != shard[0]:
+            return False
+        if skip_failed and project.find_image(rel) is None and project.failure_unchanged(rel) is not None:
+            result.skipped_unchanged += 1
+            return False
+        return True
+
+    records, failures = project.add_folder(folder, select=select)
+    result.ids = [r.id for r in records]
+    result.failures = [Failure(f.rel_path, f.reason) for f in failures]
+    return result
 
 
 def add_folder(project: Project, folder: str | os.PathLike,
                shard: tuple[int, int] | None = None) -> tuple[list[int], list[Failure]]:
-    """Add the image files under ``folder`` (inside the project's image root) to the project.
-
-    With ``shard=(i, n)`` only the files whose ``shard_index(rel_path, n) == i``. Returns the image ids
-    (sorted by relative path) and the files that could not be added (unreadable, empty, not an image),
-    each with its reason. Known images are not read again; new ones are added 200 per transaction.
-    """
-    root = project.image_root.resolve()
-    base = Path(folder).resolve()
-    try:
-        base_rel = base.relative_to(root)
-    except ValueError:
-        raise ProjectError(f"{folder} is not inside the project's image folder {root}; "
-                           f"use a new project for {folder}") from None
-    ids: list[int] = []
-    failures: list[Failure] = []
-    new: list[str] = []
-    # Relative paths are built without resolving each file, so symlinked images keep their own name.
-    for path in list_image_files(base):
-        rel = (base_rel / path.relative_to(base)).as_posix()
-        if shard is not None and shard_index(rel, shard[1]) != shard[0]:
-            continue
-        known = project.find_image(rel)
-        if known is not None:
-            ids.append(known.id)
-        else:
-            new.append(rel)
-    for start in range(0, len(new), 200):
-        chunk = new[start:start + 200]
-        try:
-            ids.extend(r.id for r in project.add_images(chunk))
-            continue
-        except ProjectError:
-            pass  # one bad file spoils the chunk: add them one at a time to name it
-        for rel in chunk:
-            try:
-                ids.extend(r.id for r in project.add_images([rel]))
-            except ProjectError as exc:
-                reason = _unreadable_reason(root / rel, exc)
-                log.warning("skipping %s: %s", rel, reason)
-                failures.append(Failure(rel, reason))
-    order = {rec.id: rec.rel_path for rec in (project.get_image(i) for i in set(ids))}
-    return sorted(order, key=order.get), failures
-
-
-def _unreadable_reason(path: Path, exc: Exception) -> str:
-    try:
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
-    except OSError:
-        pass
-    return f"not a readable image ({str(exc).rpartition(': ')[2]})"
+    """``scan_folder`` without the skip count: (image ids sorted by relative path, failures)."""
+    scan = scan_folder(project, folder, shard)
+    return scan.ids, scan.failures
 
 
 # ---------------------------------------------------------------------------------------- the loop
@@ -314,11 +305,12 @@ def run_autolabel(
         reason = _protection(project, image_id)
         if reason is None and not job.overwrite and image_run_key(project, image_id) == key:
             reason = SKIP_DONE
+        if reason is None and job.skip_failed and project.failure_unchanged(project.get_image(image_id).rel_path):
+            reason = SKIP_FAILED
         if reason is None:
             todo.append(image_id)
         else:
-            report.skipped += 1
-            report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
+            _skip(report, reason)
     log.info("auto-label %d images: %d to do, %d skipped (%s)", len(ids), len(todo), report.skipped,
              report.skipped_by_reason)
     clock = _Clock(report, len(todo))
@@ -332,8 +324,15 @@ def run_autolabel(
         project.set_setting(LAST_RUN_SETTING, {"concepts": entries, "preset": job.config.preset,
                                                "sam_mode": job.config.sam_mode, "run_key": key})
         categories = {e: project.get_or_create_category(e).id for e in entries}
-        _loop(pipeline, project, job, todo, entries, categories, key, report, clock, emit, cancel, stop,
-              max(1, prefetch))
+        owner = project.new_claim_owner()
+        try:
+            _loop(pipeline, project, job, todo, entries, categories, key, report, clock, emit, cancel, stop,
+                  max(1, prefetch), owner)
+        finally:
+            try:
+                project.release_claims(owner)
+            except ProjectError as exc:  # the project is gone or busy: the claims expire on their own
+                log.warning("could not release this run's claims: %s", exc)
     report.elapsed = time.monotonic() - t0
     emit("finished")
     log.info("auto-label finished: %d done, %d skipped, %d failed, %.1f s%s", report.done, report.skipped,
@@ -341,10 +340,27 @@ def run_autolabel(
     return report
 
 
+def _skip(report: AutoLabelReport, reason: str) -> None:
+    report.skipped += 1
+    report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
+
+
+def _claim(project: Project, image_id: int, owner: str, key: str, overwrite: bool) -> str | None:
+    """Claim the image for this run; None when it is ours to label, else the skip reason."""
+    holder = project.claim_image(image_id, owner)
+    if holder is not None:
+        log.info("auto-label: image %d is being labelled by %s; left to it", image_id, holder)
+        return SKIP_CLAIMED
+    if not overwrite and image_run_key(project, image_id) == key:  # another run finished it meanwhile
+        project.release_claim(image_id, owner)
+        return SKIP_DONE
+    return None
+
+
 def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entries: list[str],
           categories: dict[str, int], key: str, report: AutoLabelReport, clock: _Clock,
           emit: Callable[..., None], cancel: CancelToken | None, stop: CancelToken | None,
-          prefetch: int) -> None:
+          prefetch: int, owner: str) -> None:
     records = {}
     paths = {}
     for image_id in todo:
@@ -353,12 +369,18 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
     pending: deque[tuple[int, Future]] = deque()
     queue = iter(todo)
     # One decoder thread, ``prefetch`` images ahead: decoding overlaps the engine, memory stays bounded.
+    # An image is claimed before it is decoded; one another run holds is skipped.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="autolabel-decode") as decoder:
         def refill() -> None:
             while len(pending) < prefetch:
                 nxt = next(queue, None)
                 if nxt is None:
                     return
+                skip = _claim(project, nxt, owner, key, job.overwrite)
+                if skip is not None:
+                    _skip(report, skip)
+                    clock.todo -= 1
+                    continue
                 pending.append((nxt, decoder.submit(_decode, paths[nxt])))
 
         try:
@@ -373,7 +395,7 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
                 emit("image started", rel, image_id)
                 try:
                     failure = _label_one(pipeline, project, job, image_id, rel, future, entries, categories,
-                                         key, report, cancel)
+                                         key, report, cancel, owner)
                 except Cancelled:
                     report.stopped = True
                     break
@@ -384,6 +406,8 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
                 if failure is None:
                     emit("image done", rel, image_id)
                 else:
+                    project.record_failure(rel, failure, "label", key)
+                    project.release_claim(image_id, owner)
                     report.failed.append(Failure(rel, failure))
                     emit("image failed", rel, image_id)
                 del future
@@ -395,7 +419,7 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
 
 def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel: str, future: Future,
                entries: list[str], categories: dict[str, int], key: str, report: AutoLabelReport,
-               cancel: CancelToken | None) -> str | None:
+               cancel: CancelToken | None, owner: str) -> str | None:
     """Label one image; returns None on success, ``_SKIPPED`` if a person took it over meanwhile, the
     failure reason otherwise. Raises Cancelled."""
     try:
@@ -405,6 +429,9 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
         return _short_reason(str(exc), rel)
     except MemoryError:
         return "not enough memory to decode this image"
+    except Exception as exc:  # noqa: BLE001 - a decoder failure is this image's, not the run's
+        log.exception("auto-label: decoding %s failed", rel)
+        return f"cannot be decoded: {type(exc).__name__}: {exc}"
     record = project.get_image(image_id)
     if image.shape[:2] != (record.height, record.width):
         return (f"the file changed since it was added to the project: it is {image.shape[1]}x{image.shape[0]}, "
@@ -437,12 +464,14 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
         # Checked again inside the transaction: the GUI may have reviewed or edited it meanwhile.
         reason = _protection(project, image_id)
         if reason is not None:
-            report.skipped += 1
-            report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
+            _skip(report, reason)
             log.info("auto-label: %s was %s while it ran; left as it is", rel, reason)
+            project.release_claim(image_id, owner)
             return _SKIPPED
         project.replace_car_results(image_id, rows)
         project.set_setting(f"{RUN_KEY_SETTING}{image_id}", key)
+        project.clear_failure(rel)
+        project.release_claim(image_id, owner)
     report.done += 1
     report.done_ids.append(image_id)
     return None

@@ -316,7 +316,9 @@ def test_coco_project_coco_round_trip(project: Project, tmp_path: Path):
 def test_import_formats_and_problems(project: Project, tmp_path: Path):
     m = np.zeros((H, W), bool)
     m[5:15, 5:25] = True
-    rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+    m2 = np.zeros((H, W), bool)
+    m2[20:30, 30:50] = True
+    rle = mask_utils.encode(np.asfortranarray(m2.astype(np.uint8)))
     flat = m.ravel(order="F").astype(int)
     runs = np.diff(np.flatnonzero(np.diff(np.r_[0, flat, 1 - flat[-1]]) != 0))
     counts = [int(np.flatnonzero(flat)[0])] + runs.tolist()
@@ -340,6 +342,8 @@ def test_import_formats_and_problems(project: Project, tmp_path: Path):
             {"id": 8, "image_id": 10, "category_id": 1, "segmentation": [[5, 5, 25, 5, 25, 15]]},
             {"id": 9, "image_id": 10, "category_id": 7},
             {"id": 10, "image_id": 10, "category_id": 7, "segmentation": {"size": [H, W], "counts": [5, 3]}},
+            # The same image, category and mask as id 1: already there, skipped (and counted).
+            {"id": 11, "image_id": 10, "category_id": 7, "segmentation": [[5, 5, 25, 5, 25, 15, 5, 15]]},
         ],
     }
     with Project.create(tmp_path / "imp.cardesk", project.image_root) as q:
@@ -348,13 +352,13 @@ def test_import_formats_and_problems(project: Project, tmp_path: Path):
         assert problems == {("image", 13), ("image", 14), ("category", 8), ("annotation", 4),
                             ("annotation", 5), ("annotation", 6), ("annotation", 7), ("annotation", 9),
                             ("annotation", 10)}
-        assert report.annotations_added == 3 and report.images_added == 2
+        assert report.annotations_added == 3 and report.images_added == 2 and report.annotations_skipped == 1
         assert report.images_existing == 1  # id 12 names the same file as id 10: same project image
         assert any("新.png" in n for n in report.notes)
         assert [c.name for c in q.list_categories()] == ["Käse"]
         anns = q.list_annotations(q.find_image("b.png").id)
         assert [a.score for a in anns] == [None, 0.25]
-        assert np.array_equal(q.get_mask(anns[0].id), m) and np.array_equal(q.get_mask(anns[1].id), m)
+        assert np.array_equal(q.get_mask(anns[0].id), m) and np.array_equal(q.get_mask(anns[1].id), m2)
         crowd = q.list_annotations(q.find_image("gone/新.png").id)[0]
         assert crowd.provenance["iscrowd"] == 1 and np.array_equal(q.get_mask(crowd.id), m)
         export_coco(q, tmp_path / "re.json")

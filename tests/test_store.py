@@ -83,7 +83,7 @@ def test_open_missing(tmp_path: Path):
         Project.open(tmp_path / "nope.cardesk")
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, I am a text file\n" * 10, b"SQLite format 3\x00" + b"\xff" * 4000])
+@pytest.mark.parametrize("content", [b"hello, I am a text file\n" * 10, b"SQLite format 3\x00" + b"\xff" * 4000])
 def test_open_garbage_is_clear_and_unchanged(tmp_path: Path, content: bytes):
     f = tmp_path / "bad.cardesk"
     f.write_bytes(content)

@@ -18,6 +18,22 @@ class ProjectNotFoundError(ProjectError):
     """The project file does not exist (open) or already exists (create)."""
 
 
+class ProjectExistsError(ProjectNotFoundError):
+    """``Project.create`` on a path that already exists (it never overwrites)."""
+
+
+class ProjectEmptyError(ProjectNotFoundError):
+    """The project file is empty (0 bytes): its creation never finished. It counts as not created."""
+
+
+class ProjectReadOnlyError(ProjectError):
+    """The project cannot be written (read-only or immutable file, or opened read-only)."""
+
+
+class ProjectBusyError(ProjectError):
+    """Another process kept the project's write lock for longer than the wait allowed. Nothing changed."""
+
+
 class ProjectCorruptError(ProjectError):
     """The file is damaged or is not an SQLite database at all. Nothing was changed."""
 

@@ -107,6 +107,8 @@ class ExportReport:
     empty_skipped: int = 0
     holes_lost: int = 0             # instances written as polygons whose holes were filled
     hole_pixels_lost: int = 0
+    failed_left_out: int = 0        # images whose auto-labelling failed, left out (not exported as empty)
+    categories_left_out: int = 0    # categories without any exported annotation
     notes: list[str] = field(default_factory=list)
 
 
@@ -121,12 +123,35 @@ class ImportProblem:
 
 @dataclass
 class ImportReport:
+    """What an import did. ``annotations_skipped`` counts annotations already in the project (same
+    image, category and mask), so importing the same file twice adds nothing the second time."""
+
     images_added: int = 0
     images_existing: int = 0
     categories_added: int = 0
     annotations_added: int = 0
+    annotations_skipped: int = 0
     problems: list[ImportProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+FailureStage = Literal["add", "label"]
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """A file that could not be added to the project ('add': unreadable, too large, not an image)
+    or auto-labelled ('label'), kept in the project with the file's size and hash at the time, so
+    a rerun can tell whether the file has changed since."""
+
+    rel_path: str
+    stage: FailureStage
+    reason: str
+    failed_at: float
+    attempts: int = 1
+    file_size: int | None = None
+    content_hash: str | None = None
+    run_key: str | None = None
 
 
 @dataclass
