@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import socket
 import threading
 import zipfile
@@ -143,11 +144,13 @@ def closed_port() -> int:
 
 
 def fake_checkpoint(n_bytes: int = 200_000, seed: int = 0) -> bytes:
-    """A zip archive shaped like a torch checkpoint (passes the structural check), of about n_bytes."""
+    """A zip archive shaped like a torch checkpoint of a SAM model (passes the structural check and
+    names SAM's weights), of about n_bytes."""
     payload = hashlib.sha256(str(seed).encode()).digest() * (n_bytes // 32 + 1)
     buf = io.BytesIO()
+    keys = {"image_encoder.patch_embed.proj.weight": 0, "mask_decoder.iou_token.weight": 0}
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        zf.writestr("archive/data.pkl", pickle.dumps(keys, protocol=2))
         zf.writestr("archive/data/0", payload[:n_bytes])
     return buf.getvalue()
 

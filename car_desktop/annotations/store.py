@@ -168,6 +168,7 @@ class Project:
     ``Project.open``; close with ``close()`` or use it as a context manager."""
 
     #: Called with the "project busy, waiting..." line when a write has to wait (None: log a warning).
+    #: Set it on an instance, or on the class as a ``staticmethod``.
     busy_notice: Callable[[str], None] | None = None
 
     def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool = False) -> None:

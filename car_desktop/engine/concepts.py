@@ -1,8 +1,9 @@
 """Turning what the annotator typed into the engine's queries.
 
-Concepts are separated by commas or new lines; "car | automobile" is one concept with synonyms, whose
-CLIP text is the synonyms joined by ", " (as the released class lists do). Empty entries are dropped,
-duplicates (case-insensitive) removed with a warning, and over-long concepts truncated to fit CLIP's
+Concepts are separated by commas or new lines, and by nothing else (a ";" is part of the text);
+"car | automobile" is one concept with synonyms, whose CLIP text is the synonyms joined by ", " (as
+the released class lists do). Empty entries are dropped, duplicates (case-insensitive) removed with
+one warning per concept however often it repeats, and over-long concepts truncated to fit CLIP's
 77-token context together with the longest template.
 """
 
@@ -67,7 +68,7 @@ def _truncate(text: str, warnings: list[str]) -> str:
 
 def split_concept_text(text: str) -> list[str]:
     """Split on commas and new lines (but not on the ", " inside a synonym group)."""
-    return [part.strip() for part in re.split(r"[,\n;]", text) if part.strip()]
+    return [part.strip() for part in re.split(r"[,\r\n]", text) if part.strip()]
 
 
 def parse_concepts(items: str | list[str] | tuple[str, ...], warnings: list[str] | None = None) -> list[Concept]:
@@ -76,6 +77,7 @@ def parse_concepts(items: str | list[str] | tuple[str, ...], warnings: list[str]
     entries = split_concept_text(items) if isinstance(items, str) else [str(e).strip() for e in items]
     concepts: list[Concept] = []
     seen: set[str] = set()
+    repeats: dict[str, list] = {}  # casefolded name -> [name as first given, times given]
     for entry in entries:
         synonyms = tuple(
             _truncate(" ".join(s.split()), warnings) for s in entry.split("|") if s.strip()
@@ -84,10 +86,13 @@ def parse_concepts(items: str | list[str] | tuple[str, ...], warnings: list[str]
             continue
         concept = Concept(synonyms)
         if concept.key in seen or concept.name.casefold() in {c.name.casefold() for c in concepts}:
-            warnings.append(f"Concept '{concept.name}' appears more than once; it is used once.")
+            first = next((c.name for c in concepts if c.name.casefold() == concept.name.casefold()), concept.name)
+            repeats.setdefault(first.casefold(), [first, 1])[1] += 1
             continue
         seen.add(concept.key)
         concepts.append(concept)
+    warnings.extend(f"Concept '{name}' appears more than once ({n} times); it is used once."
+                    for name, n in repeats.values())
     if not concepts:
         raise ConceptError("No concepts given. Type one or more concepts separated by commas, e.g. 'cat, dog, sky'.")
     for w in warnings:

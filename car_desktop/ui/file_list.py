@@ -1,7 +1,9 @@
 """The file list of the open folder or project, with each image's status.
 
 Statuses: not labelled ("new"), auto-labelled ("auto"), reviewed, and "error" for an image that could
-not be read (marked and skipped, the rest stays usable).
+not be read (marked and skipped, the rest stays usable). Files that could not even be added to the
+project (``add_failures``: a decompression bomb, a corrupt file) are listed too, marked as errors
+with their reason as tooltip, under the key ``("failed", rel_path)``; they cannot be opened.
 """
 
 from __future__ import annotations
@@ -42,6 +44,21 @@ class FileList(QListWidget):
             self.set_status(key, status)
         self._silent = False
 
+    def add_failures(self, failures: list[tuple[str, str]]) -> None:
+        """Append one error row per (relative path, reason) that the project could not add."""
+        self._silent = True
+        for rel, reason in failures:
+            key = ("failed", rel)
+            if key in self._rows:
+                self.set_status(key, "error", reason)
+                continue
+            item = QListWidgetItem(rel)
+            item.setData(Qt.ItemDataRole.UserRole, key)
+            self.addItem(item)
+            self._rows[key] = item
+            self.set_status(key, "error", reason)
+        self._silent = False
+
     def keys(self) -> list[object]:
         return [self.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.count())]
 
@@ -79,5 +96,9 @@ class FileList(QListWidget):
         return None
 
     def _current_changed(self, current: QListWidgetItem | None, _previous) -> None:
-        if current is not None and not self._silent:
-            self.imageActivated.emit(current.data(Qt.ItemDataRole.UserRole))
+        if current is None or self._silent:
+            return
+        key = current.data(Qt.ItemDataRole.UserRole)
+        if isinstance(key, tuple) and key[:1] == ("failed",):
+            return  # a file the project could not add: nothing to open (the tooltip says why)
+        self.imageActivated.emit(key)
