@@ -136,7 +136,7 @@ class OutputGuard:
         target = Path(target)
         try:
             st = os.stat(target)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # nothing there to overwrite; writing reports the rest
             st = None
         except OSError as exc:
             raise OutputRefusedError(f"cannot use {target} as the {what}: {exc.strerror or exc}") from None

@@ -549,8 +549,8 @@ class Project:
             with self._write():
                 for f in failures:
                     self._store_failure(f)
-        for f in failures:
-            log.warning("skipping %s: %s", f.rel_path, f.reason)
+        for f in failures:  # info, not warning: the caller reports them (a summary, the file list)
+            log.info("skipping %s: %s", f.rel_path, f.reason)
         return known + added, failures
 
     def add_image_entry(self, rel_path: str, width: int, height: int,

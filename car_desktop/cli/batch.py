@@ -161,16 +161,15 @@ def print_summary(report: AutoLabelReport, project_path: Path | None = None, out
     print(f"labelled {report.done}, skipped {report.skipped}{f' ({reasons})' if reasons else ''}, "
           f"failed {len(report.failed)} in {format_duration(report.elapsed)}", file=out)
     if report.failed:
+        where = f"car-desktop failures {project_path}" if project_path else "car-desktop failures PROJECT"
+        print(f"the project keeps the list of failed files ('{where}' prints it); --skip-failed stops "
+              "retrying those that have not changed", file=out)
         print("failures:", file=out)
         for f in report.failed[:SUMMARY_FAILURES]:
             print(f"  {f.path}: {f.reason}", file=out)
         more = len(report.failed) - SUMMARY_FAILURES
-        where = f"'car-desktop failures {project_path}'" if project_path else "'car-desktop failures PROJECT'"
         if more > 0:
-            print(f"  ... and {more} more. The full list is kept in the project: {where}", file=out)
-        else:
-            print(f"  (kept in the project: {where} lists them; --skip-failed stops retrying unchanged files)",
-                  file=out)
+            print(f"  ... and {more} more (the full list is in the project, see above)", file=out)
     if report.stopped:
         print("stopped before the end; everything finished is saved. Run the same command again to resume.",
               file=out)
