@@ -80,3 +80,19 @@ def truncated_jpeg(path: Path, seed: int = 7) -> None:
     Image.fromarray(good_image(seed, (96, 128))).save(buf, format="JPEG", quality=90)
     data = buf.getvalue()
     path.write_bytes(data[:-300])
+
+
+def create_and_use(args: tuple[str, str, int]) -> str:
+    """Run in a separate process: open or create the project, add the image and one category of
+    its own. Returns "ok" or the error, for the concurrent-creation test."""
+    from car_desktop.annotations import Project
+
+    project_path, images, i = args
+    try:
+        project, _ = Project.open_or_create(project_path, images)
+        with project:
+            project.add_images(Path(images) / "a.png")
+            project.get_or_create_category(f"concept {i}")
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        return f"{type(exc).__name__}: {exc}"
