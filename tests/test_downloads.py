@@ -169,3 +169,32 @@ def test_http_error_is_a_clear_message(file_server, tmp_path):
         download_file(url, tmp_path / "absent.pth")
     assert "404" in str(info.value) and url in str(info.value)
     assert not (tmp_path / "absent.pth").exists()
+
+
+def test_a_server_trickling_one_byte_every_1_5_s_fails_in_bounded_time(file_server, tmp_path):
+    """The stall limit: fewer than stall_min_bytes in stall_timeout seconds ends the download with a
+    clear message (the default limits are seconds: 16 KiB in 15 s; here 3 s keeps the test short)."""
+    from car_desktop.engine import downloads
+
+    assert downloads.DEFAULT_STALL_TIMEOUT <= 30 and downloads.DEFAULT_READ_TIMEOUT <= 30
+    url = file_server.add("w.pth", DATA, mode="trickle")
+    dest = tmp_path / "w.pth"
+    with pytest.raises(WeightsMissingError) as info:
+        download_file(url, dest, stall_timeout=3, retries=3)
+    msg = str(info.value)
+    assert "stalled or far too slow" in msg and "w.pth" in msg and "resumes" in msg
+    served = file_server.files["w.pth"]
+    kept = partial_path(dest).stat().st_size
+    assert 1 <= kept <= 4  # a 1.5 s trickle over a 3 s window: the client stopped after a few bytes
+    assert served.sent <= kept + 1  # (a write racing the close may still count on the server side)
+    assert len(file_server.gets("w.pth")) == 1  # a stall is not retried
+    assert not dest.exists()
+
+
+def test_the_overall_deadline_bounds_a_slow_but_steady_download(file_server, tmp_path):
+    url = file_server.add("w.pth", DATA, mode="trickle")
+    file_server.files["w.pth"].trickle_s = 0.01  # fast enough for the stall check, too slow for the deadline
+    dest = tmp_path / "w.pth"
+    with pytest.raises(WeightsMissingError, match="longer than its deadline"):
+        download_file(url, dest, stall_timeout=60, stall_min_bytes=1, deadline=1.0)
+    assert file_server.files["w.pth"].sent < len(DATA) and not dest.exists()

@@ -22,8 +22,10 @@ import pytest
 @dataclass
 class Served:
     data: bytes
-    mode: str = "ok"  # ok | ignore_range | drop_half | corrupt | stall | status:<code>
+    mode: str = "ok"  # ok | ignore_range | drop_half | corrupt | stall | trickle | status:<code>
     drop_times: int = 1  # how many requests the drop_half mode affects
+    trickle_s: float = 1.5  # trickle: one byte every this many seconds
+    sent: int = 0  # trickle: bytes sent so far (all requests)
 
 
 @dataclass
@@ -99,6 +101,17 @@ def make_handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if served.mode == "trickle":
+                for i in range(len(body)):
+                    try:
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up: what the test wants
+                        return
+                    served.sent += 1
+                    if state.release.wait(served.trickle_s):
+                        return
                 return
             if served.mode == "stall":
                 self.wfile.write(body[: len(body) // 2])

@@ -306,3 +306,52 @@ def test_clip_download_cancel_through_huggingface_hub(env, file_server, monkeypa
         mgr.download("tiny_clip", progress=progress, cancel=token)
     assert not mgr.download_target("tiny_clip").exists()
     assert mgr.status("tiny_clip").state == "missing"
+
+
+def test_manifest_names_cannot_place_files_outside_the_cache(tmp_path):
+    from car_desktop.engine.errors import ConfigError
+
+    good = {"kind": "sam", "filename": "w.pth", "url": "https://example.com/w.pth"}
+    for name, entry in (("../../evil", good), ("ok", {**good, "filename": "../../.bashrc"}),
+                        ("ok", {**good, "filename": "/etc/passwd"}), ("ok", {**good, "alt_filenames": ["a/b.pth"]}),
+                        (".hidden", good), ("ok", {**good, "filename": "w\x00.pth"})):
+        path = tmp_path / "models.json"
+        path.write_text(json.dumps({"models": {name: entry}}))
+        with pytest.raises(ConfigError, match="not a plain file name"):
+            load_manifest(path)
+    spec = ModelSpec(name="../escape", kind="sam", title="t", filename="w.pth", url="https://example.com/w.pth")
+    mgr = ModelManager(tmp_path / "cache", manifest={"x": spec}, config_dir=tmp_path / "config")
+    with pytest.raises(ConfigError, match="outside"):
+        mgr.download_target("x")
+
+
+def test_models_use_accepts_only_a_checkpoint_of_the_right_kind(env, capsys):
+    import torch
+
+    from car_desktop.engine.clip_models import load_test_models
+    from car_desktop.engine.sam_models import build_tiny_sam
+
+    sam_file, clip_file = env / "tiny_sam.pth", env / "tiny_clip.pt"
+    torch.save(build_tiny_sam().state_dict(), sam_file)
+    torch.save(load_test_models("cpu", "fp32")[0].model.state_dict(), clip_file)
+    text_file = env / "passwd"
+    text_file.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    pickle_file = env / "notes.pkl"
+    pickle_file.write_bytes(b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00\x8c\x01a\x94.")
+    config = env / "config" / "local_models.json"
+    for file, name, words in ((text_file, "sam_vit_b", "not a model checkpoint"),
+                              (clip_file, "sam_vit_b", "not of a SAM model"),
+                              (sam_file, "clip_vit_b_16", "not of a CLIP model"),
+                              (pickle_file, "sam_vit_b", "not of a SAM model"),
+                              (env, "sam_vit_b", "is not a file")):
+        before = config.read_bytes() if config.exists() else None
+        assert main(["models", "use", name, str(file)]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err
+        assert (config.read_bytes() if config.exists() else None) == before
+    assert main(["models", "use", "vit_b", str(sam_file)]) == 0
+    assert main(["models", "use", "clip_vit_b_16", str(clip_file)]) == 0
+    capsys.readouterr()
+    assert main(["models", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["sam_vit_b"]["state"] == "present" and rows["clip_vit_b_16"]["state"] == "present"
