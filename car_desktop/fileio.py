@@ -62,7 +62,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     tmp = _temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": "\n"})) as fh:
+        fh: IO[Any] = (os.fdopen(fd, "wb") if mode == "wb"
+                       else os.fdopen(fd, "w", encoding="utf-8", newline="\n"))
+        with fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -96,7 +96,7 @@ def _sync_pil() -> None:
         Image.MAX_IMAGE_PIXELS = max_pixels()
 
 
-def _pil():  # noqa: ANN202 - returns the PIL.Image module
+def _pil():
     from PIL import Image
 
     if Image.MAX_IMAGE_PIXELS != max_pixels():
@@ -163,7 +163,7 @@ def open_checked(path: str | os.PathLike[str]) -> Iterator[PILImage.Image]:
         im = Image.open(p)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(too_big_message(p, pixels=_bomb_pixels(exc))) from None
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for unreadable headers
+    except Exception as exc:
         from PIL import UnidentifiedImageError
 
         if isinstance(exc, UnidentifiedImageError):
@@ -191,7 +191,7 @@ def exif_orientation(im: PILImage.Image, header_only: bool = False) -> int:
         else:
             exif = im.getexif()
         value = int(exif.get(_ORIENTATION_TAG, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not make a good image unreadable
+    except Exception:
         log.debug("Unreadable EXIF orientation in %s", getattr(im, "filename", "?"), exc_info=True)
         return 1
     return value if 1 <= value <= 8 else 1

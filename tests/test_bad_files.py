@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
+from safety_helpers import bomb_png, good_image, tree_bytes, truncated_jpeg, write_good_images
 
 from car_desktop import imagefiles
 from car_desktop.annotations import Project, ProjectError, export_label_pngs, import_coco
@@ -21,8 +20,6 @@ from car_desktop.cli import main
 from car_desktop.engine.image_io import load_image
 from car_desktop.imagefiles import ImageTooLargeError
 from car_desktop.ui.project_session import open_folder
-
-from safety_helpers import bomb_png, good_image, tree_bytes, truncated_jpeg, write_good_images
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +99,8 @@ def test_the_pixel_limit_is_one_setting(tmp_path, monkeypatch, capsys):
 def test_stored_sizes_are_bounded_before_they_size_memory(tmp_path):
     imgs = tmp_path / "imgs"
     write_good_images(imgs, 1)
-    with Project.create(tmp_path / "p.cardb", imgs) as project:
-        with pytest.raises(ProjectError, match="too large"):
-            project.add_image_entry("fake.png", 100_000, 100_000)
+    with Project.create(tmp_path / "p.cardb", imgs) as project, pytest.raises(ProjectError, match="too large"):
+        project.add_image_entry("fake.png", 100_000, 100_000)
     conn = sqlite3.connect(tmp_path / "p.cardb")  # as an older version could have stored it
     conn.execute("INSERT INTO images (rel_path, width, height, status, added_at) VALUES ('old.png', 100000, 100000,"
                   " 'new', ?)", (time.time(),))

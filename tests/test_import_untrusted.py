@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from car_desktop.annotations import Project, export_coco, import_coco
-from car_desktop.annotations import coco_import
-from car_desktop.cli import main
-
 from safety_helpers import tree_bytes
+
+from car_desktop.annotations import Project, coco_import, export_coco, import_coco
+from car_desktop.cli import main
 
 H, W = 60, 80
 SQUARE = [10, 10, 30, 10, 30, 20, 10, 20]  # pixel-edge square: x 10..30, y 10..20

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from safety_helpers import tree_bytes, write_good_images
 
 from car_desktop.annotations import Project, export_coco, export_label_pngs
 from car_desktop.cli import main
 from car_desktop.fileio import atomic_write_text
 from car_desktop.safepaths import OutputGuard, OutputRefusedError, UnsafePathError, safe_relative_path
-
-from safety_helpers import tree_bytes, write_good_images
 
 
 @pytest.fixture
@@ -174,7 +173,7 @@ def test_written_files_have_ordinary_permissions(setup, tmp_path):
         atomic_write_text(tmp_path / "plain.txt", "y")  # a replaced file keeps its own permissions
     finally:
         os.umask(old)
-    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)
     assert mode(tmp_path / "out.json") == 0o644
     assert mode(tmp_path / "labels" / "good00.png") == 0o644 and mode(tmp_path / "labels" / "labels.txt") == 0o644
     assert mode(tmp_path / "plain.txt") == 0o600 and (tmp_path / "plain.txt").read_text() == "y"

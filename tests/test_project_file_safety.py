@@ -17,15 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from safety_helpers import create_and_use, tree_bytes
+from test_autolabel import CONFIG, FakePipeline, write_images
 
 from car_desktop.annotations import Project, ProjectError, import_coco
-from car_desktop.annotations import coco_import
 from car_desktop.annotations.errors import ProjectBusyError, ProjectEmptyError, ProjectReadOnlyError
 from car_desktop.autolabel import SKIP_CLAIMED, AutoLabelJob, add_folder, run_autolabel
 from car_desktop.cli import main
-
-from safety_helpers import create_and_use, tree_bytes
-from test_autolabel import CONFIG, FakePipeline, write_images
 
 
 @pytest.fixture
@@ -59,14 +57,13 @@ def test_a_writer_waits_for_a_busy_project_and_says_so(made):
 
 
 def test_the_wait_is_bounded_and_changes_nothing(made, monkeypatch):
-    path, imgs = made
+    path, _ = made
     monkeypatch.setenv("CAR_DESKTOP_BUSY_TIMEOUT", "0.5")
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with Project.open(path) as project:
-            with pytest.raises(ProjectBusyError, match="busy.*nothing was changed"):
-                project.get_or_create_category("cat")
+        with Project.open(path) as project, pytest.raises(ProjectBusyError, match="busy.*nothing was changed"):
+            project.get_or_create_category("cat")
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -209,7 +206,7 @@ def test_pipe_folder_immutable_file_and_missing_table(made, tmp_path, capsys):
             assert words in err and "Traceback" not in err
             assert tree_bytes(tmp_path) == before, args
 
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode != 0:
         pytest.skip("chattr +i is not available here")
     try:
         before = tree_bytes(tmp_path)
@@ -223,4 +220,4 @@ def test_pipe_folder_immutable_file_and_missing_table(made, tmp_path, capsys):
         assert len(json.loads(out.read_text())["images"]) == 6
         assert tree_bytes(tmp_path) == before
     finally:
-        subprocess.run(["chattr", "-i", str(path)])
+        subprocess.run(["chattr", "-i", str(path)], check=False)

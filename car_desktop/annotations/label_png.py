@@ -13,7 +13,7 @@ its extension (``a.jpg.png``, ``a.png.png``); a clash left after that gets the i
 depend on the project's images only, so they are the same in every export. A stored path that is not
 a plain relative one is skipped with a note. Before anything is written, the folder and every target
 pass the project's ``OutputGuard``: never the image folder itself, never inside it without ``force``,
-never an input image or the project. Each file is written with ``fileio.atomic_write``.
+never an input image or the project. Each file is written with ``fileio.atomic_open``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from .. import imagefiles
-from ..fileio import atomic_write, to_strict_json
+from ..fileio import atomic_open, atomic_write, to_strict_json
 from ..safepaths import OutputRefusedError, UnsafePathError, safe_relative_path
 from .errors import ExportError
 from .models import ExportReport, ImageRecord
@@ -126,7 +126,8 @@ def export_label_pngs(project: Project, out_dir: str | os.PathLike, *, image_ids
             img = Image.fromarray(label, mode="P")
             img.putpalette(palette.ravel().tolist())
             targets[im.id].parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(targets[im.id], lambda fh: img.save(fh, format="PNG", optimize=False))
+            with atomic_open(targets[im.id], "wb") as fh:
+                img.save(fh, format="PNG", optimize=False)
             report.images += 1
             if progress is not None:
                 progress(n, len(images))

@@ -751,7 +751,7 @@ class Project:
             row = conn.execute("SELECT owner, host, pid, claimed_at FROM claims WHERE image_id = ?",
                                (image_id,)).fetchone()
             if row is not None and row[0] != owner:
-                held_by, held_host, held_pid, at = row
+                _, held_host, held_pid, at = row
                 stale = (held_host == host and not _pid_alive(int(held_pid))) or now - float(at) > CLAIM_TTL_S
                 if not stale:
                     return f"process {held_pid} on {held_host}"

@@ -153,7 +153,7 @@ def _key_text(path: Path, head: bytes) -> bytes:
             names = zf.namelist()
             text = "\n".join(names).encode()
             for name in names:
-                if name.endswith("data.pkl") or name.endswith("constants.pkl"):
+                if name.endswith(("data.pkl", "constants.pkl")):
                     with zf.open(name) as fh:
                         text += fh.read(_SNIFF_BYTES)
             return text
