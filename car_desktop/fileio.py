@@ -5,7 +5,8 @@ with O_EXCL), flushes and fsyncs it, and renames it over ``path``; on any error 
 removed and ``path`` is left as it was. The new file gets ordinary permissions: those of the file it
 replaces, or 0666 minus the umask for a new file (the kernel applies the umask at creation), never the
 0600 of ``tempfile.mkstemp``. ``commit_file(tmp, path)`` is the same final step for a file written
-elsewhere (a finished download). ``to_strict_json`` / ``dumps_strict`` keep ``Infinity`` and ``NaN``
+elsewhere (a finished download). ``regular_file(path)`` says, without opening it, whether a path is a
+file that can be read (a FIFO would block a reader forever). ``to_strict_json`` / ``dumps_strict`` keep ``Infinity`` and ``NaN``
 out of every JSON we write (they are not JSON, and most readers refuse them).
 """
 
@@ -83,6 +84,23 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text), "w")
+
+
+def regular_file(path: str | os.PathLike[str]) -> tuple[os.stat_result | None, str | None]:
+    """(stat, None) when ``path`` is a regular file; otherwise (stat or None, why not, in words):
+    "does not exist", "is a folder", "is not a regular file (a pipe, socket or device)" or the
+    system's error. Never opens the path, so a FIFO cannot make the caller wait."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None, "does not exist"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return st, "is a folder"
+    if not stat.S_ISREG(st.st_mode):
+        return st, "is not a regular file (a pipe, socket or device)"
+    return st, None
 
 
 def to_strict_json(value: Any) -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from .engine.errors import ImageLoadError
+from .fileio import regular_file
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -131,16 +131,11 @@ def check_pixels(path: Path, width: int, height: int) -> None:
 
 def check_file(path: Path) -> None:
     """ImageLoadError unless ``path`` is a readable, non-empty regular file (a FIFO is never opened)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ImageLoadError(f"{path}: no such file.") from None
-    except OSError as exc:
-        raise ImageLoadError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ImageLoadError(f"{path} is a folder, not an image file.")
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageLoadError(f"{path} is not a regular file (a pipe, socket or device), not an image file.")
+    st, problem = regular_file(path)
+    if st is None and problem == "does not exist":
+        raise ImageLoadError(f"{path}: no such file.")
+    if st is None or problem:
+        raise ImageLoadError(f"{path} {problem}, not an image file.")
     if st.st_size == 0:
         raise ImageLoadError(f"{path}: the file is empty (0 bytes).")
     if not os.access(path, os.R_OK):

@@ -21,11 +21,11 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .engine.errors import CaRDesktopError
+from .fileio import regular_file
 from .imagefiles import IMAGE_EXTENSIONS
 
 #: Longest file name component, and longest path, in bytes (Linux and macOS limits; NTFS is lower
@@ -134,15 +134,9 @@ class OutputGuard:
     def check_file(self, target: str | os.PathLike[str], what: str = "output") -> Path:
         """Return ``target`` if a file may be written there; OutputRefusedError otherwise."""
         target = Path(target)
-        try:
-            st = os.stat(target)
-        except (FileNotFoundError, NotADirectoryError):  # nothing there to overwrite; writing reports the rest
-            st = None
-        except OSError as exc:
-            raise OutputRefusedError(f"cannot use {target} as the {what}: {exc.strerror or exc}") from None
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise OutputRefusedError(f"refusing to write the {what} to {target}: it is {kind}")
+        st, problem = regular_file(target)
+        if problem is not None and problem != "does not exist":  # nothing there: writing reports the rest
+            raise OutputRefusedError(f"refusing to write the {what} to {target}: it {problem}")
         try:
             resolved = target.resolve()
         except (OSError, RuntimeError) as exc:

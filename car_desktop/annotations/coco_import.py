@@ -32,9 +32,8 @@ import json
 import logging
 import os
 import re
-import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from pycocotools import mask as mask_utils
 
 from .. import imagefiles
 from ..engine.errors import ImageLoadError
-from ..fileio import finite_or_none
+from ..fileio import finite_or_none, regular_file
 from ..safepaths import UnsafePathError, safe_relative_path
 from . import mask_codec
 from .errors import CocoImportError, ProjectError
@@ -91,14 +90,9 @@ def _load(coco_json: str | os.PathLike | dict, stage: StageFn | None,
 
 
 def _parse(path: Path, stage: StageFn | None, progress: ProgressFn | None) -> tuple[Any, bool]:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise CocoImportError(f"COCO file {path} does not exist") from None
-    except OSError as exc:
-        raise CocoImportError(f"{path} is not a readable COCO JSON file: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):  # a pipe would block, a folder cannot be read
-        raise CocoImportError(f"{path} is not a regular file, so it cannot be a COCO JSON file")
+    st, problem = regular_file(path)
+    if st is None or problem:  # a pipe would block, a folder cannot be read
+        raise CocoImportError(f"COCO file {path} {problem}; nothing was imported")
     total = st.st_size
     if stage is not None:
         stage("reading", total)
@@ -334,6 +328,16 @@ class _Importer:
             return []
         return value
 
+    def checked(self, kind: str, entries: list, check: Callable[[Any], Any]) -> Iterator[tuple[int, Any]]:
+        """(1-based position, ``check(entry)``) for each entry; an entry ``check`` refuses is reported
+        as a problem of ``kind`` and comes out as None."""
+        for n, entry in enumerate(entries, 1):
+            try:
+                yield n, check(entry)
+            except _EntryError as exc:
+                self.problem(kind, entry.get("id") if isinstance(entry, dict) else None, str(exc))
+                yield n, None
+
     def run(self) -> ImportReport:
         with self.project.batch():
             self.categories()
@@ -342,24 +346,25 @@ class _Importer:
         return self.report
 
     # ------------------------------------------------------------------ categories
+    def _category_entry(self, cat: Any) -> tuple[int, str, dict]:
+        if not isinstance(cat, dict):
+            raise _EntryError("a category is not an object")
+        if self.cut and _contains_marker(cat):
+            raise _EntryError(_TOO_DEEP)
+        cid = _entry_id(cat.get("id"))
+        name = cat.get("name")
+        if not isinstance(name, str) or not single_line(name):
+            raise _EntryError("category without a name")
+        if cid in self.cat_map or cid in self.background:
+            raise _EntryError("duplicate category id")
+        return cid, name, cat
+
     def categories(self) -> None:
         known_before = {c.name.casefold() for c in self.project.list_categories()}
-        for cat in self.entries("categories"):
-            raw_id = cat.get("id") if isinstance(cat, dict) else None
-            try:
-                if not isinstance(cat, dict):
-                    raise _EntryError("a category is not an object")
-                if self.cut and _contains_marker(cat):
-                    raise _EntryError(_TOO_DEEP)
-                cid = _entry_id(raw_id)
-                name = cat.get("name")
-                if not isinstance(name, str) or not single_line(name):
-                    raise _EntryError("category without a name")
-                if cid in self.cat_map or cid in self.background:
-                    raise _EntryError("duplicate category id")
-            except _EntryError as exc:
-                self.problem("category", raw_id, str(exc))
+        for _, entry in self.checked("category", self.entries("categories"), self._category_entry):
+            if entry is None:
                 continue
+            cid, name, cat = entry
             if single_line(name).casefold() in BACKGROUND_NAMES:
                 self.background.add(cid)
                 continue
@@ -387,13 +392,7 @@ class _Importer:
         if self.stage is not None:
             self.stage("images", len(images))
         pending: list[tuple[int, str, int, int, str | None]] = []
-        for n, im in enumerate(images, 1):
-            raw_id = im.get("id") if isinstance(im, dict) else None
-            try:
-                entry = self._image_entry(im)
-            except _EntryError as exc:
-                self.problem("image", raw_id, str(exc))
-                entry = None
+        for n, entry in self.checked("image", images, self._image_entry):
             if entry is not None:
                 pending.append(entry)
             if len(pending) >= 500 or (n == len(images) and pending):
@@ -469,13 +468,7 @@ class _Importer:
             self.stage("annotations", total)
         batch: list[tuple[int, int, mask_codec.EncodedMask, float | None, dict[str, Any]]] = []
         started = time.monotonic()
-        for n, ann in enumerate(anns, 1):
-            raw_id = ann.get("id") if isinstance(ann, dict) else None
-            try:
-                item = self._annotation(ann)
-            except _EntryError as exc:
-                self.problem("annotation", raw_id, str(exc))
-                item = None
+        for n, item in self.checked("annotation", anns, self._annotation):
             if item is not None:
                 batch.append(item)
             if batch and (n == total or time.monotonic() - started >= CHUNK_SECONDS):

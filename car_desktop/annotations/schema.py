@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import stat
 import time
 from pathlib import Path
 from typing import Callable
 
+from ..fileio import regular_file
 from .errors import (ProjectBusyError, ProjectCorruptError, ProjectEmptyError, ProjectError, ProjectForeignError,
                      ProjectNotFoundError, ProjectSchemaError)
 
@@ -163,17 +163,13 @@ def begin_immediate(conn: sqlite3.Connection, path: Path, timeout_s: float | Non
 def check_regular_file(path: Path) -> os.stat_result:
     """The file's stat; ProjectError (the right subclass) unless it is a non-empty regular file.
     Never opens the path, so a FIFO cannot block."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ProjectNotFoundError(f"project file {path} does not exist") from None
-    except OSError as exc:
-        raise ProjectCorruptError(f"cannot read project file {path}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ProjectError(f"{path} is a folder, not a project file; give the path of a .cardb file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ProjectError(f"{path} is not a regular file (a pipe, socket or device), so it cannot be a "
-                           "project; nothing was read or changed")
+    st, problem = regular_file(path)
+    if st is None:
+        if problem == "does not exist":
+            raise ProjectNotFoundError(f"project file {path} does not exist")
+        raise ProjectCorruptError(f"project file {path} {problem}")
+    if problem:
+        raise ProjectError(f"{path} {problem}, so it cannot be a project file; nothing was read or changed")
     if st.st_size == 0:
         raise ProjectEmptyError(
             f"{path} is empty (0 bytes): its creation was interrupted before it held anything. "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import stat
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from ..autolabel import (SKIP_FAILED, AutoLabelJob, AutoLabelProgress, AutoLabel
                          merge_projects, parse_shard, run_autolabel, scan_folder)
 from ..engine.cancel import CancelToken
 from ..engine.errors import CaRDesktopError, ConceptError
+from ..fileio import regular_file
 from .engine_options import add_engine_options, config_from_args, wants_test_models
 from .progress import ProgressBar, format_duration
 
@@ -87,9 +87,10 @@ def read_concepts(args: argparse.Namespace) -> str:
     if args.concepts is not None:
         return args.concepts
     path = args.concepts_file
+    _, problem = regular_file(path)
+    if problem:  # a pipe would block, a folder cannot be read
+        raise ConceptError(f"The concepts file {path} {problem}.")
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a pipe would block, a folder cannot be read
-            raise ConceptError(f"The concepts file {path} is not a regular file.")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConceptError(f"Cannot read the concepts file {path}: {exc}") from None

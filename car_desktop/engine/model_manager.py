@@ -25,7 +25,6 @@ import builtins
 import json
 import logging
 import os
-import stat
 import struct
 import threading
 import zipfile
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, regular_file
 from .cancel import CancelToken
 from .downloads import (
     ProgressCallback,
@@ -168,12 +167,9 @@ def _key_text(path: Path, head: bytes) -> bytes:
 def checkpoint_problem(path: Path, kind: str) -> str | None:
     """None when ``path`` is a whole checkpoint whose weight names belong to a ``kind`` model ("sam"
     or "clip"); else what is wrong, in words. Nothing is unpickled: the names are read as bytes."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return f"it cannot be read ({exc.strerror or exc})"
-    if not stat.S_ISREG(st.st_mode):
-        return "it is not a regular file"
+    _, problem = regular_file(path)
+    if problem:
+        return f"it {problem}"
     try:
         with path.open("rb") as fh:
             head = fh.read(9)
