@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import imagefiles
 from ..engine.errors import ImageLoadError
-from ..fileio import dumps_strict
+from ..fileio import commit_file, dumps_strict
 from ..safepaths import OutputGuard, UnsafePathError, safe_relative_path
 from . import mask_codec, schema
 from .errors import (MaskError, ProjectEmptyError, ProjectError, ProjectExistsError, ProjectNotFoundError,
@@ -157,7 +157,7 @@ def _replace_if_empty(tmp: Path, path: Path) -> bool:
         if (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino) or mine.st_size != 0 \
                 or not stat.S_ISREG(mine.st_mode):
             return False
-        os.replace(tmp, path)
+        commit_file(tmp, path)
         return True
     finally:
         os.close(fd)

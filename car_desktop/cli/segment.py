@@ -7,7 +7,6 @@ timings, pass counts) into ``--out``, and prints a table of the concepts with th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from ..engine.errors import CaRDesktopError
 from ..engine.results import CaRResult, Progress
+from ..fileio import atomic_write_text, dumps_strict
 from ..safepaths import OutputGuard
 from .engine_options import add_engine_options, config_from_args, wants_test_models
 
@@ -64,9 +64,7 @@ def write_outputs(result: CaRResult, image_path: Path, out: Path) -> None:
         Image.fromarray((c.mask * 255).astype(np.uint8)).save(out / f"{stem}_{c.index:02d}_{names[c.index]}.png")
     summary = result.summary()
     summary["image"] = str(image_path)
-    tmp = out / f"{stem}_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(out / f"{stem}_summary.json")
+    atomic_write_text(out / f"{stem}_summary.json", dumps_strict(summary, indent=2))
 
 
 def format_table(result: CaRResult) -> str:
