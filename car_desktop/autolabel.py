@@ -153,7 +153,7 @@ def run_key(concepts: str | Sequence[str], config: CaRConfig, *, test_models: bo
     cfg = {k: v for k, v in config.to_dict().items() if k not in _RUN_KEY_IGNORED}
     payload = {"concepts": concept_entries(concepts), "config": cfg, "test_models": bool(test_models)}
     text = json.dumps(payload, sort_keys=True, default=list, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def image_run_key(project: Project, image_id: int) -> str | None:
@@ -509,7 +509,8 @@ def merge_projects(out: Project, sources: Sequence[Project]) -> MergeReport:
     When an image already has annotations or a non-'new' status in ``out``, the incoming copy wins
     only if its status ranks higher (reviewed > auto > new); otherwise the image is kept as it is.
     Either way the clash is listed in ``conflicts``; so is a content-hash mismatch (two different files
-    under one path). Each image is one transaction, run keys travel with their images.
+    under one path), and an image that cannot be merged at all (a stored path that leaves the image
+    folder, a size over the pixel limit). Each image is one transaction, run keys travel with their images.
     """
     rep = MergeReport()
     for src in sources:
@@ -519,7 +520,10 @@ def merge_projects(out: Project, sources: Sequence[Project]) -> MergeReport:
             cat_map[cat.id] = out.get_or_create_category(cat.query_text).id
             rep.categories_added += not existed
         for rec in src.list_images():
-            _merge_image(out, src, rec, cat_map, rep)
+            try:
+                _merge_image(out, src, rec, cat_map, rep)
+            except ProjectError as exc:  # e.g. a stored path that leaves the image folder: skip that image
+                rep.conflicts.append(f"{rec.rel_path[:200]} (from {src.path.name}): not merged: {exc}")
     return rep
 
 

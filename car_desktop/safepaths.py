@@ -3,8 +3,8 @@
 ``safe_relative_path(name)`` turns a file name read from a file (a COCO ``file_name``, a stored image
 path) into a normalised relative POSIX path, or raises ``UnsafePathError`` saying why it is refused:
 absolute paths, drive letters, ``..`` that leaves the folder, ``.``, empty names, NUL, newlines and
-other control characters, URLs, and names longer than the file system allows (255 bytes a component,
-4096 in all). Backslashes count as separators, so a Windows name cannot smuggle a ``..`` through.
+other control characters, names that are not valid UTF-8 (``printable`` shows them), URLs, and names
+longer than the file system allows (255 bytes a component, 4096 in all). Backslashes count as separators, so a Windows name cannot smuggle a ``..`` through.
 
 ``OutputGuard`` is the one check every writer runs before it writes (COCO export, label PNGs, the
 batch export, segment's outputs). It refuses, whatever the options: the open project and its
@@ -46,6 +46,13 @@ class OutputRefusedError(CaRDesktopError):
     """An output path would overwrite something the tool must never touch. Nothing was written."""
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: characters it cannot encode (the lone surrogates standing for
+    undecodable bytes in a file name) are written as ``\\udcff`` escapes, so the name can be stored,
+    printed and logged."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def safe_relative_path(name: object) -> str:
     """The normalised relative POSIX form of ``name``; UnsafePathError (with the reason) if it is
     not a plain relative path that stays inside its folder."""
@@ -53,6 +60,8 @@ def safe_relative_path(name: object) -> str:
         raise UnsafePathError(f"the file name is a {type(name).__name__}, not a string")
     if not name.strip():
         raise UnsafePathError("the file name is empty")
+    if printable(name) != name:
+        raise UnsafePathError(f"the file name {printable(name)[:120]!r} is not valid UTF-8 text; rename the file")
     if _CONTROL.search(name):
         raise UnsafePathError(f"the file name {name[:80]!r} contains a control character (NUL, newline, ...)")
     if _URL.match(name) and not _DRIVE.match(name):

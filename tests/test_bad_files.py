@@ -162,3 +162,18 @@ def test_many_failures_give_a_short_summary_and_the_full_list_stays_in_the_proje
     assert main(["failures", str(project)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 25 and all("\tadd\t" in line for line in lines)
+
+
+def test_a_file_name_that_is_not_utf8_is_one_failure_not_a_crash(tmp_path, capsys):
+    import os
+
+    imgs = tmp_path / "imgs"
+    write_good_images(imgs, 1)
+    Image.fromarray(good_image(2)).save(os.fsdecode(bytes(imgs) + b"/caf\xe9.png"))  # Latin-1 bytes
+    project = tmp_path / "p.cardb"
+    args = ["--test-models", "batch", str(imgs), "--concepts", "cat", "--project", str(project), "--sam", "off"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "labelled 1" in out and "caf\\udce9.png" in out and "not valid UTF-8" in out
+    assert main([*args, "--skip-failed"]) == 0  # kept in the project, skipped while unchanged
+    assert "1 failed before and unchanged since" in capsys.readouterr().out

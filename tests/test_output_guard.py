@@ -187,3 +187,17 @@ def test_guard_without_a_project_protects_listed_inputs(tmp_path):
     with pytest.raises(OutputRefusedError, match="input image"):
         guard.check_file(tmp_path / "." / "in.png")
     assert guard.check_file(tmp_path / "out.png")
+
+
+def test_merge_skips_an_image_whose_stored_path_leaves_the_folder(setup, tmp_path):
+    proj, imgs = setup
+    conn = sqlite3.connect(proj)  # an older or foreign project with a path that escapes the folder
+    conn.execute("INSERT INTO images (rel_path, width, height, status, added_at) VALUES ('../../etc/x.png', 4, 4,"
+                 " 'new', 0)")
+    conn.commit()
+    conn.close()
+    out = tmp_path / "merged.cardb"
+    assert main(["merge", str(out), str(proj)]) == 1
+    with Project.open(out) as merged:
+        assert sorted(im.rel_path for im in merged.list_images()) == ["good00.png", "good01.png", "good02.png"]
+        assert merged.count_annotations() == 1

@@ -221,3 +221,19 @@ def test_pipe_folder_immutable_file_and_missing_table(made, tmp_path, capsys):
         assert tree_bytes(tmp_path) == before
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def test_a_version_1_project_is_upgraded_with_its_data(tmp_path):
+    from car_desktop.annotations import schema
+
+    path = tmp_path / "old.cardb"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    schema.MIGRATIONS[0](conn)
+    conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO images (rel_path, width, height, status, added_at) VALUES ('a.png', 4, 4, 'auto', 0)")
+    conn.close()
+    with Project.open(path) as p:
+        assert p.schema_version == schema.SCHEMA_VERSION and p.list_failures() == []
+        assert [im.rel_path for im in p.list_images()] == ["a.png"]

@@ -41,7 +41,7 @@ import numpy as np
 from .. import imagefiles
 from ..engine.errors import ImageLoadError
 from ..fileio import commit_file, dumps_strict
-from ..safepaths import OutputGuard, UnsafePathError, safe_relative_path
+from ..safepaths import OutputGuard, UnsafePathError, printable, safe_relative_path
 from . import mask_codec, schema
 from .errors import (MaskError, ProjectEmptyError, ProjectError, ProjectExistsError, ProjectNotFoundError,
                      ProjectReadOnlyError)
@@ -71,9 +71,10 @@ def file_hash(path: Path) -> str:
 
 
 def single_line(text: str) -> str:
-    """``text`` with control characters (NUL, newlines, tabs, ...) turned into spaces and runs of
-    white space collapsed: safe as a category name, a line of labels.txt or a log line."""
-    return " ".join(_CONTROL.sub(" ", text).split())
+    """``text`` with control characters (NUL, newlines, tabs, ...) turned into spaces, runs of white
+    space collapsed and anything that is not valid UTF-8 escaped: safe as a category name, a line of
+    labels.txt or a log line."""
+    return " ".join(_CONTROL.sub(" ", printable(text)).split())
 
 
 def _row_to_image(row: tuple) -> ImageRecord:
@@ -582,7 +583,10 @@ class Project:
             return ImageRecord(cur.lastrowid, rel_path, int(width), int(height), content_hash, status)
 
     def find_image(self, rel_path: str) -> ImageRecord | None:
-        rows = self._read(f"SELECT {_IMG_COLS} FROM images WHERE rel_path = ?", (Path(rel_path).as_posix(),))
+        rel = Path(rel_path).as_posix()
+        if printable(rel) != rel:  # not valid UTF-8: never stored, so never found
+            return None
+        rows = self._read(f"SELECT {_IMG_COLS} FROM images WHERE rel_path = ?", (rel,))
         return _row_to_image(rows[0]) if rows else None
 
     def get_image(self, image_id: int) -> ImageRecord:
@@ -679,7 +683,8 @@ class Project:
             if stat.S_ISREG(st.st_mode):  # hash a regular file only (never open a pipe)
                 size = st.st_size
                 digest = file_hash(full)
-        return FileFailure(rel_path, stage, single_line(reason), time.time(), 1, size, digest, run_key)  # type: ignore[arg-type]
+        return FileFailure(printable(rel_path), stage, single_line(reason), time.time(), 1, size, digest,  # type: ignore[arg-type]
+                           run_key)
 
     def _store_failure(self, f: FileFailure) -> None:
         with self._write() as conn:
@@ -692,7 +697,7 @@ class Project:
 
     def _clear_failure(self, rel_path: str) -> None:
         with self._write() as conn:
-            conn.execute("DELETE FROM failures WHERE rel_path = ?", (rel_path,))
+            conn.execute("DELETE FROM failures WHERE rel_path = ?", (printable(rel_path),))
 
     def record_failure(self, rel_path: str, reason: str, stage: str = "label", run_key: str | None = None) -> FileFailure:
         """Keep ``rel_path`` in the failure list with its reason and the file's size and hash now."""
@@ -715,7 +720,7 @@ class Project:
         return int(self._read("SELECT COUNT(*) FROM failures")[0][0])
 
     def get_failure(self, rel_path: str) -> FileFailure | None:
-        rows = self._read(f"SELECT {_FAIL_COLS} FROM failures WHERE rel_path = ?", (rel_path,))
+        rows = self._read(f"SELECT {_FAIL_COLS} FROM failures WHERE rel_path = ?", (printable(rel_path),))
         return _row_to_failure(rows[0]) if rows else None
 
     def failure_unchanged(self, rel_path: str) -> FileFailure | None:
