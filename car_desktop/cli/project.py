@@ -110,10 +110,12 @@ def _import(args: argparse.Namespace) -> int:
     project, _created = Project.open_or_create(args.project, args.images)
     with project, ProgressBar() as bar:
         def stage(name: str, total: int) -> None:
-            bar.unit = "bytes" if name == "reading" else ("" if name == "parsing" else name)
+            if name == "parsing":  # one call, no steps to show
+                bar.stage("")
+                bar.message(f"parsing {args.coco.name}...")
+                return
+            bar.unit = "bytes" if name == "reading" else name
             bar.stage(name, total or None)
-            if name == "parsing":
-                bar.update(0)
 
         rep = import_coco(project, args.coco, args.images, progress=bar, stage=stage)
     print(f"imported {rep.images_added} new images ({rep.images_existing} already known), "
