@@ -190,7 +190,7 @@ def test_guard_without_a_project_protects_listed_inputs(tmp_path):
 
 
 def test_merge_skips_an_image_whose_stored_path_leaves_the_folder(setup, tmp_path):
-    proj, imgs = setup
+    proj, _ = setup
     conn = sqlite3.connect(proj)  # an older or foreign project with a path that escapes the folder
     conn.execute("INSERT INTO images (rel_path, width, height, status, added_at) VALUES ('../../etc/x.png', 4, 4,"
                  " 'new', 0)")
