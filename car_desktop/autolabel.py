@@ -418,7 +418,7 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
     except MemoryError:
         return "not enough memory to segment this image"
     except Exception as exc:  # noqa: BLE001 - one image's engine failure must not end the folder
-        from .engine.errors import CaRDesktopError
+        from .errors import CaRDesktopError
 
         if isinstance(exc, CaRDesktopError):
             raise  # weights, config: every image would fail the same way

@@ -17,7 +17,7 @@ from PIL import Image
 from car_desktop.annotations import (MaskError, Project, ProjectCorruptError, ProjectError,
                                      ProjectForeignError, ProjectNotFoundError, ProjectSchemaError)
 from car_desktop.annotations.palette import PALETTE
-from car_desktop.engine.errors import CaRDesktopError
+from car_desktop.errors import CaRDesktopError
 
 
 def _img(path: Path, w: int = 64, h: int = 48, seed: int = 0) -> Path:

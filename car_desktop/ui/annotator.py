@@ -22,7 +22,7 @@ from ..annotations.errors import ProjectError
 from ..annotations.history import History
 from ..annotations.models import Edit
 from ..annotations.store import Project
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 from .layers import LayerStack, MaskLayer, Rect, bbox_of
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 from ..autolabel import AutoLabelProgress
 from ..engine.concepts import parse_concepts
 from ..engine.config import PRESET_DESCRIPTIONS, PRESETS, SAM_MODES, CaRConfig, preset
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 from .autolabel_run import AutoLabelRequest
 
 log = logging.getLogger(__name__)

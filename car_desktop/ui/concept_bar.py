@@ -20,7 +20,7 @@ from ..engine.config import (
     DEFAULT_BACKGROUND_WORDS, PRESET_DESCRIPTIONS, PRESETS, SAM_MODES, VISUAL_PROMPTS, CaRConfig, preset,
 )
 from ..engine.concepts import parse_concepts
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from ..annotations.store import Project
 from ..engine.config import CaRConfig
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 from .annotator import Annotator
 from .autolabel_run import AutoLabelRunner
 from .canvas import Canvas
