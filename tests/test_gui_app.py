@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QPointF, QSettings, Qt
 
+from car_desktop.annotations import mask_ops
+from car_desktop.annotations.models import Edit, Rect
 from car_desktop.engine.concepts import parse_concepts
 from car_desktop.engine.errors import WeightsMissingError
 from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus, Progress
@@ -335,15 +337,15 @@ def test_mask_ops_split_delete_fill(fake_window, qtbot):
     _run(win, qtbot, "cat")
     layer = win.stack.find(name="cat")
     win.stack.select(layer.id)
-    layer.mask[40:44, 40:44] = False
-    win.annotator.commit_mask_edit(layer.id, (40, 44, 40, 44), np.ones((4, 4), bool), np.zeros((4, 4), bool), "Eraser")
+    _new, edit = mask_ops.erase(layer.mask, [(41, 41), (42, 42)], 1)
+    win.annotator.commit_mask_edit(layer.id, edit, "Eraser")
+    assert not layer.mask[41, 41]
     win.annotator.apply_op("fill_holes")
     assert layer.mask[41, 41]
     # Cut the band in two and split.
     h, w = layer.mask.shape
-    before = layer.mask[:, 60:64].copy()
-    layer.mask[:, 60:64] = False
-    win.annotator.commit_mask_edit(layer.id, (0, h, 60, 64), before, layer.mask[:, 60:64].copy(), "Eraser")
+    _new, edit = mask_ops.subtract_polygon(layer.mask, [(60, 0), (64, 0), (64, h), (60, h)])
+    win.annotator.commit_mask_edit(layer.id, edit, "Eraser")
     win.annotator.split_selected()
     cats = [l for l in win.stack.layers() if l.name == "cat"]
     assert len(cats) == 2 and win.project.count_annotations(win.image_id) == 2
@@ -362,9 +364,8 @@ def test_hundred_undo_steps(fake_window, qtbot):
     original = layer.mask.copy()
     for i in range(120):
         y, x = i % 90, (i * 7) % 120
-        before = layer.mask[y:y + 1, x:x + 1].copy()
-        layer.mask[y, x] = not layer.mask[y, x]
-        win.annotator.commit_mask_edit(layer.id, (y, y + 1, x, x + 1), before, layer.mask[y:y + 1, x:x + 1].copy(), "Brush")
+        pixel = layer.mask[y:y + 1, x:x + 1]
+        win.annotator.commit_mask_edit(layer.id, Edit(Rect(y, x, y + 1, x + 1), pixel.copy(), ~pixel), "Brush")
     for _ in range(120):
         assert win.annotator.undo()
     assert np.array_equal(layer.mask, original)

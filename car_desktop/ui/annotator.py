@@ -23,22 +23,13 @@ from ..annotations.history import History
 from ..annotations.models import Edit
 from ..annotations.store import Project
 from ..errors import CaRDesktopError
-from .layers import LayerStack, MaskLayer, Rect, bbox_of
+from ..annotations.models import Rect
+from .layers import LayerStack, MaskLayer
 
 log = logging.getLogger(__name__)
 
 HISTORY_BUDGET = 256 * 1024 * 1024
 REMOVED_KEY = "ui.removed_concepts.{image_id}"
-
-
-def to_edit_rect(rect: Rect) -> tuple[int, int, int, int]:
-    y0, y1, x0, x1 = rect
-    return y0, x0, y1, x1
-
-
-def from_edit_rect(rect: tuple[int, int, int, int]) -> Rect:
-    y0, x0, y1, x1 = rect
-    return y0, y1, x0, x1
 
 
 @dataclass
@@ -153,12 +144,16 @@ class Annotator(QObject):
     def layer_touched(self, layer_id: int, rect: Rect) -> None:
         self.stack.touched(layer_id, rect)
 
-    def commit_mask_edit(self, layer_id: int, rect: Rect, before: np.ndarray, after: np.ndarray,
-                         label: str) -> None:
-        """Record an edit already drawn into the layer, and save the layer."""
+    def commit_mask_edit(self, layer_id: int, edit: Edit, label: str) -> None:
+        """Apply an edit to the layer (a brush has drawn it already: writing it again is harmless),
+        record it for undo and save the layer."""
+        if edit.is_empty:
+            return
         layer = self._registry[layer_id]
+        mask_ops.apply_edit(layer.mask, edit, inplace=True)
+        self.stack.touched(layer_id, edit.rect)
         layer.edited = True
-        self._push([(layer_id, Edit(to_edit_rect(rect), before.astype(bool), after.astype(bool)))])
+        self._push([(layer_id, edit)])
         self._sync([layer_id])
         self.stack.update(layer_id, edited=True)
         self.info.emit(f"{label} on {layer.name}")
@@ -234,7 +229,7 @@ class Annotator(QObject):
         if self.stack.get(layer_id) is None and layer.mask.any():
             self.stack.add(layer)
         elif self.stack.get(layer_id) is not None:
-            self.stack.touched(layer_id, from_edit_rect(edit.rect) if not edit.is_empty else None)
+            self.stack.touched(layer_id, None if edit.is_empty else edit.rect)
         return layer_id
 
     # ----- saving
@@ -384,12 +379,7 @@ class Annotator(QObject):
         if edit.is_empty:
             self.info.emit("Nothing to change.")
             return
-        self.commit_mask_edit_applied(layer, edit, op.replace("_", " ").capitalize())
-
-    def commit_mask_edit_applied(self, layer: MaskLayer, edit: Edit, label: str) -> None:
-        mask_ops.apply_edit(layer.mask, edit, inplace=True)
-        self.stack.touched(layer.id, from_edit_rect(edit.rect))
-        self.commit_mask_edit(layer.id, from_edit_rect(edit.rect), edit.before, edit.after, label)
+        self.commit_mask_edit(layer.id, edit, op.replace("_", " ").capitalize())
 
     def split_selected(self) -> None:
         layer = self.selected_layer()
@@ -411,9 +401,7 @@ class Annotator(QObject):
                                  status=layer.status, status_text=layer.status_text,
                                  provenance=self._meta[layer.id].provenance, edited=True, record=False)
             if new is not None:
-                b = bbox_of(part)
-                y0, y1, x0, x1 = b
-                steps.append((new.id, Edit((y0, x0, y1, x1), np.zeros((y1 - y0, x1 - x0), bool), part[y0:y1, x0:x1].copy())))
+                steps.append((new.id, mask_ops.added_edit(part)))
                 new_ids.append(new.id)
         self._push(steps)
         self._sync(new_ids)
@@ -528,9 +516,7 @@ class Annotator(QObject):
             layer = self.add_layer(c.query_text.replace(", ", " | "), c.mask, source="car", score=c.score,
                                    status=status, status_text=c.status_text, provenance=prov, record=False)
             if layer is not None:
-                y0, y1, x0, x1 = bbox_of(layer.mask)
-                steps.append((layer.id, Edit((y0, x0, y1, x1), np.zeros((y1 - y0, x1 - x0), bool),
-                                             layer.mask[y0:y1, x0:x1].copy())))
+                steps.append((layer.id, mask_ops.added_edit(layer.mask)))
                 added.append(layer)
         self._push(steps)
         self._sync(touched)

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-log = logging.getLogger(__name__)
+from ..annotations.models import Rect
 
-#: (y0, y1, x0, x1), half-open, in image pixels.
-Rect = tuple[int, int, int, int]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,23 +41,6 @@ class MaskLayer:
     @property
     def area(self) -> int:
         return int(self.mask.sum())
-
-
-def bbox_of(mask: np.ndarray) -> Rect | None:
-    """The tight half-open bounding rectangle of a mask, or None when it is empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def union_rect(a: Rect | None, b: Rect | None) -> Rect | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
 
 
 class LayerStack(QObject):
@@ -157,13 +139,6 @@ class LayerStack(QObject):
             self.select(-1)
         self.layerChanged.emit(layer_id, None)
         return layer
-
-    def set_mask_region(self, layer_id: int, rect: Rect, patch: np.ndarray) -> None:
-        """Write ``patch`` into the layer's mask at ``rect`` (the rectangle of an edit)."""
-        layer = self._require(layer_id)
-        y0, y1, x0, x1 = rect
-        layer.mask[y0:y1, x0:x1] = patch
-        self.layerChanged.emit(layer_id, rect)
 
     def set_mask(self, layer_id: int, mask: np.ndarray) -> None:
         layer = self._require(layer_id)

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QToolBar, QVBoxLayout, QWidget,
 )
 
+from ..annotations.models import Rect
 from ..annotations.store import Project
 from ..engine.config import CaRConfig
 from ..errors import CaRDesktopError
@@ -548,7 +549,8 @@ class MainWindow(QMainWindow):
         self.show_error(f"CaR failed: {err.message}")
 
     def cancel_job(self) -> None:
-        if self.canvas.tool() is not None and getattr(self.canvas.tool(), "points", None):
+        tool = self.canvas.tool()
+        if tool is not None and tool.has_pending_input():
             return  # Esc belongs to the polygon / SAM tool (the canvas handles it)
         self.engine.cancel_car()
         self.runner.cancel("download")
@@ -741,12 +743,9 @@ class MainWindow(QMainWindow):
             return False
         self.stack.select(layer_id)
         layer = self.stack.get(layer_id)
-        from .layers import bbox_of
-
-        box = bbox_of(layer.mask) if layer is not None else None
+        box = Rect.of_mask(layer.mask) if layer is not None else None
         if box is not None:
-            y0, y1, x0, x1 = box
-            self.canvas.centerOn((x0 + x1) / 2, (y0 + y1) / 2)
+            self.canvas.centerOn((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
         return True
 
     def accept_image(self, image_id: int) -> None:
