@@ -55,10 +55,10 @@ class FakePipeline:
         out = []
         for i, c in enumerate(parsed):
             if i == len(parsed) - 1 and len(parsed) > 1:
-                out.append(ConceptResult(i, c.name, c.text, np.zeros(image.shape[:2], bool), 0.0,
+                out.append(ConceptResult(i, c, np.zeros(image.shape[:2], bool), 0.0,
                                          ConceptStatus.REMOVED, removed_at_step=1, removed_score=0.1))
             else:
-                out.append(ConceptResult(i, c.name, c.text, image[:, :, i % 3] > 127, 0.5 + i / 10,
+                out.append(ConceptResult(i, c, image[:, :, i % 3] > 127, 0.5 + i / 10,
                                          ConceptStatus.KEPT))
         h, w = image.shape[:2]
         return CaRResult(out, [], np.zeros((h, w), np.int32), (h, w), timings={"proposals": 0.01, "crf": 0.002},

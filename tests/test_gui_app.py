@@ -79,11 +79,11 @@ class FakePipeline:
         for i, c in enumerate(cs):
             mask = np.zeros((h, w), bool)
             if c.name == "absent" and len(cs) > 1:
-                results.append(ConceptResult(i, c.name, c.text, mask, 0.0, ConceptStatus.REMOVED, 2, 0.12))
+                results.append(ConceptResult(i, c, mask, 0.0, ConceptStatus.REMOVED, 2, 0.12))
                 continue
             band = w // max(1, len(cs))
             mask[h // 4: 3 * h // 4, i * band + 2:(i + 1) * band - 2] = True
-            results.append(ConceptResult(i, c.name, c.text, mask, 0.8 - 0.1 * i,
+            results.append(ConceptResult(i, c, mask, 0.8 - 0.1 * i,
                                          ConceptStatus.KEPT_ALONE if len(cs) == 1 else ConceptStatus.KEPT))
         return CaRResult(results, [], np.zeros((h, w), np.int32), (h, w), model_names=self.model_names)
 

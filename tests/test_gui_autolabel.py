@@ -57,7 +57,7 @@ class GatedPipeline:
             mask = np.zeros((h, w), bool)
             band = w // len(cs)
             mask[h // 4: 3 * h // 4, i * band + 1:(i + 1) * band - 1] = True
-            out.append(ConceptResult(i, c.name, c.text, mask, 0.9 - 0.2 * i,
+            out.append(ConceptResult(i, c, mask, 0.9 - 0.2 * i,
                                      ConceptStatus.KEPT_ALONE if len(cs) == 1 else ConceptStatus.KEPT))
         return CaRResult(out, [], np.zeros((h, w), np.int32), (h, w), model_names=self.model_names)
 
