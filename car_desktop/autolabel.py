@@ -32,13 +32,15 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from .annotations import Project
+from .annotations.car_results import REMOVED_SETTING, apply_car_result
 from .annotations.errors import ProjectError
+from .annotations.provenance import ORIGIN_AUTOLABEL
 from .annotations.store import IMAGE_EXTENSIONS
 from .engine.cancel import CancelToken
-from .engine.concepts import parse_concepts
+from .engine.concepts import ConceptList
 from .engine.config import CaRConfig
 from .engine.errors import Cancelled, ImageLoadError
-from .engine.results import CaRResult, ConceptStatus
+from .errors import CaRDesktopError
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,10 @@ class Failure(NamedTuple):
 
 @dataclass(frozen=True)
 class AutoLabelJob:
-    """What to auto-label: ``concepts`` (typed text or a list, "car | automobile" for synonyms) on
-    ``image_ids`` (None: every image of the project) with ``config``.
+    """What to auto-label: ``concepts`` on ``image_ids`` (None: every image of the project) with ``config``.
+
+    ``concepts`` is a ``ConceptList``; typed text or a list of entries ("car | automobile" for
+    synonyms) is parsed into one when the job is made, so a typing mistake raises ConceptError here.
 
     ``overwrite`` also redoes images already labelled with the same run key. Images with status
     'reviewed' or with annotations a person made or edited are never touched, whatever the options.
@@ -73,11 +77,14 @@ class AutoLabelJob:
     takes the pipeline's own ``test_models`` attribute.
     """
 
-    concepts: str | Sequence[str]
+    concepts: ConceptList
     config: CaRConfig
     image_ids: Sequence[int] | None = None
     overwrite: bool = False
     test_models: bool | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "concepts", ConceptList.parse(self.concepts))
 
 
 @dataclass(frozen=True)
@@ -133,16 +140,11 @@ ProgressFn = Callable[[AutoLabelProgress], None]
 
 
 # ---------------------------------------------------------------------------------------- run key
-def concept_entries(concepts: str | Sequence[str]) -> list[str]:
-    """The parsed concepts as engine entries ("car | automobile"), in the order given. Raises ConceptError."""
-    return [" | ".join(c.synonyms) for c in parse_concepts(concepts if isinstance(concepts, str) else list(concepts))]
-
-
-def run_key(concepts: str | Sequence[str], config: CaRConfig, *, test_models: bool = False) -> str:
-    """A short stable digest of what decides an image's auto-labels: the parsed concepts (order kept),
-    every config field that changes the computation, and whether the test models are used."""
+def run_key(concepts: ConceptList, config: CaRConfig, *, test_models: bool = False) -> str:
+    """A short stable digest of what decides an image's auto-labels: the concepts (order kept, in the
+    user's form), every config field that changes the computation, and whether the test models are used."""
     cfg = {k: v for k, v in config.to_dict().items() if k not in _RUN_KEY_IGNORED}
-    payload = {"concepts": concept_entries(concepts), "config": cfg, "test_models": bool(test_models)}
+    payload = {"concepts": ConceptList.parse(concepts).labels, "config": cfg, "test_models": bool(test_models)}
     text = json.dumps(payload, sort_keys=True, default=list, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
@@ -250,19 +252,6 @@ def _decode(path: Path) -> np.ndarray:
     return as_rgb_uint8(load_image(path))
 
 
-def provenance(result: CaRResult, index: int, config: CaRConfig, key: str) -> dict[str, Any]:
-    """What is stored with each auto-label: concept, score, status, models, thresholds, run key."""
-    c = result.concepts[index]
-    return {
-        "concept": c.name, "query_text": c.query_text, "score": float(c.score), "status": c.status.value,
-        "sam_accepted": c.sam_accepted, "sam_iou": c.sam_iou, "models": dict(result.model_names),
-        "thresholds": {"eta": config.eta, "theta": config.theta, "lam": config.lam,
-                       "phi_iou": config.phi_iou, "phi_iom": config.phi_iom},
-        "preset": config.preset, "sam_mode": config.sam_mode, "use_crf": config.use_crf,
-        "steps": len(result.steps), "test_models": result.test_models, "run_key": key, "origin": "autolabel",
-    }
-
-
 class _Clock:
     """Counts, rate and time left for progress snapshots."""
 
@@ -301,9 +290,8 @@ def run_autolabel(
     True. Broken images are in ``report.failed``. Raises only for problems that would fail every image
     (no concepts, missing model weights, a closed or unwritable project): ``CaRDesktopError`` subclasses.
     """
-    entries = concept_entries(job.concepts)  # ConceptError before anything else happens
     test_models = getattr(pipeline, "test_models", False) if job.test_models is None else job.test_models
-    key = run_key(entries, job.config, test_models=bool(test_models))
+    key = run_key(job.concepts, job.config, test_models=bool(test_models))
     report = AutoLabelReport(run_key=key)
     t0 = time.monotonic()
     ids = [r.id for r in project.list_images()] if job.image_ids is None else list(dict.fromkeys(job.image_ids))
@@ -329,11 +317,9 @@ def run_autolabel(
 
     emit("planned")
     if todo:
-        project.set_setting(LAST_RUN_SETTING, {"concepts": entries, "preset": job.config.preset,
+        project.set_setting(LAST_RUN_SETTING, {"concepts": job.concepts.labels, "preset": job.config.preset,
                                                "sam_mode": job.config.sam_mode, "run_key": key})
-        categories = {e: project.get_or_create_category(e).id for e in entries}
-        _loop(pipeline, project, job, todo, entries, categories, key, report, clock, emit, cancel, stop,
-              max(1, prefetch))
+        _loop(pipeline, project, job, todo, key, report, clock, emit, cancel, stop, max(1, prefetch))
     report.elapsed = time.monotonic() - t0
     emit("finished")
     log.info("auto-label finished: %d done, %d skipped, %d failed, %.1f s%s", report.done, report.skipped,
@@ -341,8 +327,8 @@ def run_autolabel(
     return report
 
 
-def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entries: list[str],
-          categories: dict[str, int], key: str, report: AutoLabelReport, clock: _Clock,
+def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], key: str, report: AutoLabelReport,
+          clock: _Clock,
           emit: Callable[..., None], cancel: CancelToken | None, stop: CancelToken | None,
           prefetch: int) -> None:
     records = {}
@@ -372,8 +358,7 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
                 rel = records[image_id].rel_path
                 emit("image started", rel, image_id)
                 try:
-                    failure = _label_one(pipeline, project, job, image_id, rel, future, entries, categories,
-                                         key, report, cancel)
+                    failure = _label_one(pipeline, project, job, image_id, rel, future, key, report, cancel)
                 except Cancelled:
                     report.stopped = True
                     break
@@ -394,8 +379,7 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
 
 
 def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel: str, future: Future,
-               entries: list[str], categories: dict[str, int], key: str, report: AutoLabelReport,
-               cancel: CancelToken | None) -> str | None:
+               key: str, report: AutoLabelReport, cancel: CancelToken | None) -> str | None:
     """Label one image; returns None on success, ``_SKIPPED`` if a person took it over meanwhile, the
     failure reason otherwise. Raises Cancelled."""
     try:
@@ -410,7 +394,7 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
         return (f"the file changed since it was added to the project: it is {image.shape[1]}x{image.shape[0]}, "
                 f"the project has {record.width}x{record.height}")
     try:
-        result = pipeline.run(image, entries, config=job.config, cancel=cancel)
+        result = pipeline.run(image, job.concepts, config=job.config, cancel=cancel)
     except (Cancelled, KeyboardInterrupt):
         raise Cancelled("Cancelled by the user.") from None
     except ImageLoadError as exc:
@@ -418,8 +402,6 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
     except MemoryError:
         return "not enough memory to segment this image"
     except Exception as exc:  # noqa: BLE001 - one image's engine failure must not end the folder
-        from .errors import CaRDesktopError
-
         if isinstance(exc, CaRDesktopError):
             raise  # weights, config: every image would fail the same way
         log.exception("auto-label: the engine failed on %s", rel)
@@ -427,21 +409,17 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
     del image
     for stage, seconds in result.timings.items():
         report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + seconds
-    rows = []
-    for c in result.concepts:
-        if c.status is ConceptStatus.REMOVED:
-            continue
-        rows.append((categories[entries[c.index]], c.mask, float(c.score),
-                     provenance(result, c.index, job.config, key)))
     with project.batch():
-        # Checked again inside the transaction: the GUI may have reviewed or edited it meanwhile.
-        reason = _protection(project, image_id)
-        if reason is not None:
+        # The protection is checked again inside the transaction: the GUI may have reviewed or edited
+        # the image meanwhile.
+        applied = apply_car_result(project, image_id, result, origin=ORIGIN_AUTOLABEL, run_key=key,
+                                   skip_if=lambda: _protection(project, image_id))
+        if applied.skipped is not None:
+            reason = applied.skipped
             report.skipped += 1
             report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
             log.info("auto-label: %s was %s while it ran; left as it is", rel, reason)
             return _SKIPPED
-        project.replace_car_results(image_id, rows)
         project.set_setting(f"{RUN_KEY_SETTING}{image_id}", key)
     report.done += 1
     report.done_ids.append(image_id)
@@ -487,7 +465,7 @@ def merge_projects(out: Project, sources: Sequence[Project]) -> MergeReport:
         cat_map: dict[int, int] = {}
         for cat in src.list_categories():
             existed = out.find_category(cat.name) is not None
-            cat_map[cat.id] = out.get_or_create_category(cat.query_text).id
+            cat_map[cat.id] = out.get_or_create_category(cat.label).id
             rep.categories_added += not existed
         for rec in src.list_images():
             _merge_image(out, src, rec, cat_map, rep)
@@ -497,6 +475,7 @@ def merge_projects(out: Project, sources: Sequence[Project]) -> MergeReport:
 def _merge_image(out: Project, src: Project, rec, cat_map: dict[int, int], rep: MergeReport) -> None:
     anns = src.list_annotations(rec.id)
     src_key = src.get_setting(f"{RUN_KEY_SETTING}{rec.id}")
+    src_removed = src.get_setting(f"{REMOVED_SETTING}{rec.id}")
     existing = out.find_image(rec.rel_path)
     with out.batch():
         if existing is None:
@@ -528,6 +507,7 @@ def _merge_image(out: Project, src: Project, rec, cat_map: dict[int, int], rep: 
                 out.set_image_status(existing.id, rec.status)
         for a in anns:
             out.add_annotation(target.id, cat_map[a.category_id], src.get_mask(a.id), a.score, a.source,
-                               a.provenance, edited=a.edited)
+                               a.provenance, edited=a.edited, auto_mask=src.get_auto_mask(a.id))
             rep.annotations_copied += 1
         out.set_setting(f"{RUN_KEY_SETTING}{target.id}", src_key)
+        out.set_setting(f"{REMOVED_SETTING}{target.id}", src_removed)

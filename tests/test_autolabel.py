@@ -18,6 +18,7 @@ from car_desktop.annotations import Project
 from car_desktop.autolabel import (LAST_RUN_SETTING, SKIP_DONE, SKIP_EDITED, SKIP_REVIEWED, AutoLabelJob,
                                    add_folder, image_run_key, merge_projects, parse_shard, run_autolabel,
                                    run_key, shard_index)
+from car_desktop.annotations.car_results import removed_concepts
 from car_desktop.annotations.errors import ProjectError
 from car_desktop.engine.cancel import CancelToken, check
 from car_desktop.engine.concepts import parse_concepts
@@ -109,11 +110,15 @@ def test_labels_every_image_with_provenance_and_status(project):
         assert np.array_equal(project.get_mask(anns[0].id), arr[:, :, 0] > 127)
         assert np.array_equal(project.get_mask(anns[1].id), arr[:, :, 1] > 127)
         prov = anns[1].provenance
-        assert prov["concept"] == "dog" and prov["query_text"] == "dog, puppy" and prov["status"] == "kept"
-        assert prov["score"] == pytest.approx(0.6) and anns[1].score == pytest.approx(0.6)
-        assert prov["thresholds"] == {"eta": 0.4, "theta": 0.6, "lam": 0.4, "phi_iou": 0.7, "phi_iom": 0.7}
-        assert prov["models"] == {"proposal": "fake"} and prov["run_key"] == rep.run_key
+        assert prov.concept == "dog | puppy" and prov.status == "kept" and prov.origin == "autolabel"
+        assert anns[1].score == pytest.approx(0.6)
+        assert {k: prov.config[k] for k in ("eta", "theta", "lam", "phi_iou", "phi_iom")} == \
+            {"eta": 0.4, "theta": 0.6, "lam": 0.4, "phi_iou": 0.7, "phi_iom": 0.7}
+        assert prov.config["preset"] == "objects" and prov.config["sam_mode"] == "off"
+        assert prov.models == {"proposal": "fake"} and prov.run_key == rep.run_key
         assert anns[0].source == "car" and not anns[0].edited
+        assert np.array_equal(project.get_auto_mask(anns[0].id), arr[:, :, 0] > 127)
+        assert [r.concept for r in removed_concepts(project, rec.id)] == ["sky"]
         assert image_run_key(project, rec.id) == rep.run_key
     assert project.get_setting(LAST_RUN_SETTING)["concepts"] == ["cat", "dog | puppy", "sky"]
     # progress: planned, then started/done per image with counts, rate and time left, then finished

@@ -121,8 +121,9 @@ def test_batch_labels_every_image_exports_and_rerun_skips(reference, folders, ca
         keys = {proj.get_setting(f"{RUN_KEY_SETTING}{r.id}") for r in proj.list_images()}
         assert len(keys) == 1 and None not in keys
         ann = next(a for r in proj.list_images() for a in proj.list_annotations(r.id))
-        assert ann.provenance["status"] in ("kept", "kept_without_competition")
-        assert ann.provenance["thresholds"]["theta"] == 0.6 and "classifier" in ann.provenance["models"]
+        assert ann.provenance.status in ("kept", "kept_without_competition")
+        assert ann.provenance.origin == "autolabel" and ann.provenance.concept in ("cat", "dog", "sky")
+        assert ann.provenance.config["theta"] == 0.6 and "classifier" in ann.provenance.models
     coco = COCO(str(coco_path))
     assert len(coco.getImgIds()) == 20 and {c["name"] for c in coco.loadCats(coco.getCatIds())} <= {"cat", "dog", "sky"}
     capsys.readouterr()

@@ -20,6 +20,7 @@ from pycocotools.coco import COCO
 
 from car_desktop.annotations import (CocoImportError, ExportError, Project, export_coco, export_label_pngs,
                                      import_coco)
+from car_desktop.annotations.provenance import Provenance
 from car_desktop.cli import main as cli_main
 
 H, W = 60, 80
@@ -65,7 +66,7 @@ def _fill(project: Project) -> dict[int, np.ndarray]:
     stored = {}
     for i, (name, m) in enumerate(_masks().items()):
         a = project.add_annotation(im1.id if i % 2 == 0 else im2.id, cat_kase.id if i % 3 else cat_cat.id, m,
-                                   score=0.5 + i / 20, source="car", provenance={"shape": name})
+                                   score=0.5 + i / 20, source="car", provenance=Provenance(concept=name))
         stored[a.id] = m
     return stored
 
@@ -356,7 +357,7 @@ def test_import_formats_and_problems(project: Project, tmp_path: Path):
         assert [a.score for a in anns] == [None, 0.25]
         assert np.array_equal(q.get_mask(anns[0].id), m) and np.array_equal(q.get_mask(anns[1].id), m)
         crowd = q.list_annotations(q.find_image("gone/新.png").id)[0]
-        assert crowd.provenance["iscrowd"] == 1 and np.array_equal(q.get_mask(crowd.id), m)
+        assert crowd.provenance.iscrowd and crowd.provenance.origin == "coco" and np.array_equal(q.get_mask(crowd.id), m)
         export_coco(q, tmp_path / "re.json")
         data = json.loads((tmp_path / "re.json").read_text())
         assert sorted(a["iscrowd"] for a in data["annotations"]) == [0, 0, 1]

@@ -11,7 +11,8 @@ from PIL import Image
 from PySide6.QtCore import QPointF, QSettings, Qt
 
 from car_desktop.annotations import Project
-from car_desktop.annotations.review import KEPT_ALONE, review_items
+from car_desktop.annotations.provenance import KEPT_ALONE, Provenance
+from car_desktop.annotations.review import review_items
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
 
@@ -54,7 +55,7 @@ def known_project(tmp_path: Path) -> Path:
         ):
             cat = p.get_or_create_category(concept)
             p.add_annotation(ids[image], cat.id, _band(i), score=score, source="car",
-                             provenance={"status": status, "sam_accepted": sam, "sam_iou": 0.9 if sam else 0.3})
+                             provenance=Provenance(status=status, sam_accepted=sam, sam_iou=0.9 if sam else 0.3))
             p.set_image_status(ids[image], "auto")
     return path
 

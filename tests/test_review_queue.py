@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from car_desktop.annotations import Project
-from car_desktop.annotations.review import (KEPT_ALONE, ReviewFilter, queue_concepts, review_items,
+from car_desktop.annotations.provenance import KEPT_ALONE, Provenance
+from car_desktop.annotations.review import ( ReviewFilter, queue_concepts, review_items,
                                             review_page)
 
 H, W = 12, 16
@@ -25,9 +26,8 @@ def _mask(i: int) -> np.ndarray:
 def _car(project: Project, image_id: int, concept: str, score: float | None, status: str = "kept",
          sam: bool | None = None, iou: float | None = None, edited: bool = False, source: str = "car") -> int:
     cat = project.get_or_create_category(concept)
-    prov = {"concept": concept, "status": status, "sam_accepted": sam, "sam_iou": iou}
-    if status == KEPT_ALONE:
-        prov["status_text"] = "kept without competition"
+    prov = Provenance(concept=concept, status=status, sam_accepted=sam, sam_iou=iou,
+                      status_text="kept without competition" if status == KEPT_ALONE else "")
     ann = project.add_annotation(image_id, cat.id, _mask(image_id), score=score, source=source, provenance=prov,
                                  edited=edited)
     return ann.id
@@ -155,7 +155,7 @@ def test_big_project_page_is_fast(tmp_path: Path):
     imgs = [im.id for im in p.list_images()]
     m = _mask(0)
     with p.batch():
-        first = p.add_annotation(imgs[0], cat, m, score=0.5, source="car", provenance={"status": "kept"})
+        first = p.add_annotation(imgs[0], cat, m, score=0.5, source="car", provenance=Provenance(status="kept"))
     # Copy the encoded row many times in SQL: building 20 000 masks through the API would dominate the test.
     with p.batch() as conn:
         for k in range(1, 20000):

@@ -17,6 +17,7 @@ from PIL import Image
 from car_desktop.annotations import (MaskError, Project, ProjectCorruptError, ProjectError,
                                      ProjectForeignError, ProjectNotFoundError, ProjectSchemaError)
 from car_desktop.annotations.palette import PALETTE
+from car_desktop.annotations.provenance import Provenance
 from car_desktop.errors import CaRDesktopError
 
 
@@ -61,7 +62,7 @@ def test_create_open_persists(project: Project, tmp_path: Path):
     cat = project.get_or_create_category("car")
     mask = np.zeros((48, 64), bool)
     mask[3:9, 10:30] = True
-    ann = project.add_annotation(project.find_image("a.png").id, cat.id, mask, 0.7, "car", {"concept": "car"})
+    ann = project.add_annotation(project.find_image("a.png").id, cat.id, mask, 0.7, "car", Provenance(concept="car"))
     project.set_setting("recent_concepts", ["car", "Käse"])
     project.close()
     with Project.open(tmp_path / "p.cardesk") as again:
@@ -70,7 +71,7 @@ def test_create_open_persists(project: Project, tmp_path: Path):
         assert np.array_equal(again.get_mask(ann.id), mask)
         got = again.get_annotation(ann.id)
         assert (got.area, got.bbox, got.score, got.source, got.provenance) == (120, (10, 3, 20, 6), 0.7, "car",
-                                                                                 {"concept": "car"})
+                                                                                 Provenance(concept="car"))
 
 
 def test_create_refuses_existing_file(project: Project, tmp_path: Path):
@@ -214,34 +215,6 @@ def test_annotation_crud(project: Project):
     assert project.count_annotations(im.id) == 1
 
 
-def test_replace_car_results_keeps_person_edits(project: Project):
-    im = project.add_images([project.image_root / "a.png"])[0]
-    car, road, sky = (project.get_or_create_category(n).id for n in ("car", "road", "sky"))
-
-    def box(y0, y1):
-        m = np.zeros((48, 64), bool)
-        m[y0:y1, 5:20] = True
-        return m
-
-    first = project.replace_car_results(im.id, [(car, box(0, 5), 0.9, {"step": 1}), (road, box(10, 20), 0.8, {}),
-                                                (sky, np.zeros((48, 64), bool), 0.1, {})])
-    assert len(first) == 2 and project.get_image(im.id).status == "auto"  # the empty sky mask is dropped
-    edited = project.update_mask(first[0].id, box(1, 6))
-    manual = project.add_annotation(im.id, road, box(30, 40))
-    second = project.replace_car_results(im.id, [(car, box(0, 8), 0.95, {}), (road, box(12, 22), 0.7, {})])
-    ids = {a.id for a in project.list_annotations(im.id)}
-    assert edited.id in ids and manual.id in ids and first[1].id not in ids
-    assert [(a.category_id, a.score) for a in second] == [(road, 0.7)]  # car: a person's mask stays
-    assert np.array_equal(project.get_mask(edited.id), box(1, 6))
-    before = sorted(a.id for a in project.list_annotations(im.id))
-    with pytest.raises(MaskError):  # one bad mask: nothing of the call is applied
-        project.replace_car_results(im.id, [(road, box(0, 3), 0.5, {}), (road, np.zeros((5, 5), bool), 0.5, {})])
-    assert sorted(a.id for a in project.list_annotations(im.id)) == before
-    project.set_image_status(im.id, "reviewed")
-    project.replace_car_results(im.id, [])
-    assert project.get_image(im.id).status == "reviewed"
-
-
 def test_batch_is_all_or_nothing(project: Project):
     im = project.add_images([project.image_root / "a.png"])[0]
     cat = project.get_or_create_category("x")
@@ -295,7 +268,8 @@ def test_review_queue(project: Project):
     for im, score in zip(ims, (0.9, 0.2, 0.5)):
         m = np.zeros((im.height, im.width), bool)
         m[:4, :4] = True
-        project.replace_car_results(im.id, [(cat.id, m, score, {})])
+        project.add_annotation(im.id, cat.id, m, score, "car")
+        project.set_image_status(im.id, "auto")
     assert [(im.id, s) for im, s in project.review_queue()] == [(ims[1].id, 0.2), (ims[2].id, 0.5),
                                                                  (ims[0].id, 0.9)]
 

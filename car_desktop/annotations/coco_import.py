@@ -23,6 +23,7 @@ from pycocotools import mask as mask_utils
 from . import mask_codec
 from .errors import CocoImportError, ProjectError
 from .models import ImportProblem, ImportReport
+from .provenance import ORIGIN_COCO, Provenance
 from .store import Project, file_hash, read_image_size
 
 log = logging.getLogger(__name__)
@@ -209,9 +210,7 @@ def import_coco(project: Project, coco_json: str | os.PathLike | dict, images_di
                 problem("annotation", aid, "empty mask")
                 continue
             score = ann.get("score")
-            provenance: dict[str, Any] = {"imported_from": "coco", "coco_id": aid}
-            if ann.get("iscrowd"):
-                provenance["iscrowd"] = 1
+            provenance = Provenance(origin=ORIGIN_COCO, coco_id=aid, iscrowd=bool(ann.get("iscrowd")))
             project.add_encoded_annotation(image_id, cat_map[ann["category_id"]], enc,
                                     float(score) if isinstance(score, (int, float)) else None,
                                     "import", provenance, edited=True)

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .provenance import Provenance
+
 ImageStatus = Literal["new", "auto", "reviewed"]
 Source = Literal["car", "sam", "manual", "import"]
 
@@ -39,8 +41,8 @@ class Category:
     color: tuple[int, int, int]
 
     @property
-    def query_text(self) -> str:
-        """Text for the engine: 'car | automobile' style, name first."""
+    def label(self) -> str:
+        """The user's form of the concept, name first: 'car | automobile' (as provenance stores it)."""
         return " | ".join((self.name, *self.synonyms))
 
 
@@ -51,6 +53,7 @@ class Annotation:
     ``bbox`` is COCO [x, y, w, h] and ``area`` the pixel count, both from pycocotools on the mask.
     ``edited`` is True once a person changed the mask; such annotations survive re-runs of CaR.
     ``parts`` is the number of 8-connected components, ``holes`` the number of holes.
+    ``provenance`` says where the mask came from (see provenance.py).
     """
 
     id: int
@@ -63,7 +66,7 @@ class Annotation:
     bbox: tuple[int, int, int, int]
     parts: int
     holes: int
-    provenance: dict[str, Any]
+    provenance: Provenance
     created_at: float
     updated_at: float
 

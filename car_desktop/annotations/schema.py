@@ -8,17 +8,18 @@ inside the same transaction as the version bump, so an interrupted upgrade leave
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import ProjectCorruptError, ProjectForeignError, ProjectNotFoundError, ProjectSchemaError
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x43615244  # b"CaRD"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _V1 = """
@@ -65,9 +66,78 @@ CREATE INDEX annotations_image ON annotations(image_id);
 CREATE INDEX annotations_category ON annotations(category_id);
 """
 
+def _v1_provenance(old: dict[str, Any]) -> dict[str, Any]:
+    """A provenance dict as versions before 2 wrote it (two shapes: the window's and the folder
+    loop's) -> the fields of ``provenance.Provenance`` (version 2)."""
+    new: dict[str, Any] = {"version": 2}
+    # The concept in the user's form: both old shapes kept CLIP's "a, b" text, the loop's as query_text.
+    text = old.get("query_text") or old.get("concept")
+    if isinstance(text, str) and text:
+        new["concept"] = " | ".join(p.strip() for p in text.split(", ") if p.strip())
+    status_text = old.get("status_text")
+    status = old.get("status")
+    if old.get("forced") or (isinstance(status_text, str) and status_text.startswith("force-kept")):
+        status = "forced"
+    elif isinstance(status_text, str) and status_text.startswith("kept without competition"):
+        status = "kept_without_competition"
+    if isinstance(status, str):
+        new["status"] = status
+    if isinstance(status_text, str):
+        new["status_text"] = status_text
+    for key in ("sam_accepted", "sam_iou", "models", "steps", "test_models", "run_key", "coco_id"):
+        if old.get(key) is not None:
+            new[key] = old[key]
+    config = {**(old.get("config") or {}), **(old.get("thresholds") or {})}
+    for key in ("preset", "sam_mode", "use_crf"):
+        if key in old:
+            config[key] = old[key]
+    if config:
+        new["config"] = config
+    if old.get("imported_from") == "coco":
+        new["origin"] = "coco"
+    elif old.get("origin") == "autolabel":
+        new["origin"] = "autolabel"
+    elif text:
+        new["origin"] = "window"
+    if old.get("iscrowd"):
+        new["iscrowd"] = True
+    return new
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    """Version 2: one typed provenance record, the mask CaR made kept apart from edits (``auto_rle``),
+    and the removed-concept lists under the key both the window and the folder loop use."""
+    conn.execute("ALTER TABLE annotations ADD COLUMN auto_rle BLOB")
+    # An unedited CaR mask is still as CaR made it; an edited one's first version is gone.
+    conn.execute("UPDATE annotations SET auto_rle = rle WHERE source = 'car' AND edited = 0")
+    rows = conn.execute("SELECT id, provenance FROM annotations").fetchall()
+    for ann_id, text in rows:
+        try:
+            old = json.loads(text or "{}")
+        except ValueError:
+            old = {}
+        new = _v1_provenance(old if isinstance(old, dict) else {})
+        conn.execute("UPDATE annotations SET provenance = ? WHERE id = ?", (json.dumps(new, ensure_ascii=False), ann_id))
+    for key, text in conn.execute("SELECT key, value FROM settings WHERE key LIKE 'ui.removed_concepts.%'").fetchall():
+        try:
+            old_rows = json.loads(text)
+        except ValueError:
+            old_rows = []
+        new_rows = [{"concept": " | ".join(p.strip() for p in str(r.get("query_text") or r.get("name", "")).split(", ")
+                                           if p.strip()),
+                     "status_text": r.get("status_text", "removed"), "score": r.get("score")}
+                    for r in old_rows if isinstance(r, dict) and (r.get("query_text") or r.get("name"))]
+        conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+        if new_rows:
+            image_id = key.rsplit(".", 1)[1]
+            conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                         (f"car.removed.{image_id}", json.dumps(new_rows, ensure_ascii=False)))
+
+
 #: MIGRATIONS[v] takes a connection at schema version v to v + 1 (v = 0 is a fresh file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: lambda conn: [conn.execute(stmt) for stmt in _V1.split(";") if stmt.strip()],
+    1: _to_v2,
 }
 
 

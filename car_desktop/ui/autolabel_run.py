@@ -21,7 +21,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, Signal
 
 from ..annotations.store import Project
-from ..autolabel import (AutoLabelJob, AutoLabelProgress, AutoLabelReport, Failure, add_folder, concept_entries,
+from ..autolabel import (AutoLabelJob, AutoLabelProgress, AutoLabelReport, Failure, add_folder,
                          run_autolabel)
 from ..engine.config import CaRConfig
 from .workers import JobError, JobInfo, JobRunner
@@ -115,7 +115,6 @@ class AutoLabelRunner(QObject):
         """Start a run; False (and nothing happens) while another one is running. Raises ConceptError."""
         if self.running:
             return False
-        concept_entries(request.concepts)   # a typing mistake is reported now, not by the worker
         self.project, self.request = project, request
         self._ids, self._cursor, self._tally, self._stopping = [], 0, None, ""
         self.last, self.reports = None, []

@@ -8,7 +8,7 @@ resolution; partial updates name the changed rectangle so the canvas re-composit
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -32,7 +32,7 @@ class MaskLayer:
     status_text: str = ""
     category_id: int | None = None
     edited: bool = False
-    extra: dict = field(default_factory=dict)
+    concept: str = ""               # the concept as typed ("car | automobile"); the category's key
 
     @property
     def removed(self) -> bool:
@@ -77,7 +77,7 @@ class LayerStack(QObject):
 
     def find(self, **attrs) -> MaskLayer | None:
         for layer in self._layers:
-            if all(getattr(layer, k, layer.extra.get(k)) == v for k, v in attrs.items()):
+            if all(getattr(layer, k) == v for k, v in attrs.items()):
                 return layer
         return None
 

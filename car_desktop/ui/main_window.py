@@ -26,6 +26,7 @@ from ..errors import CaRDesktopError
 from .annotator import Annotator
 from .autolabel_run import AutoLabelRunner
 from .canvas import Canvas
+from .car_apply import show_car_result, show_forced
 from .concept_bar import ConceptBar
 from .concept_panel import ConceptPanel
 from .engine_client import EngineClient
@@ -234,8 +235,8 @@ class MainWindow(QMainWindow):
         self.annotator.failed.connect(self.show_error)
         self.annotator.historyChanged.connect(self._history_changed)
         self.annotator.imageStatusChanged.connect(lambda iid, st: self.file_list.set_status(iid, st))
-        self.annotator.sam_predict_handler = self.engine.sam_predict
-        self.annotator.sam_accept_handler = self.accept_sam_mask
+        self.annotator.samPredictRequested.connect(self.engine.sam_predict)
+        self.annotator.samAccepted.connect(self.accept_sam_mask)
         self.engine.carFinished.connect(self._car_finished)
         self.engine.carFailed.connect(self._car_failed)
         self.engine.samPredicted.connect(self._sam_predicted)
@@ -521,23 +522,16 @@ class MainWindow(QMainWindow):
         ghost = self.stack.get(ghost_id)
         if ghost is None or self.image is None:
             return
-        text = ghost.extra.get("query_text", ghost.name).replace(", ", " | ")
-        self.engine.run_car(self.image, self.image_id, text, self.concept_bar.config().replace(
+        self.engine.run_car(self.image, self.image_id, ghost.concept or ghost.name, self.concept_bar.config().replace(
             device=self.settings.device), kind="force_keep", extra={"ghost_id": ghost_id})
 
     def _car_finished(self, ctx: dict, result) -> None:
         if ctx.get("image_key") != self.image_id:
             return
         if "ghost_id" in ctx:
-            kept = [c for c in result.concepts if c.mask.any()]
-            if not kept:
-                self.show_error("CaR found nothing for that concept even on its own.")
-                return
-            c = kept[0]
-            self.annotator.force_keep(ctx["ghost_id"], c.mask, c.score, c.status_text)
+            show_forced(self.annotator, ctx["ghost_id"], result)
             return
-        added = self.annotator.apply_car_result(result, {"config": {k: ctx["config"].to_dict()[k] for k in (
-            "preset", "eta", "theta", "lam", "prompts", "sam_mode")}})
+        added = show_car_result(self.annotator, result)
         kept = sum(1 for c in result.concepts if c.status.value != "removed")
         msg = f"CaR: {kept} of {len(result.concepts)} concepts kept"
         if result.warnings:
