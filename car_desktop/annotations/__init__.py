@@ -18,9 +18,12 @@ API summary (all masks are 2-D numpy bool arrays of the image's (height, width))
 * Annotations: ``add_annotation(image_id, category_id, mask, score=None, source='manual',
   provenance=None) -> Annotation``, ``update_mask(id, mask, edited=True)``, ``delete_annotation(id)``,
   ``set_annotation_category(id, category_id)``, ``list_annotations(image_id)`` (rows, no masks),
-  ``get_mask(id)``, ``get_rle(id)``, ``count_annotations(image_id=None)``,
-  ``replace_car_results(image_id, [(category_id, mask, score, provenance), ...])`` (never touches
-  person-edited annotations). Settings: ``get_setting(key, default)`` / ``set_setting(key, json_value)``.
+  ``get_mask(id)``, ``get_auto_mask(id)`` (the mask as CaR made it), ``get_rle(id)``,
+  ``count_annotations(image_id=None)``. Settings: ``get_setting(key, default)`` / ``set_setting(key, json_value)``.
+* ``Provenance`` (provenance.py): the one typed record of where a mask came from.
+* ``car_results.apply_car_result(project, image_id, result, origin=...)``: the one rule that stores a
+  CaR result (replaces unedited CaR masks, protects a person's by category, records provenance and the
+  removed concepts); the window and the folder loop both call it. ``force_keep``, ``removed_concepts``.
 * ``Rect(y0, x0, y1, x1)``: the one (half-open) rectangle type; ``Rect.of_mask(mask)``, ``.slices``.
 * ``mask_ops`` (the one implementation of mask geometry, used by the GUI tools too):
   ``paint_stroke(mask, points, radius, value=True)``, ``erase``, ``add_polygon``,
@@ -48,11 +51,12 @@ from .mask_ops import (add_polygon, apply_edit, erase, fill_holes, merge, paint_
 from .models import (Annotation, Category, Edit, ExportReport, ImageRecord, ImportProblem, ImportReport, Rect,
                      RelinkReport)
 from .palette import color_for_id
+from .provenance import Provenance
 from .store import Project
 
 __all__ = [
     "Annotation", "Category", "CocoImportError", "Edit", "ExportError", "ExportReport", "History", "ImageRecord",
-    "ImportProblem", "ImportReport", "MaskError", "Project", "ProjectCorruptError", "ProjectError",
+    "ImportProblem", "ImportReport", "MaskError", "Project", "Provenance", "ProjectCorruptError", "ProjectError",
     "ProjectForeignError", "ProjectNotFoundError", "ProjectSchemaError", "Rect", "RelinkReport", "add_polygon",
     "apply_edit", "color_for_id", "erase", "export_coco", "export_label_pngs", "fill_holes", "import_coco",
     "merge", "paint_stroke", "remove_specks", "replace", "split_instances", "subtract_polygon",

@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from ..annotations.review import KEPT_ALONE, SORTS, ReviewFilter, ReviewItem, queue_concepts, review_page
+from ..annotations.provenance import KEPT_ALONE
+from ..annotations.review import SORTS, ReviewFilter, ReviewItem, queue_concepts, review_page
 from ..annotations.store import Project
 from .concept_panel import colour_icon
 from .workers import JobError, JobInfo, JobRunner
