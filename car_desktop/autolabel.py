@@ -36,7 +36,7 @@ from .annotations.car_results import REMOVED_SETTING, apply_car_result
 from .annotations.errors import ProjectError
 from .annotations.provenance import ORIGIN_AUTOLABEL
 from .annotations.store import IMAGE_EXTENSIONS
-from .engine.cancel import CancelToken
+from .cancel import CancelToken
 from .engine.concepts import ConceptList
 from .engine.config import CaRConfig
 from .engine.errors import Cancelled, ImageLoadError

@@ -7,63 +7,34 @@ test_batch_cli.py runs the same loop with the real (tiny) engine through the com
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import fakes
+
 from car_desktop.annotations import Project
+from car_desktop.annotations.car_results import removed_concepts
+from car_desktop.annotations.errors import ProjectError
 from car_desktop.autolabel import (LAST_RUN_SETTING, SKIP_DONE, SKIP_EDITED, SKIP_REVIEWED, AutoLabelJob,
                                    add_folder, image_run_key, merge_projects, parse_shard, run_autolabel,
                                    run_key, shard_index)
-from car_desktop.annotations.car_results import removed_concepts
-from car_desktop.annotations.errors import ProjectError
-from car_desktop.engine.cancel import CancelToken, check
-from car_desktop.engine.concepts import parse_concepts
+from car_desktop.cancel import CancelToken
 from car_desktop.engine.config import preset
 from car_desktop.engine.errors import ConceptError, WeightsMissingError
-from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus
 
 CONFIG = preset("objects", sam_mode="off")
 
 
-class FakePipeline:
+def last_removed(index: int, count: int, concept) -> bool:
+    return count > 1 and index == count - 1
+
+
+def FakePipeline(**options) -> fakes.FakePipeline:
     """Concept i keeps the pixels whose channel i % 3 is above 127; the last concept is removed."""
-
-    def __init__(self, delay: float = 0.0, fail_on: set[int] | None = None) -> None:
-        self.delay = delay
-        self.calls: list[tuple[int, int]] = []   # image shapes seen
-        self.threads: set[str] = set()
-        self.fail_on = fail_on or set()          # call numbers (0-based) that raise
-        self.before_return = None                # hook(call_number) run inside run()
-
-    def run(self, image, concepts, *, config=None, progress=None, cancel=None):
-        n = len(self.calls)
-        self.calls.append(image.shape[:2])
-        if self.delay:
-            end = time.monotonic() + self.delay
-            while time.monotonic() < end:
-                check(cancel)
-                time.sleep(0.005)
-        check(cancel)
-        if n in self.fail_on:
-            raise RuntimeError("boom")
-        if self.before_return:
-            self.before_return(n)
-        parsed = parse_concepts(list(concepts))
-        out = []
-        for i, c in enumerate(parsed):
-            if i == len(parsed) - 1 and len(parsed) > 1:
-                out.append(ConceptResult(i, c, np.zeros(image.shape[:2], bool), 0.0,
-                                         ConceptStatus.REMOVED, removed_at_step=1, removed_score=0.1))
-            else:
-                out.append(ConceptResult(i, c, image[:, :, i % 3] > 127, 0.5 + i / 10,
-                                         ConceptStatus.KEPT))
-        h, w = image.shape[:2]
-        return CaRResult(out, [], np.zeros((h, w), np.int32), (h, w), timings={"proposals": 0.01, "crf": 0.002},
-                         config=config.to_dict(), model_names={"proposal": "fake"})
+    return fakes.FakePipeline(masks="channels", removed=last_removed, sam=None, **options)
 
 
 def write_images(folder: Path, n: int, size=(24, 32)) -> list[Path]:
@@ -136,7 +107,7 @@ def test_rerun_skips_same_key_and_redoes_other_concepts(project):
     run_autolabel(FakePipeline(), project, job)
     fake = FakePipeline()
     rep = run_autolabel(fake, project, job)
-    assert (rep.done, rep.skipped) == (0, 6) and rep.skipped_by_reason == {SKIP_DONE: 6} and not fake.calls
+    assert (rep.done, rep.skipped) == (0, 6) and rep.skipped_by_reason == {SKIP_DONE: 6} and not fake.shapes
     rep = run_autolabel(fake, project, AutoLabelJob("cat, dog", CONFIG, overwrite=True))
     assert rep.done == 6 and project.count_annotations() == 6
     # Other concepts: a new key, the image's unedited CaR masks are replaced (not added to).
@@ -204,12 +175,9 @@ def test_stop_finishes_current_image_and_resume_completes(project):
 
 def test_cancel_drops_the_current_image_only(project):
     cancel = CancelToken()
-    fake = FakePipeline(delay=0.2)
-    timer = threading.Timer(0.3, cancel.cancel)  # during the second image
-    timer.start()
+    fake = FakePipeline(before_return=lambda n: cancel.cancel() if n == 1 else None)   # during the second image
     rep = run_autolabel(fake, project, AutoLabelJob("cat, dog", CONFIG), cancel=cancel)
-    timer.join()
-    assert rep.stopped and rep.done == 1 and len(fake.calls) == 2
+    assert rep.stopped and rep.done == 1 and len(fake.shapes) == 2
     statuses = [i.status for i in project.list_images()]
     assert statuses == ["auto"] + ["new"] * 5 and project.count_annotations() == 1
 
@@ -253,14 +221,11 @@ def test_broken_and_changed_images_are_failures_not_crashes(tmp_path):
 
 
 def test_errors_every_image_would_share_are_raised(project):
-    class NoWeights(FakePipeline):
-        def run(self, *a, **k):
-            raise WeightsMissingError("ViT-B-16 weights are missing")
-
+    no_weights = FakePipeline(fail_with=WeightsMissingError("ViT-B-16 weights are missing"))
     with pytest.raises(WeightsMissingError):
-        run_autolabel(NoWeights(), project, AutoLabelJob("cat", CONFIG))
-    with pytest.raises(ConceptError):
-        run_autolabel(FakePipeline(), project, AutoLabelJob(" ,", CONFIG))
+        run_autolabel(no_weights, project, AutoLabelJob("cat", CONFIG))
+    with pytest.raises(ConceptError):      # a typing mistake fails when the job is made, before any work
+        AutoLabelJob(" ,", CONFIG)
     assert project.count_annotations() == 0
 
 

@@ -11,103 +11,12 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QPointF, QSettings, Qt
 
+from fakes import FakeManager, FakePipeline
+
 from car_desktop.annotations import mask_ops
 from car_desktop.annotations.models import Edit, Rect
-from car_desktop.engine.concepts import parse_concepts
-from car_desktop.engine.errors import WeightsMissingError
-from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus, Progress
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
-
-
-# --------------------------------------------------------------------------- fakes
-class FakeSam:
-    def __init__(self):
-        self.images = 0
-
-    def prefetch(self, image):
-        self.images += 1
-
-    def set_image(self, image):
-        self._shape = image.shape[:2]
-
-    def predict(self, points, labels, multimask=True):
-        from types import SimpleNamespace
-
-        mask = np.zeros(self._shape, bool)
-        x, y = points[0]
-        mask[max(0, int(y) - 5):int(y) + 5, max(0, int(x) - 5):int(x) + 5] = True
-        return SimpleNamespace(mask=mask, iou=0.9, low_res_logits=None)
-
-
-class FakePipeline:
-    """Deterministic CaR: concept i gets a vertical band; 'absent' is removed; a gate can hold a run."""
-
-    def __init__(self, *_args, **_kw):
-        self.gate: threading.Event | None = None
-        self.started = threading.Event()
-        self.fail_with: Exception | None = None
-        self.runs = 0
-        self.model_names = {"proposal": "fake"}
-        self.device = "cpu"
-        self.sam = FakeSam()
-
-    def load_models(self, progress=None, cancel=None):
-        if progress:
-            progress(Progress("load", message="fake"))
-
-    def sam_session(self, config=None):
-        return self.sam
-
-    def run(self, image, concepts, *, config=None, progress=None, cancel=None):
-        self.runs += 1
-        self.started.set()
-        for step in range(1, 4):
-            if progress:
-                progress(Progress("proposals", step, step / 4))
-            if self.gate is not None:
-                while not self.gate.wait(0.01):
-                    if cancel is not None:
-                        cancel.check()
-            if cancel is not None:
-                cancel.check()
-        if self.fail_with is not None:
-            raise self.fail_with
-        h, w = image.shape[:2]
-        results = []
-        cs = parse_concepts(concepts)
-        for i, c in enumerate(cs):
-            mask = np.zeros((h, w), bool)
-            if c.name == "absent" and len(cs) > 1:
-                results.append(ConceptResult(i, c, mask, 0.0, ConceptStatus.REMOVED, 2, 0.12))
-                continue
-            band = w // max(1, len(cs))
-            mask[h // 4: 3 * h // 4, i * band + 2:(i + 1) * band - 2] = True
-            results.append(ConceptResult(i, c, mask, 0.8 - 0.1 * i,
-                                         ConceptStatus.KEPT_ALONE if len(cs) == 1 else ConceptStatus.KEPT))
-        return CaRResult(results, [], np.zeros((h, w), np.int32), (h, w), model_names=self.model_names)
-
-
-class FakeManager:
-    def __init__(self, missing: bool):
-        from types import SimpleNamespace
-
-        self._missing = missing
-        self.local = {}
-        self._st = lambda name, ok: SimpleNamespace(
-            name=name, state="present" if ok else "missing", ok=ok, path=Path("/nowhere") / name, size=10 if ok else None,
-            expected_size=350_000_000, verified=False, detail="", downloaded=None, title=name, optional=False,
-            folder=Path("/nowhere"))
-
-    def list(self):
-        return [self._st("ViT-B-16", not self._missing), self._st("sam_vit_b", not self._missing and True)]
-
-    def set_local_file(self, name, path):
-        self.local[name] = path
-        self._missing = False
-
-    def download(self, name, progress=None, cancel=None):
-        raise WeightsMissingError(f"{name}: no internet; put the file in /nowhere")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -198,8 +107,8 @@ def test_whole_flow_with_test_models(qtbot, settings, tmp_path, data_dir):
 
     # Export COCO and read it back with pycocotools.
     out = tmp_path / "export.json"
-    with qtbot.waitSignal(win.runner.finished, timeout=20000):
-        win.export_coco(out, fmt="rle")
+    with qtbot.waitSignal(win.transfers.done, timeout=20000):
+        win.transfers.export_coco(win.project, out, fmt="rle")
     coco = COCO(str(out))
     anns = coco.loadAnns(coco.getAnnIds())
     assert len(anns) == 1

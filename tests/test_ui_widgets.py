@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -14,42 +13,14 @@ from car_desktop.engine.results import Progress
 from car_desktop.ui.canvas import Canvas
 from car_desktop.ui.concept_bar import ConceptBar
 from car_desktop.ui.concept_panel import ConceptPanel
+from fakes import FakeHost
+
 from car_desktop.annotations import mask_ops
 from car_desktop.annotations.models import Rect
 from car_desktop.ui.layers import LayerStack, MaskLayer
 from car_desktop.ui.status import JobStatusBar, describe_progress
 from car_desktop.ui.tools import BrushTool, PolygonTool, SamClickTool
 from car_desktop.ui.workers import JobRunner
-
-
-class FakeHost:
-    """The EditHost the tools talk to, recording commits."""
-
-    def __init__(self, stack: LayerStack) -> None:
-        self.stack = stack
-        self.commits: list = []
-        self.messages: list[str] = []
-        self.sam_requests: list = []
-        self.accepted: list = []
-
-    def selected_layer(self):
-        return self.stack.selected()
-
-    def layer_touched(self, layer_id, rect):
-        self.stack.touched(layer_id, rect)
-
-    def commit_mask_edit(self, layer_id, edit, label):
-        mask_ops.apply_edit(self.stack.get(layer_id).mask, edit, inplace=True)
-        self.commits.append((layer_id, edit, label))
-
-    def message(self, text):
-        self.messages.append(text)
-
-    def sam_predict(self, points, labels):
-        self.sam_requests.append((points, labels))
-
-    def sam_accept(self, mask):
-        self.accepted.append(mask)
 
 
 @pytest.fixture
@@ -349,7 +320,7 @@ def test_concept_bar_runs_and_validates(qtbot):
     bar = ConceptBar()
     qtbot.addWidget(bar)
     runs = []
-    bar.runRequested.connect(lambda text, cfg: runs.append((text, cfg)))
+    bar.runRequested.connect(lambda concepts, cfg: runs.append((concepts, cfg)))
     bar.edit.setFocus()
     bar.request_run()
     assert not runs and bar.error_label.text()
@@ -358,8 +329,9 @@ def test_concept_bar_runs_and_validates(qtbot):
     bar.theta.setValue(0.35)
     qtbot.keyClick(bar.edit, Qt.Key.Key_Return)
     assert len(runs) == 1
-    text, cfg = runs[0]
-    assert text == "car | automobile, sky"
+    concepts, cfg = runs[0]
+    assert concepts.labels == ["car | automobile", "sky"]          # parsed once, here
+    assert [c.text for c in concepts] == ["car, automobile", "sky"]
     assert cfg.preset == "scene" and cfg.theta == pytest.approx(0.35) and cfg.eta == pytest.approx(0.6)
     bar.set_recent(["a, b", "c"])
     bar.recent_menu.actions()[1].trigger()
@@ -372,10 +344,10 @@ def test_describe_progress():
 
 
 def test_job_runner_delivers_and_drops_stale(qtbot):
+    """Each job's result goes to its own callbacks only; a superseded job's result is never delivered."""
     runner = JobRunner()
-    results, errors = [], []
-    runner.finished.connect(lambda job, r: results.append((job.generation, r)))
-    runner.failed.connect(lambda job, e: errors.append(e))
+    got: dict[str, list] = {"old": [], "new": [], "old cancelled": []}
+    errors: list = []
     gate = threading.Event()
 
     def slow(progress, cancel):
@@ -383,19 +355,19 @@ def test_job_runner_delivers_and_drops_stale(qtbot):
         gate.wait(5)
         return "old"
 
-    runner.submit("car", slow)
-    runner.submit("car", lambda p, c: "new")   # supersedes: the slow one becomes stale
+    runner.submit("car", slow, on_done=got["old"].append, on_cancelled=lambda: got["old cancelled"].append(1))
+    runner.submit("car", lambda p, c: "new", on_done=got["new"].append)   # supersedes: the slow one is stale
     gate.set()
     qtbot.waitUntil(lambda: not runner.busy(), timeout=5000)
-    assert results == [(2, "new")]
-    assert runner.dropped == 1 or True  # the slow job may also notice the cancel and stop early
+    assert got == {"old": [], "new": ["new"], "old cancelled": [1]}
 
-    runner.submit("car", lambda p, c: (_ for _ in ()).throw(ImageLoadError("bad file")))
+    runner.submit("car", lambda p, c: (_ for _ in ()).throw(ImageLoadError("bad file")), on_failed=errors.append)
     qtbot.waitUntil(lambda: bool(errors), timeout=5000)
     assert errors[0].user_error and "bad file" in errors[0].message
-    runner.submit("car", lambda p, c: 1 / 0)
+    runner.submit("car", lambda p, c: 1 / 0, on_failed=errors.append)
     qtbot.waitUntil(lambda: len(errors) == 2, timeout=5000)
     assert not errors[1].user_error and "ZeroDivisionError" in errors[1].message
+    assert got["new"] == ["new"]          # later jobs of the same kind never reached the first's callback
     runner.shutdown()
 
 
@@ -404,20 +376,18 @@ def test_job_cancel_and_status_bar(qtbot):
     bar = JobStatusBar(runner)
     qtbot.addWidget(bar)
     bar.show()
-    cancelled = []
-    runner.cancelled.connect(cancelled.append)
+    cancelled, finished = [], []
 
     def cancellable(progress, cancel):
-        for i in range(200):
-            progress(Progress("proposals", i, i / 200))
-            cancel.check()
-            time.sleep(0.01)
+        progress(Progress("proposals", 1, 0.5))
+        cancel.wait(10)        # until the Cancel button reaches the token
+        cancel.check()
         return "finished"
 
-    runner.submit("car", cancellable, label="CaR")
+    runner.submit("car", cancellable, label="CaR", on_done=finished.append, on_cancelled=lambda: cancelled.append(1))
     qtbot.waitUntil(lambda: "proposals" in bar.stage_label.text(), timeout=3000)
     assert bar.cancel_button.isVisible()
     bar.cancel_button.click()
     qtbot.waitUntil(lambda: bool(cancelled), timeout=3000)
-    assert not bar.cancel_button.isVisible()
+    assert not bar.cancel_button.isVisible() and not finished
     runner.shutdown()

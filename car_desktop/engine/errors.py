@@ -5,7 +5,7 @@ They subclass ``car_desktop.errors.CaRDesktopError`` (re-exported here for the e
 
 from __future__ import annotations
 
-from ..errors import CaRDesktopError
+from ..errors import CaRDesktopError, Cancelled
 
 __all__ = ["CaRDesktopError", "Cancelled", "ConceptError", "ConfigError", "ImageLoadError",
            "WeightsCorruptError", "WeightsMissingError"]
@@ -29,7 +29,3 @@ class WeightsCorruptError(CaRDesktopError):
 
 class ConfigError(CaRDesktopError):
     """An engine option has an impossible value (unknown preset, threshold out of range, ...)."""
-
-
-class Cancelled(CaRDesktopError):
-    """The caller cancelled a run; nothing was half-updated."""

@@ -1,4 +1,4 @@
-"""Finding or creating the project for a folder, and reading images off the GUI thread.
+"""Finding or creating the project for a folder.
 
 A folder opened without a project gets one beside its images (``<folder>/car-desktop.cardb``), or, when
 the folder is read-only, in the user data folder under a name derived from the folder's path.
@@ -11,11 +11,8 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-
 from .. import paths
 from ..annotations.store import Project
-from ..engine.errors import ImageLoadError
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +51,3 @@ def project_for_folder(folder: str | os.PathLike) -> tuple[Project, bool]:
         return Project.open(target), True
     target.parent.mkdir(parents=True, exist_ok=True)
     return Project.create(target, folder), True
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 RGB with EXIF orientation applied (the engine's loader when present)."""
-    try:
-        from ..engine.image_io import load_image as engine_load
-    except ImportError:  # pragma: no cover - engine module missing
-        engine_load = None
-    if engine_load is not None:
-        return engine_load(path)
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise ImageLoadError(f"Cannot read {path}: {exc}") from None
