@@ -266,6 +266,14 @@ def test_merge_matches_categories_and_images_and_reports_conflicts(tmp_path):
             assert got[rel].keys() == a[rel].keys()
             assert all(np.array_equal(got[rel][k], a[rel][k]) for k in a[rel])
         assert got["img03.png"].keys() == {"dog", "cat"} and out.find_image("img03.png").status == "reviewed"
+        assert all(np.array_equal(got["img03.png"][k.lower()], b["img03.png"][k]) for k in b["img03.png"])  # Dog = dog
+        # The masks CaR made and the removed concepts travel with their images.
+        a_img = projects[0].find_image("img00.png").id
+        o_img = out.find_image("img00.png").id
+        for src_ann, out_ann in zip(projects[0].list_annotations(a_img), out.list_annotations(o_img), strict=True):
+            assert np.array_equal(out.get_auto_mask(out_ann.id), projects[0].get_auto_mask(src_ann.id))
+            assert out_ann.provenance == src_ann.provenance
+        assert removed_concepts(out, o_img) == removed_concepts(projects[0], a_img) != []
         assert image_run_key(out, out.find_image("img00.png").id) == image_run_key(
             projects[0], projects[0].find_image("img00.png").id)
         # Merging b again over the result: the reviewed image ranks higher than 'auto' and wins.

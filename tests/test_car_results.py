@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from car_desktop.annotations import MaskError, Project
-from car_desktop.annotations import schema
-from car_desktop.annotations.car_results import (REMOVED_SETTING, apply_car_result, force_keep, removed_concepts)
+from car_desktop.annotations import MaskError, Project, schema
+from car_desktop.annotations.car_results import REMOVED_SETTING, apply_car_result, force_keep, removed_concepts
 from car_desktop.annotations.provenance import FORCED, KEPT, KEPT_ALONE, Provenance
 from car_desktop.annotations.review import ReviewFilter, review_items
 from car_desktop.engine.concepts import ConceptList

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -148,14 +147,14 @@ def test_sam_clicks_on_the_tiny_sam_reuse_the_background_embedding(qtbot, settin
 def test_run_shows_layers_statuses_and_undo_group(fake_window, qtbot):
     win = fake_window
     _run(win, qtbot, "cat, absent, dog")
-    names = {l.name: l for l in win.stack.layers()}
+    names = {ly.name: ly for ly in win.stack.layers()}
     assert set(names) == {"cat", "absent", "dog"}
     assert names["absent"].removed and "removed at step 2" in names["absent"].status_text
     assert win.project.count_annotations(win.image_id) == 2
     # The whole CaR result is one undo step.
     win.annotator.undo()
     assert win.project.count_annotations(win.image_id) == 0
-    assert not [l for l in win.stack.layers() if not l.removed]
+    assert not [ly for ly in win.stack.layers() if not ly.removed]
     win.annotator.redo()
     assert win.project.count_annotations(win.image_id) == 2
     # Force-keep the removed concept: a single-concept run gives it a mask.
@@ -176,7 +175,7 @@ def test_reopen_shows_saved_state(fake_window, qtbot):
     assert win.image_id != first and len(win.stack) == 0
     with qtbot.waitSignal(win.imageShown, timeout=5000):
         win.step_image(-1)
-    names = sorted((l.name, l.removed) for l in win.stack.layers())
+    names = sorted((ly.name, ly.removed) for ly in win.stack.layers())
     assert names == [("absent", True), ("cat", False)]
 
 
@@ -256,10 +255,10 @@ def test_mask_ops_split_delete_fill(fake_window, qtbot):
     _new, edit = mask_ops.subtract_polygon(layer.mask, [(60, 0), (64, 0), (64, h), (60, h)])
     win.annotator.commit_mask_edit(layer.id, edit, "Eraser")
     win.annotator.split_selected()
-    cats = [l for l in win.stack.layers() if l.name == "cat"]
+    cats = [ly for ly in win.stack.layers() if ly.name == "cat"]
     assert len(cats) == 2 and win.project.count_annotations(win.image_id) == 2
     win.annotator.merge_into_selected()
-    assert len([l for l in win.stack.layers() if l.name == "cat"]) == 1
+    assert len([ly for ly in win.stack.layers() if ly.name == "cat"]) == 1
     win.delete_selected()
     assert win.project.count_annotations(win.image_id) == 0
     win.annotator.undo()

@@ -163,7 +163,7 @@ def test_cancel_keeps_window_usable_and_interleaves_interactive_runs(win, qtbot)
     fake.permits.release()
     qtbot.waitUntil(lambda: _texts(fake).count("cat, dog") == 3, timeout=5000)
     assert win.autolabel.last.done == 2
-    assert [l.name for l in win.stack.layers()] == ["cat", "dog"]   # the open img1 shows the run's masks
+    assert [ly.name for ly in win.stack.layers()] == ["cat", "dog"]   # the open img1 shows the run's masks
     with qtbot.waitSignal(win.autolabel.finished, timeout=5000) as blocker:
         dlg.cancel_button.click()
     last, stopped, error = blocker.args
@@ -186,7 +186,7 @@ def test_open_image_masks_refresh_and_engine_errors(win, qtbot):
     assert win.image_id == _ids(win)["img0"] and len(win.stack) == 0
     with qtbot.waitSignal(win.autolabel.finished, timeout=10000):
         win.autolabel_controller.start(_request(win, "cat"))
-    names = sorted(l.name for l in win.stack.layers())
+    names = sorted(ly.name for ly in win.stack.layers())
     assert names == ["cat"] and win.stack.layers()[0].status == "kept_without_competition"
     win.fake.fail_with = WeightsMissingError("ViT-B-16 weights are missing: put them in /models")
     with qtbot.waitSignal(win.autolabel.finished, timeout=10000) as blocker:

@@ -103,7 +103,7 @@ def test_import_coco_reports_problems_and_shows_masks(win, qtbot, tmp_path, monk
     assert "unknown category_id 99" in text and "missing.png" in text
     # The open image shows the imported mask at once.
     layers = win.stack.layers()
-    assert [l.name for l in layers] == ["box"] and layers[0].mask.sum() > 200
+    assert [ly.name for ly in layers] == ["box"] and layers[0].mask.sum() > 200
 
     # A file that is not COCO: one clear message, nothing imported.
     bad = tmp_path / "bad.json"

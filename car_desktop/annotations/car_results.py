@@ -14,8 +14,8 @@ one transaction:
 * an image still 'new' becomes 'auto'.
 
 Concepts are stored in the user's form, "car | automobile" (``Concept.label``); the store turns that
-into a category (name plus synonyms). The engine's result is read through the small protocols below,
-so this module imports neither the engine nor torch.
+into a category (name plus synonyms). The engine's ``CaRResult`` is plain data; it is named here for
+the type checker only, so this module imports neither the engine nor torch.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,54 +31,15 @@ from .models import Annotation, Category
 from .provenance import FORCED, Provenance
 from .store import Project
 
+if TYPE_CHECKING:
+    from ..engine.results import CaRResult
+
 log = logging.getLogger(__name__)
 
 #: Settings key prefix of an image's removed-concept list: ``car.removed.<image id>``.
 REMOVED_SETTING = "car.removed."
 #: The engine's status of a concept the loop removed.
 REMOVED = "removed"
-
-
-# ------------------------------------------------------------------ what is read from the engine
-class ConceptLike(Protocol):
-    @property
-    def label(self) -> str: ...            # "car | automobile"
-
-
-class ConceptOutcome(Protocol):
-    """One concept of a result (``engine.results.ConceptResult``)."""
-
-    @property
-    def concept(self) -> ConceptLike: ...
-    @property
-    def mask(self) -> np.ndarray: ...
-    @property
-    def score(self) -> float: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def status_text(self) -> str: ...
-    @property
-    def removed_score(self) -> float | None: ...
-    @property
-    def sam_accepted(self) -> bool | None: ...
-    @property
-    def sam_iou(self) -> float | None: ...
-
-
-class CarRun(Protocol):
-    """A whole result (``engine.results.CaRResult``)."""
-
-    @property
-    def concepts(self) -> Sequence[ConceptOutcome]: ...
-    @property
-    def model_names(self) -> Mapping[str, str]: ...
-    @property
-    def steps(self) -> Sequence[object]: ...
-    @property
-    def test_models(self) -> bool: ...
-    @property
-    def config(self) -> Mapping[str, Any]: ...
 
 
 # ------------------------------------------------------------------ what is stored
@@ -134,7 +95,8 @@ class CarApplied:
 
 
 # ------------------------------------------------------------------ reading a result
-def car_masks(result: CarRun, *, origin: str, run_key: str | None = None) -> tuple[list[CarMask], list[RemovedConcept]]:
+def car_masks(result: CaRResult, *, origin: str,
+              run_key: str | None = None) -> tuple[list[CarMask], list[RemovedConcept]]:
     """Split a result into the masks to store (with their provenance) and the removed concepts."""
     common = dict(models=dict(result.model_names), config=Provenance.pick_config(result.config),
                   steps=len(result.steps), test_models=bool(result.test_models), run_key=run_key, origin=origin)
@@ -153,7 +115,7 @@ def car_masks(result: CarRun, *, origin: str, run_key: str | None = None) -> tup
 
 
 # ------------------------------------------------------------------ writing
-def apply_car_result(project: Project, image_id: int, result: CarRun, *, origin: str,
+def apply_car_result(project: Project, image_id: int, result: CaRResult, *, origin: str,
                      run_key: str | None = None, set_status: bool = True,
                      skip_if: Callable[[], str | None] | None = None) -> CarApplied:
     """Store a CaR result for an image (see the module docstring); one transaction.
@@ -207,7 +169,7 @@ def replace_car_masks(project: Project, image_id: int, masks: Sequence[CarMask],
     return out
 
 
-def force_keep(project: Project, image_id: int, result: CarRun, concept: str, *, origin: str) -> AddedMask | None:
+def force_keep(project: Project, image_id: int, result: CaRResult, concept: str, *, origin: str) -> AddedMask | None:
     """Keep a removed ``concept`` after all, with the mask of a run on that concept alone (``result``).
 
     The mask counts as a person's decision (edited, status 'forced'), so later runs leave it alone,

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import types
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Final
+from typing import Any, Final, get_origin, get_type_hints
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Provenance:
             if f.name not in data:
                 continue
             value = data[f.name]
-            if _fits(f.name, value):
+            if _fits(_HINTS[f.name], value):
                 out[f.name] = dict(value) if isinstance(value, dict) else value
             else:
                 log.debug("provenance field %s=%r dropped", f.name, value)
@@ -100,21 +101,23 @@ class Provenance:
         return asdict(self)
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "concept": (str,), "status": (str, type(None)), "status_text": (str,), "sam_accepted": (bool, type(None)),
-    "sam_iou": (float, int, type(None)), "models": (dict,), "config": (dict,), "steps": (int, type(None)),
-    "test_models": (bool,), "run_key": (str, type(None)), "origin": (str,), "coco_id": (int, str, type(None)),
-    "iscrowd": (bool, int), "version": (int,),
-}
+def _fits(hint: Any, value: Any) -> bool:
+    """Whether a stored JSON value matches a field's annotation (``str | None``, ``dict[str, str]``, ...)."""
+    if isinstance(hint, types.UnionType):
+        return any(_fits(h, value) for h in hint.__args__)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, get_origin(hint) or hint)
 
 
-def _fits(name: str, value: Any) -> bool:
-    return isinstance(value, _TYPES[name])
+_HINTS: Final = get_type_hints(Provenance)
 
 
 def sql_field(name: str, table: str = "a") -> str:
     """An SQL expression reading one field of the stored record (for queries such as the review
     queue); NULL for a row whose JSON is broken."""
-    if name not in _TYPES:
+    if name not in _HINTS:
         raise ValueError(f"provenance has no field {name!r}")
     return (f"CASE WHEN json_valid({table}.provenance) THEN json_extract({table}.provenance, '$.{name}') END")

@@ -117,7 +117,8 @@ def _to_v2(conn: sqlite3.Connection) -> None:
         except ValueError:
             old = {}
         new = _v1_provenance(old if isinstance(old, dict) else {})
-        conn.execute("UPDATE annotations SET provenance = ? WHERE id = ?", (json.dumps(new, ensure_ascii=False), ann_id))
+        conn.execute("UPDATE annotations SET provenance = ? WHERE id = ?",
+                     (json.dumps(new, ensure_ascii=False), ann_id))
     for key, text in conn.execute("SELECT key, value FROM settings WHERE key LIKE 'ui.removed_concepts.%'").fetchall():
         try:
             old_rows = json.loads(text)

@@ -135,7 +135,8 @@ class Annotator(QObject):
 
     def _save_removed(self) -> None:
         if self.project is not None and self.image_id is not None:
-            rows = [RemovedConcept(l.concept or l.name, l.status_text, l.score) for l in self.stack.layers() if l.removed]
+            rows = [RemovedConcept(ly.concept or ly.name, ly.status_text, ly.score)
+                    for ly in self.stack.layers() if ly.removed]
             self.guard(set_removed_concepts, self.project, self.image_id, rows)
 
     # ----- EditHost (tools)
@@ -427,8 +428,8 @@ class Annotator(QObject):
         if layer is None:
             self.info.emit("Select a mask first.")
             return
-        others = [l for l in self.stack.layers()
-                  if l.id != layer.id and not l.removed and l.category_id == layer.category_id and l.name == layer.name]
+        others = [ly for ly in self.stack.layers() if ly.id != layer.id and not ly.removed
+                  and ly.category_id == layer.category_id and ly.name == layer.name]
         if not others:
             self.info.emit(f"No other {layer.name} mask to merge.")
             return
@@ -462,9 +463,9 @@ class Annotator(QObject):
             ok, cat = self.guard(self.project.rename_category, layer.category_id, name)
             if not ok or cat is None:
                 return
-            for l in self.stack.layers():
-                if l.category_id == cat.id:
-                    self.stack.update(l.id, name=cat.name)
+            for ly in self.stack.layers():
+                if ly.category_id == cat.id:
+                    self.stack.update(ly.id, name=cat.name)
         else:
             self.stack.update(layer_id, name=name)
 
@@ -487,9 +488,9 @@ class Annotator(QObject):
             ok, _cat = self.guard(self.project.recolor_category, layer.category_id, color)
             if not ok:
                 return
-            for l in self.stack.layers():
-                if l.category_id == layer.category_id:
-                    self.stack.update(l.id, color=color)
+            for ly in self.stack.layers():
+                if ly.category_id == layer.category_id:
+                    self.stack.update(ly.id, color=color)
         else:
             self.stack.update(layer_id, color=color)
 

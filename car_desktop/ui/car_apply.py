@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import logging
 
-from ..annotations.car_results import CarRun, apply_car_result, force_keep
+from ..annotations.car_results import apply_car_result, force_keep
 from ..annotations.provenance import ORIGIN_WINDOW
 from .annotator import Annotator
+from .engine_client import CaRResult
 from .layers import MaskLayer
 
 log = logging.getLogger(__name__)
 
 
-def show_car_result(annotator: Annotator, result: CarRun) -> list[MaskLayer]:
+def show_car_result(annotator: Annotator, result: CaRResult) -> list[MaskLayer]:
     """Replace the open image's unedited CaR masks with ``result``; returns the layers added."""
     project, image_id = annotator.project, annotator.image_id
     if project is None or image_id is None:
@@ -32,7 +33,7 @@ def show_car_result(annotator: Annotator, result: CarRun) -> list[MaskLayer]:
     return layers
 
 
-def show_forced(annotator: Annotator, ghost_id: int, result: CarRun) -> MaskLayer | None:
+def show_forced(annotator: Annotator, ghost_id: int, result: CaRResult) -> MaskLayer | None:
     """Turn a removed concept's row into a kept mask, from a run on that concept alone."""
     ghost = annotator.stack.get(ghost_id)
     project, image_id = annotator.project, annotator.image_id

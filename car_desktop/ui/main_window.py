@@ -71,8 +71,9 @@ class MainWindow(QMainWindow):
         self.file_list = FileList()
         self.status = JobStatusBar(self.runner)
         self.setStatusBar(self.status)
-        self.engine = EngineClient(self.runner, test_models=test_models, config=CaRConfig(device=self.settings.device),
-                                   pipeline_factory=pipeline_factory, model_manager=model_manager, parent=self)
+        self.engine = EngineClient(self.runner, test_models=test_models,
+                                   config=CaRConfig(device=self.settings.device), pipeline_factory=pipeline_factory,
+                                   model_manager=model_manager, parent=self)
         self.review_panel = ReviewPanel(self.runner)
         self.autolabel = AutoLabelRunner(self.engine, parent=self)
         self.autolabel_controller = AutoLabelController(self, self.autolabel)
@@ -379,7 +380,8 @@ class MainWindow(QMainWindow):
         self.remember_concepts(concepts.text)
         if self.autolabel.running:
             self.status.showMessage("Auto-labelling is running: this run starts after the images in progress.", 6000)
-        self.engine.run_car(self.image, CarRequest(self.image_id, concepts, config.replace(device=self.settings.device)))
+        config = config.replace(device=self.settings.device)
+        self.engine.run_car(self.image, CarRequest(self.image_id, concepts, config))
 
     def force_keep(self, ghost_id: int) -> None:
         """Run CaR on a removed concept alone and keep what it finds."""

@@ -38,7 +38,8 @@ class ModelsDialog(QDialog):
 
     COLS = ("Model", "Size", "Status", "Where")
 
-    def __init__(self, manager: ModelCatalog, runner: JobRunner, intro: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, manager: ModelCatalog, runner: JobRunner, intro: str = "",
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Models")
         self.manager = manager

@@ -390,7 +390,8 @@ class SamClickTool(Tool):
 
     def key_press(self, event) -> bool:
         key = event.key()
-        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (event.modifiers() & Qt.KeyboardModifier.ControlModifier):
+        ctrl = event.modifiers() & Qt.KeyboardModifier.ControlModifier
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not ctrl:
             self.accept()
             return True
         if key == Qt.Key.Key_Escape and self.points:

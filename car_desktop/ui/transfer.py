@@ -118,7 +118,8 @@ class Transfers(QObject):
         if project is None:
             self.problem.emit("Open a folder or project first.")
             return
-        path = QFileDialog.getExistingDirectory(self.parent_widget, "Folder for the label PNGs", str(project.path.parent))
+        path = QFileDialog.getExistingDirectory(self.parent_widget, "Folder for the label PNGs",
+                                                str(project.path.parent))
         if path:
             self.export_label_pngs(project, path)
 
