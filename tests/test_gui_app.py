@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 
@@ -293,6 +294,49 @@ def test_mark_reviewed_and_next_previous(fake_window, qtbot):
     assert win.image_id == first
 
 
+def test_reviewed_is_shown_only_when_saved(fake_window, qtbot, monkeypatch):
+    """The bug: a failed save still marked the image reviewed in the file list."""
+    from car_desktop.annotations.errors import ProjectError
+
+    win = fake_window
+    image_id = win.image_id
+
+    def disk_full(*args):
+        raise ProjectError("disk full")
+
+    monkeypatch.setattr(win.project, "set_image_status", disk_full)
+    qtbot.keyClick(win, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert win.file_list.status(image_id) == "new" and "disk full" in win.last_error
+    assert not win.annotator.mark_reviewed()
+    monkeypatch.undo()
+    assert win.annotator.mark_reviewed() and win.file_list.status(image_id) == "reviewed"
+    assert win.project.get_image(image_id).status == "reviewed"
+
+
+def test_window_and_folder_runs_store_the_same_record(fake_window, qtbot):
+    """A run in the window stores what the folder loop stores: the typed provenance with the concept
+    in the user's form, and the mask CaR made."""
+    win = fake_window
+    _run(win, qtbot, "car | automobile, absent")
+    (ann,) = win.project.list_annotations(win.image_id)
+    assert ann.provenance.concept == "car | automobile" and ann.provenance.origin == "window"
+    assert ann.provenance.status == "kept_without_competition" and ann.provenance.models == {"proposal": "fake"}
+    assert ann.provenance.config["preset"] == "objects"
+    layer = win.stack.find(name="car")
+    assert layer.concept == "car | automobile" and np.array_equal(win.project.get_auto_mask(ann.id), layer.mask)
+    ghost = win.stack.find(name="absent")
+    assert ghost.removed and ghost.status_text == "removed at step 2 (score 0.12)"
+    # An edited mask is protected by its category on the next run, whatever the layer shows.
+    win.stack.select(layer.id)
+    _new, edit = mask_ops.erase(layer.mask, [(40, 48)], 3)
+    win.annotator.commit_mask_edit(layer.id, edit, "Eraser")
+    edited = layer.mask.copy()
+    _run(win, qtbot, "car, absent")
+    assert [a.id for a in win.project.list_annotations(win.image_id)] == [ann.id]
+    assert np.array_equal(win.project.get_mask(ann.id), edited)
+    assert not np.array_equal(win.project.get_auto_mask(ann.id), edited)
+
+
 def test_first_start_without_weights(qtbot, settings, tmp_path, data_dir):
     manager = FakeManager(missing=True)
     pipe = FakePipeline()
@@ -337,23 +381,25 @@ def test_read_only_folder_gets_project_in_user_data(qtbot, settings, tmp_path, d
 def test_corrupt_image_is_marked_and_skipped(qtbot, settings, tmp_path, data_dir):
     folder = tmp_path / "mixed"
     paths = _write_images(folder, data_dir, 2)
-    # A truncated file: the header (and size) reads, the pixels do not.
-    data = paths[0].read_bytes()
-    bad = folder / "img0b.png"
-    bad.write_bytes(data[: len(data) // 3])
+    # A truncated JPEG: the header (and size) reads, the pixels do not.
+    jpeg = io.BytesIO()
+    Image.open(paths[0]).save(jpeg, "JPEG")
+    (folder / "img0b.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
     (folder / "garbage.jpg").write_bytes(b"not an image at all")
     win = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: FakePipeline())
     qtbot.addWidget(win)
     with qtbot.waitSignal(win.imageShown, timeout=5000):
         win.open_folder(folder)
     first = win.image_id
-    keys = win.file_list.keys()
-    bad_rec = win.project.find_image("img0b.png")
-    if bad_rec is not None:   # listed: opening it marks it and keeps the window usable
+    # The file that is no image at all is not added; the truncated one is (its header reads).
+    assert win.project.find_image("garbage.jpg") is None and win.file_list.count() == 3
+    bad_rec = win.project.find_image("img0b.jpg")
+    assert bad_rec is not None and bad_rec.id in win.file_list.keys()
+    # Opening it marks it, says why, and keeps the image that was shown.
+    with qtbot.waitSignal(win.runner.ended, timeout=5000):
         win.show_image(bad_rec.id)
-        qtbot.waitUntil(lambda: win.file_list.status(bad_rec.id) == "error", timeout=5000)
-        assert win.image_id == first and win.canvas.has_image()
-        # Next / previous skip it.
-        assert win.file_list.neighbour(first, +1) != bad_rec.id
-    assert win.project.find_image("garbage.jpg") is None or "garbage" not in str(keys)
+    assert win.file_list.status(bad_rec.id) == "error" and "img0b.jpg was skipped" in win.last_error
+    assert win.image_id == first and win.canvas.has_image() and win.canvas.image_size == (96, 128)
+    # Next / previous skip it.
+    assert win.file_list.neighbour(first, +1) not in (bad_rec.id, None)
     win.close()
