@@ -52,7 +52,7 @@ def write_images(folder: Path, n: int, size=(24, 32)) -> list[Path]:
 @pytest.fixture
 def project(tmp_path):
     write_images(tmp_path / "imgs", 6)
-    with Project.create(tmp_path / "p.cardesk", tmp_path / "imgs") as proj:
+    with Project.create(tmp_path / "p.cardb", tmp_path / "imgs") as proj:
         ids, failures = add_folder(proj, tmp_path / "imgs")
         assert len(ids) == 6 and not failures
         yield proj
@@ -201,7 +201,7 @@ def test_broken_and_changed_images_are_failures_not_crashes(tmp_path):
     paths = write_images(tmp_path / "imgs", 4)
     (tmp_path / "imgs" / "empty.png").write_bytes(b"")
     (tmp_path / "imgs" / "junk.jpg").write_bytes(b"not a jpeg at all")
-    with Project.create(tmp_path / "p.cardesk", tmp_path / "imgs") as proj:
+    with Project.create(tmp_path / "p.cardb", tmp_path / "imgs") as proj:
         ids, failures = add_folder(proj, tmp_path / "imgs")
         assert len(ids) == 4
         assert {f.path: f.reason for f in failures}.keys() == {"empty.png", "junk.jpg"}
@@ -247,14 +247,14 @@ def test_merge_matches_categories_and_images_and_reports_conflicts(tmp_path):
     write_images(tmp_path / "imgs", 4)
     projects = []
     for name, concepts, status in (("a", "cat, dog, sky", None), ("b", "Dog, cat, tree", "reviewed")):
-        proj = Project.create(tmp_path / f"{name}.cardesk", tmp_path / "imgs")
+        proj = Project.create(tmp_path / f"{name}.cardb", tmp_path / "imgs")
         ids, _ = add_folder(proj, tmp_path / "imgs")
         keep = ids[:3] if name == "a" else ids[2:]
         run_autolabel(FakePipeline(), proj, AutoLabelJob(concepts, CONFIG, image_ids=keep))
         if status:
             proj.set_image_status(proj.find_image("img03.png").id, status)
         projects.append(proj)
-    with Project.create(tmp_path / "out.cardesk", tmp_path / "imgs") as out:
+    with Project.create(tmp_path / "out.cardb", tmp_path / "imgs") as out:
         rep = merge_projects(out, projects)
         assert sorted(c.name for c in out.list_categories()) == ["cat", "dog", "sky", "tree"]
         assert out.count_images() == 4
@@ -292,7 +292,7 @@ def test_add_folder_subfolders_symlinks_shards_and_outside_root(tmp_path):
     write_images(tmp_path / "elsewhere", 1)
     (root / "a" / "link.png").symlink_to(tmp_path / "elsewhere" / "img00.png")
     (root / "notes.txt").write_text("not an image")
-    with Project.create(tmp_path / "p.cardesk", root) as proj:
+    with Project.create(tmp_path / "p.cardb", root) as proj:
         ids, failures = add_folder(proj, root / "a")
         rels = [proj.get_image(i).rel_path for i in ids]
         assert rels == ["a/img00.png", "a/img01.png", "a/img02.png", "a/link.png"] and not failures

@@ -52,7 +52,7 @@ def project(tmp_path: Path) -> Project:
     for rel in ("straße/猫 1.png", "b.png"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((H, W, 3), 128, np.uint8)).save(root / rel)
-    with Project.create(tmp_path / "p.cardesk", root) as p:
+    with Project.create(tmp_path / "p.cardb", root) as p:
         p.add_images(root)
         yield p
 
@@ -304,7 +304,7 @@ def test_coco_project_coco_round_trip(project: Project, tmp_path: Path):
     _fill(project)
     first = tmp_path / "first.json"
     export_coco(project, first, fmt="rle")
-    with Project.create(tmp_path / "q.cardesk", project.image_root) as q:
+    with Project.create(tmp_path / "q.cardb", project.image_root) as q:
         report = import_coco(q, first, project.image_root)
         assert report.problems == [] and report.annotations_added == 6 and report.images_added == 2
         second = tmp_path / "second.json"
@@ -343,7 +343,7 @@ def test_import_formats_and_problems(project: Project, tmp_path: Path):
             {"id": 10, "image_id": 10, "category_id": 7, "segmentation": {"size": [H, W], "counts": [5, 3]}},
         ],
     }
-    with Project.create(tmp_path / "imp.cardesk", project.image_root) as q:
+    with Project.create(tmp_path / "imp.cardb", project.image_root) as q:
         report = import_coco(q, coco, project.image_root)
         problems = {(p.kind, p.entry_id) for p in report.problems}
         assert problems == {("image", 13), ("image", 14), ("category", 8), ("annotation", 4),
@@ -401,14 +401,14 @@ def test_cli_export_and_import(project: Project, tmp_path: Path, capsys):
     _fill(project)
     project.close()
     out = tmp_path / "cli.json"
-    assert cli_main(["export", str(tmp_path / "p.cardesk"), "--coco", str(out), "--format", "rle",
+    assert cli_main(["export", str(tmp_path / "p.cardb"), "--coco", str(out), "--format", "rle",
                      "--mode", "semantic", "--label-pngs", str(tmp_path / "png")]) == 0
     assert "note: 1 empty mask(s) skipped" in capsys.readouterr().out
     data = _quiet_coco(out).dataset
     assert data["info"]["mode"] == "semantic" and (tmp_path / "png" / "b.png").is_file()
-    assert cli_main(["import", str(tmp_path / "new.cardesk"), str(out), "--images",
+    assert cli_main(["import", str(tmp_path / "new.cardb"), str(out), "--images",
                      str(tmp_path / "Bilder")]) == 0
-    with Project.open(tmp_path / "new.cardesk") as q:
+    with Project.open(tmp_path / "new.cardb") as q:
         assert q.count_annotations() == len(data["annotations"])
-    assert cli_main(["export", str(tmp_path / "missing.cardesk"), "--coco", str(out)]) == 2
+    assert cli_main(["export", str(tmp_path / "missing.cardb"), "--coco", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -42,7 +42,7 @@ WRITER = textwrap.dedent(f"""
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_killed_writer_leaves_intact_file(tmp_path: Path):
-    path = tmp_path / "crash.cardesk"
+    path = tmp_path / "crash.cardb"
     with Project.create(path, tmp_path) as p:
         p.add_image_entry("a.png", 80, 64)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
