@@ -223,7 +223,7 @@ def add_folder(project: Project, folder: str | os.PathLike,
                 log.warning("skipping %s: %s", rel, reason)
                 failures.append(Failure(rel, reason))
     order = {rec.id: rec.rel_path for rec in (project.get_image(i) for i in set(ids))}
-    return sorted(order, key=order.get), failures
+    return sorted(order, key=lambda i: order[i]), failures
 
 
 def _unreadable_reason(path: Path, exc: Exception) -> str:

@@ -20,6 +20,7 @@ the type checker only, so this module imports neither the engine nor torch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,8 +99,9 @@ class CarApplied:
 def car_masks(result: CaRResult, *, origin: str,
               run_key: str | None = None) -> tuple[list[CarMask], list[RemovedConcept]]:
     """Split a result into the masks to store (with their provenance) and the removed concepts."""
-    common = dict(models=dict(result.model_names), config=Provenance.pick_config(result.config),
-                  steps=len(result.steps), test_models=bool(result.test_models), run_key=run_key, origin=origin)
+    common = Provenance(models=dict(result.model_names), config=Provenance.pick_config(result.config),
+                        steps=len(result.steps), test_models=bool(result.test_models), run_key=run_key,
+                        origin=origin)
     kept: list[CarMask] = []
     removed: list[RemovedConcept] = []
     for c in result.concepts:
@@ -108,9 +110,9 @@ def car_masks(result: CaRResult, *, origin: str,
         elif not c.mask.any():
             removed.append(RemovedConcept(c.concept.label, f"{c.status_text}, empty mask", float(c.score)))
         else:
-            kept.append(CarMask(c.mask, float(c.score), Provenance(
-                concept=c.concept.label, status=str(c.status), status_text=c.status_text,
-                sam_accepted=c.sam_accepted, sam_iou=c.sam_iou, **common)))
+            kept.append(CarMask(c.mask, float(c.score), dataclasses.replace(
+                common, concept=c.concept.label, status=str(c.status), status_text=c.status_text,
+                sam_accepted=c.sam_accepted, sam_iou=c.sam_iou)))
     return kept, removed
 
 
@@ -179,8 +181,8 @@ def force_keep(project: Project, image_id: int, result: CaRResult, concept: str,
     if not kept:
         return None
     first = kept[0]
-    prov = Provenance(**{**first.provenance.to_dict(), "concept": concept, "status": FORCED,
-                         "status_text": f"force-kept ({first.provenance.status_text})"})
+    prov = dataclasses.replace(first.provenance, concept=concept, status=FORCED,
+                               status_text=f"force-kept ({first.provenance.status_text})")
     with project.batch():
         category = project.get_or_create_category(concept)
         ann = project.add_annotation(image_id, category.id, first.mask, first.score, "car", prov, edited=True,

@@ -156,7 +156,7 @@ def polygons_mask(shape: tuple[int, int], rings: Sequence[Sequence[float]]) -> n
     """A full mask of the union of COCO polygon rings ([x1, y1, x2, y2, ...] each)."""
     out = np.zeros(shape, bool)
     for ring in rings:
-        got = polygon_region(shape, np.asarray(ring, np.float64).reshape(-1, 2))
+        got = polygon_region(shape, [(float(x), float(y)) for x, y in zip(ring[0::2], ring[1::2], strict=True)])
         if got is not None:
             out[got[0].slices] |= got[1]
     return out

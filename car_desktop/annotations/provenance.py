@@ -3,7 +3,7 @@
 Every annotation row carries a ``Provenance`` (JSON in the ``provenance`` column, versioned by
 ``version``; older files are upgraded by ``schema.py``). For a CaR mask it names the concept as the
 user typed it (``concept``, the "car | automobile" form that categories use too), CaR's verdict
-(``status``: one of ``CAR_STATUSES``, and ``status_text``, the engine's words), SAM's verdict, the
+(``status``: ``KEPT``, ``KEPT_ALONE`` or ``FORCED``, and ``status_text``, the engine's words), SAM's verdict, the
 models, the settings that decide the result, how many loop steps ran, whether the tiny test models
 made it, the auto-label run key, and where it ran (``origin``). Imported masks record their COCO id
 and crowd flag. Whether a person edited the mask is the annotation's ``edited`` flag, not provenance.
@@ -31,7 +31,6 @@ PROVENANCE_VERSION: Final = 2
 KEPT: Final = "kept"
 KEPT_ALONE: Final = "kept_without_competition"
 FORCED: Final = "forced"        # removed by CaR, then kept by a person (a single-concept run)
-CAR_STATUSES: Final = (KEPT, KEPT_ALONE, FORCED)
 
 #: Where a mask was made.
 ORIGIN_WINDOW: Final = "window"        # a CaR run on the image shown in the window

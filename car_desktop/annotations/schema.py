@@ -136,8 +136,14 @@ def _to_v2(conn: sqlite3.Connection) -> None:
 
 
 #: MIGRATIONS[v] takes a connection at schema version v to v + 1 (v = 0 is a fresh file).
+def _create_v1(conn: sqlite3.Connection) -> None:
+    for stmt in _V1.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    0: lambda conn: [conn.execute(stmt) for stmt in _V1.split(";") if stmt.strip()],
+    0: _create_v1,
     1: _to_v2,
 }
 

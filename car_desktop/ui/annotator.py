@@ -250,7 +250,7 @@ class Annotator(QObject):
 
     def _sync_one(self, project: Project, lid: int) -> None:
         layer = self._registry.get(lid)
-        if layer is None or layer.removed:
+        if layer is None or layer.removed or self.image_id is None:
             return
         ann_id = self._ann.get(lid)
         meta = self._meta.setdefault(lid, LayerMeta())

@@ -140,12 +140,6 @@ class LayerStack(QObject):
         self.layerChanged.emit(layer_id, None)
         return layer
 
-    def set_mask(self, layer_id: int, mask: np.ndarray) -> None:
-        layer = self._require(layer_id)
-        self._check_mask(mask)
-        layer.mask = mask.astype(bool, copy=True)
-        self.layerChanged.emit(layer_id, None)
-
     def touched(self, layer_id: int, rect: Rect | None = None) -> None:
         """Announce a change made in place (e.g. a brush stroke drawing straight into the mask)."""
         self.layerChanged.emit(layer_id, rect)

@@ -180,7 +180,9 @@ class MainWindow(QMainWindow):
         from .theme import apply_theme
 
         self.settings.theme = name
-        apply_theme(QApplication.instance(), name)
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            apply_theme(app, name)
 
     def set_device(self, name: str) -> None:
         self.settings.device = name
@@ -333,6 +335,8 @@ class MainWindow(QMainWindow):
         self.engine.read_image(path, lambda image: self._image_loaded(image_id, image), failed)
 
     def step_image(self, step: int) -> None:
+        if self.image_id is None:
+            return
         target = self.file_list.neighbour(self.image_id, step)
         if target is not None:
             self.show_image(target)

@@ -24,7 +24,7 @@ from .imaging import rgba_view_qimage
 from .layers import MaskLayer
 
 if TYPE_CHECKING:
-    from .canvas import Canvas, CanvasMouse
+    from .canvas import Canvas, CanvasMouse, ImageItem
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class BrushTool(Tool):
         self._ring = None
         super().deactivate()
 
-    def set_radius(self, radius: int) -> None:
+    def set_radius(self, radius: float) -> None:
         self.radius = int(max(MIN_BRUSH, min(MAX_BRUSH, radius)))
         self._place_ring(self._last_pos)
         self.host.message(f"{self.label} size {self.radius * 2} px")
@@ -329,7 +329,7 @@ class SamClickTool(Tool):
         self.labels: list[int] = []
         self.preview: np.ndarray | None = None
         self._markers: list[QGraphicsEllipseItem] = []
-        self._preview_item = None
+        self._preview_item: ImageItem | None = None
         self._preview_buf: np.ndarray | None = None
 
     def activate(self, canvas: "Canvas") -> None:

@@ -131,8 +131,8 @@ class WindowActions:
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
-        for p in self.win.settings.recent_projects():
-            self.recent_menu.addAction(p, lambda p=p: self.win.open_project(p))
+        for path in self.win.settings.recent_projects():
+            self.recent_menu.addAction(path).triggered.connect(lambda _=False, p=path: self.win.open_project(p))
         if not self.recent_menu.actions():
             self.recent_menu.addAction("(none)").setEnabled(False)
 

@@ -221,14 +221,16 @@ class JobRunner(QObject):
         entry = self._take(job_id)
         if entry is not None and not self._stale(*entry):
             job, cb = entry
-            self._end(job, "done", None if cb.on_done is None else lambda: cb.on_done(result))
+            on_done = cb.on_done
+            self._end(job, "done", None if on_done is None else lambda: on_done(result))
 
     @Slot(int, object)
     def _on_failed(self, job_id: int, error: JobError) -> None:
         entry = self._take(job_id)
         if entry is not None and not self._stale(*entry):
             job, cb = entry
-            self._end(job, "failed", None if cb.on_failed is None else lambda: cb.on_failed(error))
+            on_failed = cb.on_failed
+            self._end(job, "failed", None if on_failed is None else lambda: on_failed(error))
 
     @Slot(int)
     def _on_cancelled(self, job_id: int) -> None:
