@@ -162,24 +162,19 @@ def polygons_mask(shape: tuple[int, int], rings: Sequence[Sequence[float]]) -> n
     return out
 
 
-def add_polygon(mask: np.ndarray, polygon: Sequence[Point]) -> tuple[np.ndarray, Edit]:
-    """Add the inside of a polygon (at least 3 vertices; fewer changes nothing)."""
+def add_polygon(mask: np.ndarray, polygon: Sequence[Point], value: bool = True) -> tuple[np.ndarray, Edit]:
+    """Add (or with ``value=False`` remove) the inside of a polygon (at least 3 vertices; fewer change nothing)."""
     m = _check(mask)
     got = polygon_region(m.shape, polygon)
     if got is None:
         return m.copy(), _empty_edit()
     rect, inside = got
-    return _commit(m, rect, m[rect.slices] | inside)
+    return _commit(m, rect, (m[rect.slices] | inside) if value else (m[rect.slices] & ~inside))
 
 
 def subtract_polygon(mask: np.ndarray, polygon: Sequence[Point]) -> tuple[np.ndarray, Edit]:
     """Remove the inside of a polygon."""
-    m = _check(mask)
-    got = polygon_region(m.shape, polygon)
-    if got is None:
-        return m.copy(), _empty_edit()
-    rect, inside = got
-    return _commit(m, rect, m[rect.slices] & ~inside)
+    return add_polygon(mask, polygon, value=False)
 
 
 def fill_holes(mask: np.ndarray, max_hole_pixels: int | None = None) -> tuple[np.ndarray, Edit]:

@@ -307,8 +307,7 @@ class PolygonTool(Tool):
         if len(points) < 3:
             self.host.message("A polygon needs at least three points.")
             return
-        operation = mask_ops.subtract_polygon if self.subtract else mask_ops.add_polygon
-        _new, edit = operation(layer.mask, points)
+        _new, edit = mask_ops.add_polygon(layer.mask, points, value=not self.subtract)
         if not edit.is_empty:
             self.host.commit_mask_edit(layer.id, edit, self.label)
 

@@ -194,18 +194,20 @@ class JobRunner(QObject):
             self.busyChanged.emit(False)
         return entry
 
-    def _end(self, job: JobInfo, how: str, call: Callable[[], None] | None) -> None:
-        self.ended.emit(job, how)
-        if call is not None:
-            call()
-
-    def _stale(self, job: JobInfo, cb: _Callbacks[Any]) -> bool:
+    def _current(self, job_id: int) -> tuple[JobInfo, _Callbacks[Any]] | None:
+        """The finished job and its callbacks, or None when it is stale (then reported as cancelled)."""
+        entry = self._take(job_id)
+        if entry is None:
+            return None
+        job, cb = entry
         if self.is_current(job):
-            return False
+            return entry
         self.dropped += 1
         log.debug("dropped stale %s result (generation %d)", job.kind, job.generation)
-        self._end(job, "cancelled", cb.on_cancelled)
-        return True
+        self.ended.emit(job, "cancelled")
+        if cb.on_cancelled is not None:
+            cb.on_cancelled()
+        return None
 
     @Slot(int, object)
     def _on_progress(self, job_id: int, payload: Any) -> None:
@@ -218,23 +220,27 @@ class JobRunner(QObject):
 
     @Slot(int, object)
     def _on_done(self, job_id: int, result: Any) -> None:
-        entry = self._take(job_id)
-        if entry is not None and not self._stale(*entry):
+        entry = self._current(job_id)
+        if entry is not None:
             job, cb = entry
-            on_done = cb.on_done
-            self._end(job, "done", None if on_done is None else lambda: on_done(result))
+            self.ended.emit(job, "done")
+            if cb.on_done is not None:
+                cb.on_done(result)
 
     @Slot(int, object)
     def _on_failed(self, job_id: int, error: JobError) -> None:
-        entry = self._take(job_id)
-        if entry is not None and not self._stale(*entry):
+        entry = self._current(job_id)
+        if entry is not None:
             job, cb = entry
-            on_failed = cb.on_failed
-            self._end(job, "failed", None if on_failed is None else lambda: on_failed(error))
+            self.ended.emit(job, "failed")
+            if cb.on_failed is not None:
+                cb.on_failed(error)
 
     @Slot(int)
     def _on_cancelled(self, job_id: int) -> None:
         entry = self._take(job_id)
         if entry is not None:
             job, cb = entry
-            self._end(job, "cancelled", cb.on_cancelled)
+            self.ended.emit(job, "cancelled")
+            if cb.on_cancelled is not None:
+                cb.on_cancelled()
