@@ -218,23 +218,23 @@ class JobRunner(QObject):
                 cb.on_progress(payload)
             self.progress.emit(job, payload)
 
-    @Slot(int, object)
-    def _on_done(self, job_id: int, result: Any) -> None:
+    def _deliver(self, job_id: int, how: str, pick: Callable[[_Callbacks[Any]], Callable[[Any], None] | None],
+                 value: Any) -> None:
         entry = self._current(job_id)
         if entry is not None:
             job, cb = entry
-            self.ended.emit(job, "done")
-            if cb.on_done is not None:
-                cb.on_done(result)
+            self.ended.emit(job, how)
+            callback = pick(cb)
+            if callback is not None:
+                callback(value)
+
+    @Slot(int, object)
+    def _on_done(self, job_id: int, result: Any) -> None:
+        self._deliver(job_id, "done", lambda cb: cb.on_done, result)
 
     @Slot(int, object)
     def _on_failed(self, job_id: int, error: JobError) -> None:
-        entry = self._current(job_id)
-        if entry is not None:
-            job, cb = entry
-            self.ended.emit(job, "failed")
-            if cb.on_failed is not None:
-                cb.on_failed(error)
+        self._deliver(job_id, "failed", lambda cb: cb.on_failed, error)
 
     @Slot(int)
     def _on_cancelled(self, job_id: int) -> None:
