@@ -109,6 +109,7 @@ def reference(folders):
     return project, coco, snapshot(project)
 
 
+@pytest.mark.slow
 def test_batch_labels_every_image_exports_and_rerun_skips(reference, folders, capsys):
     from pycocotools.coco import COCO
 
@@ -133,6 +134,7 @@ def test_batch_labels_every_image_exports_and_rerun_skips(reference, folders, ca
     assert_same(snapshot(project), ref)
 
 
+@pytest.mark.slow
 def test_broken_files_are_reported_and_reviewed_images_untouched(tmp_path, folders, capsys):
     _, f20, _ = folders
     images = tmp_path / "imgs"
@@ -183,6 +185,7 @@ def test_broken_files_are_reported_and_reviewed_images_untouched(tmp_path, folde
     assert set(after[free.rel_path][1]) <= {"tree", "road"}
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_project(tmp_path, folders, reference, capsys):
     _, _, f10 = folders
     want = {k: v for k, v in reference[2].items() if (f10 / k).exists()}
@@ -213,6 +216,7 @@ def test_interrupted_run_resumes_to_the_same_project(tmp_path, folders, referenc
     assert_same(snapshot(project), want)
 
 
+@pytest.mark.slow
 def test_two_shards_merged_equal_the_single_run(tmp_path, folders, reference, capsys):
     _, _, f10 = folders
     want = {k: v for k, v in reference[2].items() if (f10 / k).exists()}
@@ -237,6 +241,7 @@ def test_two_shards_merged_equal_the_single_run(tmp_path, folders, reference, ca
     assert "conflicts" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_text_embeddings_are_computed_once_for_the_folder(tmp_path, folders):
     from car_desktop.engine.pipeline import CaRPipeline
 

@@ -56,6 +56,7 @@ def test_segment_errors(tmp_path, data_dir, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_missing_weights_offline_fails_fast_and_clearly(tmp_path, data_dir):
     env = dict(os.environ, HF_HUB_OFFLINE="1", CAR_DESKTOP_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run([sys.executable, "-m", "car_desktop", "segment", str(data_dir / "coffee.jpg"),

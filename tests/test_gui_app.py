@@ -121,7 +121,11 @@ def test_whole_flow_with_test_models(qtbot, settings, tmp_path, data_dir):
 def test_sam_clicks_on_the_tiny_sam_reuse_the_background_embedding(qtbot, settings, tmp_path, data_dir,
                                                                     monkeypatch):
     """Real (tiny) SAM: the embedding is made once in the background when the image opens; clicks only decode."""
-    win = MainWindow(test_models=True, settings=settings)
+    from car_desktop.engine.config import preset
+    from car_desktop.engine.pipeline import CaRPipeline
+
+    pipe = CaRPipeline(preset("objects", sam_mode="off", device="cpu"), test_models=True)
+    win = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: pipe)
     qtbot.addWidget(win)
     win.show()
     folder = tmp_path / "photos"
@@ -129,7 +133,7 @@ def test_sam_clicks_on_the_tiny_sam_reuse_the_background_embedding(qtbot, settin
     with qtbot.waitSignal(win.imageShown, timeout=10000):
         win.open_folder(folder)
     qtbot.waitUntil(lambda: win.engine.sam_ready, timeout=60000)
-    counter = win.engine.pipeline().counter
+    counter = pipe.counter
     qtbot.waitUntil(lambda: counter.sam_image_encodes == 1, timeout=30000)
     monkeypatch.setattr(win, "ask_category", lambda *a: "cup")
     win.new_mask_by_sam()

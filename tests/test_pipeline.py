@@ -51,6 +51,7 @@ def test_end_to_end_on_real_photos(pipe, data_dir, name):
     assert result.passes["last_block_passes"] == len(result.steps)
 
 
+@pytest.mark.slow
 def test_second_run_reuses_image_features_and_matches_cold_run(data_dir):
     from car_desktop.engine.image_io import load_image
 
@@ -240,6 +241,7 @@ def test_without_crf(pipe, two_colour_image, monkeypatch):
     assert calls == ["dense_crf"]   # the control: the spy does see the CRF when it is on
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["prompted", "automatic"])
 def test_sam_refinement_in_the_pipeline(two_colour_image, mode):
     """SAM runs after the CRF on the tiny SAM; each kept concept records whether SAM's mask was taken."""
@@ -262,6 +264,7 @@ def test_sam_refinement_in_the_pipeline(two_colour_image, mode):
         assert pipe.counter.sam_image_encodes == 1
 
 
+@pytest.mark.slow
 def test_cli_segment_with_sam(tmp_path, data_dir):
     from car_desktop.cli import main
 
