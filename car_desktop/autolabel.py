@@ -27,7 +27,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from .engine.concepts import ConceptList
 from .engine.config import CaRConfig
 from .engine.errors import Cancelled, ImageLoadError
 from .errors import CaRDesktopError
+
+if TYPE_CHECKING:
+    from .engine.results import CaRResult
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,15 @@ class AutoLabelReport:
 
 
 ProgressFn = Callable[[AutoLabelProgress], None]
+
+
+class Pipeline(Protocol):
+    """What the loop asks of a CaR pipeline (``engine.pipeline.CaRPipeline``)."""
+
+    @property
+    def test_models(self) -> bool: ...
+    def run(self, image: np.ndarray, concepts: ConceptList, *, config: CaRConfig | None = ...,
+            cancel: CancelToken | None = ...) -> CaRResult: ...
 
 
 # ---------------------------------------------------------------------------------------- run key
@@ -274,7 +286,7 @@ class _Clock:
 
 
 def run_autolabel(
-    pipeline: Any,
+    pipeline: Pipeline,
     project: Project,
     job: AutoLabelJob,
     *,
@@ -290,7 +302,7 @@ def run_autolabel(
     True. Broken images are in ``report.failed``. Raises only for problems that would fail every image
     (no concepts, missing model weights, a closed or unwritable project): ``CaRDesktopError`` subclasses.
     """
-    test_models = getattr(pipeline, "test_models", False) if job.test_models is None else job.test_models
+    test_models = pipeline.test_models if job.test_models is None else job.test_models
     key = run_key(job.concepts, job.config, test_models=bool(test_models))
     report = AutoLabelReport(run_key=key)
     t0 = time.monotonic()
@@ -327,7 +339,7 @@ def run_autolabel(
     return report
 
 
-def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], key: str, report: AutoLabelReport,
+def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[int], key: str, report: AutoLabelReport,
           clock: _Clock,
           emit: Callable[..., None], cancel: CancelToken | None, stop: CancelToken | None,
           prefetch: int) -> None:
@@ -378,7 +390,7 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], key: s
             pending.clear()
 
 
-def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel: str, future: Future,
+def _label_one(pipeline: Pipeline, project: Project, job: AutoLabelJob, image_id: int, rel: str, future: Future,
                key: str, report: AutoLabelReport, cancel: CancelToken | None) -> str | None:
     """Label one image; returns None on success, ``_SKIPPED`` if a person took it over meanwhile, the
     failure reason otherwise. Raises Cancelled."""
