@@ -32,17 +32,22 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
 from .annotations import Project
+from .annotations.car_results import REMOVED_SETTING, apply_car_result
 from .annotations.errors import ProjectError
-from .engine.cancel import CancelToken
-from .engine.concepts import parse_concepts
+from .annotations.provenance import ORIGIN_AUTOLABEL
+from .cancel import CancelToken
+from .engine.concepts import ConceptList
 from .engine.config import CaRConfig
 from .engine.errors import Cancelled, ImageLoadError
-from .engine.results import CaRResult, ConceptStatus
+from .errors import CaRDesktopError
+
+if TYPE_CHECKING:
+    from .engine.results import CaRResult
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +75,10 @@ class Failure(NamedTuple):
 
 @dataclass(frozen=True)
 class AutoLabelJob:
-    """What to auto-label: ``concepts`` (typed text or a list, "car | automobile" for synonyms) on
-    ``image_ids`` (None: every image of the project) with ``config``.
+    """What to auto-label: ``concepts`` on ``image_ids`` (None: every image of the project) with ``config``.
+
+    ``concepts`` is a ``ConceptList``; typed text or a list of entries ("car | automobile" for
+    synonyms) is parsed into one when the job is made, so a typing mistake raises ConceptError here.
 
     ``overwrite`` also redoes images already labelled with the same run key. ``skip_failed`` skips
     images whose labelling failed before if the file has not changed since (same size and SHA-256).
@@ -81,12 +88,15 @@ class AutoLabelJob:
     takes the pipeline's own ``test_models`` attribute.
     """
 
-    concepts: str | Sequence[str]
+    concepts: ConceptList
     config: CaRConfig
     image_ids: Sequence[int] | None = None
     overwrite: bool = False
     test_models: bool | None = None
     skip_failed: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "concepts", ConceptList.parse(self.concepts))
 
 
 @dataclass(frozen=True)
@@ -141,17 +151,21 @@ class AutoLabelReport:
 ProgressFn = Callable[[AutoLabelProgress], None]
 
 
+class Pipeline(Protocol):
+    """What the loop asks of a CaR pipeline (``engine.pipeline.CaRPipeline``)."""
+
+    @property
+    def test_models(self) -> bool: ...
+    def run(self, image: np.ndarray, concepts: ConceptList, *, config: CaRConfig | None = ...,
+            cancel: CancelToken | None = ...) -> CaRResult: ...
+
+
 # ---------------------------------------------------------------------------------------- run key
-def concept_entries(concepts: str | Sequence[str]) -> list[str]:
-    """The parsed concepts as engine entries ("car | automobile"), in the order given. Raises ConceptError."""
-    return [" | ".join(c.synonyms) for c in parse_concepts(concepts if isinstance(concepts, str) else list(concepts))]
-
-
-def run_key(concepts: str | Sequence[str], config: CaRConfig, *, test_models: bool = False) -> str:
-    """A short stable digest of what decides an image's auto-labels: the parsed concepts (order kept),
-    every config field that changes the computation, and whether the test models are used."""
+def run_key(concepts: ConceptList, config: CaRConfig, *, test_models: bool = False) -> str:
+    """A short stable digest of what decides an image's auto-labels: the concepts (order kept, in the
+    user's form), every config field that changes the computation, and whether the test models are used."""
     cfg = {k: v for k, v in config.to_dict().items() if k not in _RUN_KEY_IGNORED}
-    payload = {"concepts": concept_entries(concepts), "config": cfg, "test_models": bool(test_models)}
+    payload = {"concepts": ConceptList.parse(concepts).labels, "config": cfg, "test_models": bool(test_models)}
     text = json.dumps(payload, sort_keys=True, default=list, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
@@ -241,19 +255,6 @@ def _decode(path: Path) -> np.ndarray:
     return as_rgb_uint8(load_image(path))
 
 
-def provenance(result: CaRResult, index: int, config: CaRConfig, key: str) -> dict[str, Any]:
-    """What is stored with each auto-label: concept, score, status, models, thresholds, run key."""
-    c = result.concepts[index]
-    return {
-        "concept": c.name, "query_text": c.query_text, "score": float(c.score), "status": c.status.value,
-        "sam_accepted": c.sam_accepted, "sam_iou": c.sam_iou, "models": dict(result.model_names),
-        "thresholds": {"eta": config.eta, "theta": config.theta, "lam": config.lam,
-                       "phi_iou": config.phi_iou, "phi_iom": config.phi_iom},
-        "preset": config.preset, "sam_mode": config.sam_mode, "use_crf": config.use_crf,
-        "steps": len(result.steps), "test_models": result.test_models, "run_key": key, "origin": "autolabel",
-    }
-
-
 class _Clock:
     """Counts, rate and time left for progress snapshots."""
 
@@ -276,7 +277,7 @@ class _Clock:
 
 
 def run_autolabel(
-    pipeline: Any,
+    pipeline: Pipeline,
     project: Project,
     job: AutoLabelJob,
     *,
@@ -292,9 +293,8 @@ def run_autolabel(
     True. Broken images are in ``report.failed``. Raises only for problems that would fail every image
     (no concepts, missing model weights, a closed or unwritable project): ``CaRDesktopError`` subclasses.
     """
-    entries = concept_entries(job.concepts)  # ConceptError before anything else happens
-    test_models = getattr(pipeline, "test_models", False) if job.test_models is None else job.test_models
-    key = run_key(entries, job.config, test_models=bool(test_models))
+    test_models = pipeline.test_models if job.test_models is None else job.test_models
+    key = run_key(job.concepts, job.config, test_models=bool(test_models))
     report = AutoLabelReport(run_key=key)
     t0 = time.monotonic()
     ids = [r.id for r in project.list_images()] if job.image_ids is None else list(dict.fromkeys(job.image_ids))
@@ -321,13 +321,11 @@ def run_autolabel(
 
     emit("planned")
     if todo:
-        project.set_setting(LAST_RUN_SETTING, {"concepts": entries, "preset": job.config.preset,
+        project.set_setting(LAST_RUN_SETTING, {"concepts": job.concepts.labels, "preset": job.config.preset,
                                                "sam_mode": job.config.sam_mode, "run_key": key})
-        categories = {e: project.get_or_create_category(e).id for e in entries}
         owner = project.new_claim_owner()
         try:
-            _loop(pipeline, project, job, todo, entries, categories, key, report, clock, emit, cancel, stop,
-                  max(1, prefetch), owner)
+            _loop(pipeline, project, job, todo, key, report, clock, emit, cancel, stop, max(1, prefetch), owner)
         finally:
             try:
                 project.release_claims(owner)
@@ -357,8 +355,8 @@ def _claim(project: Project, image_id: int, owner: str, key: str, overwrite: boo
     return None
 
 
-def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entries: list[str],
-          categories: dict[str, int], key: str, report: AutoLabelReport, clock: _Clock,
+def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[int], key: str, report: AutoLabelReport,
+          clock: _Clock,
           emit: Callable[..., None], cancel: CancelToken | None, stop: CancelToken | None,
           prefetch: int, owner: str) -> None:
     records = {}
@@ -394,8 +392,7 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
                 rel = records[image_id].rel_path
                 emit("image started", rel, image_id)
                 try:
-                    failure = _label_one(pipeline, project, job, image_id, rel, future, entries, categories,
-                                         key, report, cancel, owner)
+                    failure = _label_one(pipeline, project, job, image_id, rel, future, key, report, cancel, owner)
                 except Cancelled:
                     report.stopped = True
                     break
@@ -417,9 +414,8 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
             pending.clear()
 
 
-def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel: str, future: Future,
-               entries: list[str], categories: dict[str, int], key: str, report: AutoLabelReport,
-               cancel: CancelToken | None, owner: str) -> str | None:
+def _label_one(pipeline: Pipeline, project: Project, job: AutoLabelJob, image_id: int, rel: str, future: Future,
+               key: str, report: AutoLabelReport, cancel: CancelToken | None, owner: str) -> str | None:
     """Label one image; returns None on success, ``_SKIPPED`` if a person took it over meanwhile, the
     failure reason otherwise. Raises Cancelled."""
     try:
@@ -437,7 +433,7 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
         return (f"the file changed since it was added to the project: it is {image.shape[1]}x{image.shape[0]}, "
                 f"the project has {record.width}x{record.height}")
     try:
-        result = pipeline.run(image, entries, config=job.config, cancel=cancel)
+        result = pipeline.run(image, job.concepts, config=job.config, cancel=cancel)
     except (Cancelled, KeyboardInterrupt):
         raise Cancelled("Cancelled by the user.") from None
     except ImageLoadError as exc:
@@ -445,8 +441,6 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
     except MemoryError:
         return "not enough memory to segment this image"
     except Exception as exc:  # noqa: BLE001 - one image's engine failure must not end the folder
-        from .engine.errors import CaRDesktopError
-
         if isinstance(exc, CaRDesktopError):
             raise  # weights, config: every image would fail the same way
         log.exception("auto-label: the engine failed on %s", rel)
@@ -454,21 +448,17 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
     del image
     for stage, seconds in result.timings.items():
         report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + seconds
-    rows = []
-    for c in result.concepts:
-        if c.status is ConceptStatus.REMOVED:
-            continue
-        rows.append((categories[entries[c.index]], c.mask, float(c.score),
-                     provenance(result, c.index, job.config, key)))
     with project.batch():
-        # Checked again inside the transaction: the GUI may have reviewed or edited it meanwhile.
-        reason = _protection(project, image_id)
-        if reason is not None:
+        # The protection is checked again inside the transaction: the GUI may have reviewed or edited
+        # the image meanwhile.
+        applied = apply_car_result(project, image_id, result, origin=ORIGIN_AUTOLABEL, run_key=key,
+                                   skip_if=lambda: _protection(project, image_id))
+        if applied.skipped is not None:
+            reason = applied.skipped
             _skip(report, reason)
             log.info("auto-label: %s was %s while it ran; left as it is", rel, reason)
             project.release_claim(image_id, owner)
             return _SKIPPED
-        project.replace_car_results(image_id, rows)
         project.set_setting(f"{RUN_KEY_SETTING}{image_id}", key)
         project.clear_failure(rel)
         project.release_claim(image_id, owner)
@@ -517,7 +507,7 @@ def merge_projects(out: Project, sources: Sequence[Project]) -> MergeReport:
         cat_map: dict[int, int] = {}
         for cat in src.list_categories():
             existed = out.find_category(cat.name) is not None
-            cat_map[cat.id] = out.get_or_create_category(cat.query_text).id
+            cat_map[cat.id] = out.get_or_create_category(cat.label).id
             rep.categories_added += not existed
         for rec in src.list_images():
             try:
@@ -530,6 +520,7 @@ def merge_projects(out: Project, sources: Sequence[Project]) -> MergeReport:
 def _merge_image(out: Project, src: Project, rec, cat_map: dict[int, int], rep: MergeReport) -> None:
     anns = src.list_annotations(rec.id)
     src_key = src.get_setting(f"{RUN_KEY_SETTING}{rec.id}")
+    src_removed = src.get_setting(f"{REMOVED_SETTING}{rec.id}")
     existing = out.find_image(rec.rel_path)
     with out.batch():
         if existing is None:
@@ -561,6 +552,7 @@ def _merge_image(out: Project, src: Project, rec, cat_map: dict[int, int], rep: 
                 out.set_image_status(existing.id, rec.status)
         for a in anns:
             out.add_annotation(target.id, cat_map[a.category_id], src.get_mask(a.id), a.score, a.source,
-                               a.provenance, edited=a.edited)
+                               a.provenance, edited=a.edited, auto_mask=src.get_auto_mask(a.id))
             rep.annotations_copied += 1
         out.set_setting(f"{RUN_KEY_SETTING}{target.id}", src_key)
+        out.set_setting(f"{REMOVED_SETTING}{target.id}", src_removed)

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .engine.errors import CaRDesktopError
+from .errors import CaRDesktopError
 from .fileio import regular_file
 from .imagefiles import IMAGE_EXTENSIONS
 

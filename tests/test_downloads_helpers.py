@@ -32,7 +32,8 @@ class Served:
 class FileServer:
     files: dict[str, Served] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)   # ends every stall
+    stalled: threading.Event = field(default_factory=threading.Event)   # a stall has begun
     port: int = 0
 
     def url(self, name: str) -> str:
@@ -116,7 +117,8 @@ def make_handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
             if served.mode == "stall":
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
-                state.release.wait(10)
+                state.stalled.set()
+                state.release.wait()          # the fixture releases every stall when the test ends
                 try:
                     self.wfile.write(body[len(body) // 2:])
                 except OSError:

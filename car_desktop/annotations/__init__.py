@@ -22,17 +22,24 @@ API summary (all masks are 2-D numpy bool arrays of the image's (height, width))
 * Annotations: ``add_annotation(image_id, category_id, mask, score=None, source='manual',
   provenance=None) -> Annotation``, ``update_mask(id, mask, edited=True)``, ``delete_annotation(id)``,
   ``set_annotation_category(id, category_id)``, ``list_annotations(image_id)`` (rows, no masks),
-  ``get_mask(id)``, ``get_rle(id)``, ``count_annotations(image_id=None)``,
-  ``replace_car_results(image_id, [(category_id, mask, score, provenance), ...])`` (never touches
-  person-edited annotations). Settings: ``get_setting(key, default)`` / ``set_setting(key, json_value)``.
+  ``get_mask(id)``, ``get_auto_mask(id)`` (the mask as CaR made it), ``get_rle(id)``,
+  ``count_annotations(image_id=None)``. Settings: ``get_setting(key, default)`` / ``set_setting(key, json_value)``.
 * Failures (files that could not be added or auto-labelled, kept with their hash):
   ``record_failure``, ``list_failures(stage=None)``, ``failure_unchanged(rel)``, ``clear_failure``,
   ``failed_image_ids()``. Claims (two auto-label runs share the images): ``claim_image(id, owner)``,
   ``release_claim``, ``release_claims``, ``Project.new_claim_owner()``.
-* ``mask_ops``: ``paint_stroke(mask, points, radius, value=True)``, ``erase``, ``add_polygon``,
+* ``Provenance`` (provenance.py): the one typed record of where a mask came from.
+* ``car_results.apply_car_result(project, image_id, result, origin=...)``: the one rule that stores a
+  CaR result (replaces unedited CaR masks, protects a person's by category, records provenance and the
+  removed concepts); the window and the folder loop both call it. ``force_keep``, ``removed_concepts``.
+* ``Rect(y0, x0, y1, x1)``: the one (half-open) rectangle type; ``Rect.of_mask(mask)``, ``.slices``.
+* ``mask_ops`` (the one implementation of mask geometry, used by the GUI tools too):
+  ``paint_stroke(mask, points, radius, value=True)``, ``erase``, ``add_polygon``,
   ``subtract_polygon``, ``fill_holes``, ``remove_specks(mask, min_pixels)``, ``merge(mask, others)``,
   ``replace(mask, new_mask)`` each return ``(new_mask, Edit)``; ``split_instances(mask)`` returns
-  ``(kept_mask, Edit, other_part_masks)``; ``apply_edit(mask, edit, reverse=False)``.
+  ``(kept_mask, Edit, other_part_masks)``; ``apply_edit(mask, edit, reverse=False)``;
+  ``paint_into(mask, points, radius)`` paints in place (the live brush); ``polygons_mask(shape, rings)``
+  rasterises COCO rings; ``region_edit`` / ``added_edit`` build edits.
 * ``History(budget_bytes)``: ``push(annotation_id, edit)``, ``undo()`` / ``redo()`` -> ``(annotation_id,
   edit_to_apply)`` or None (apply with ``apply_edit(mask, edit)``), ``can_undo()``, ``can_redo()``.
 * ``export_coco(project, out, image_ids=None, fmt='auto'|'polygon'|'rle', mode='instance'|'components'|
@@ -51,15 +58,16 @@ from .history import History
 from .label_png import export_label_pngs
 from .mask_ops import (add_polygon, apply_edit, erase, fill_holes, merge, paint_stroke, remove_specks,
                        replace, split_instances, subtract_polygon)
-from .models import (Annotation, Category, Edit, ExportReport, ImageRecord, ImportProblem, ImportReport,
+from .models import (Annotation, Category, Edit, ExportReport, ImageRecord, ImportProblem, ImportReport, Rect,
                      RelinkReport)
 from .palette import color_for_id
+from .provenance import Provenance
 from .store import Project
 
 __all__ = [
     "Annotation", "Category", "CocoImportError", "Edit", "ExportError", "ExportReport", "History", "ImageRecord",
-    "ImportProblem", "ImportReport", "MaskError", "Project", "ProjectCorruptError", "ProjectError",
-    "ProjectForeignError", "ProjectNotFoundError", "ProjectSchemaError", "RelinkReport", "add_polygon",
+    "ImportProblem", "ImportReport", "MaskError", "Project", "Provenance", "ProjectCorruptError", "ProjectError",
+    "ProjectForeignError", "ProjectNotFoundError", "ProjectSchemaError", "Rect", "RelinkReport", "add_polygon",
     "apply_edit", "color_for_id", "erase", "export_coco", "export_label_pngs", "fill_holes", "import_coco",
     "merge", "paint_stroke", "remove_specks", "replace", "split_instances", "subtract_polygon",
 ]

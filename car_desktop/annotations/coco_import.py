@@ -49,6 +49,7 @@ from . import mask_codec
 from .errors import CocoImportError, ProjectError
 from .models import ImportProblem, ImportReport
 from .polygons import PIXEL_CENTRES, convention_of
+from .provenance import ORIGIN_COCO, Provenance
 from .store import Project, file_hash, single_line
 
 log = logging.getLogger(__name__)
@@ -514,9 +515,7 @@ class _Importer:
         if raw_score is not None and score is None:
             self.report.notes.append(f"annotation {aid}: its score {str(raw_score)[:20]} is not a finite number; "
                                      "imported without a score")
-        provenance: dict[str, Any] = {"imported_from": "coco", "coco_id": aid}
-        if iscrowd:
-            provenance["iscrowd"] = 1
+        provenance = Provenance(origin=ORIGIN_COCO, coco_id=aid, iscrowd=bool(iscrowd))
         return image_id, self.cat_map[cat_key], enc, score, provenance
 
     def _store(self, batch: list) -> float:

@@ -1,13 +1,13 @@
 """Errors a user can cause while working with a project, its masks, or COCO files.
 
 Each carries a message a person can act on (which file, what is wrong, what to do). They subclass
-``CaRDesktopError`` from ``car_desktop.engine.errors``, a plain exception module with no torch import,
-so the GUI and CLI catch one base class for everything the user can fix.
+``car_desktop.errors.CaRDesktopError``, so the GUI and CLI catch one base class for everything the user
+can fix.
 """
 
 from __future__ import annotations
 
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 
 
 class ProjectError(CaRDesktopError):

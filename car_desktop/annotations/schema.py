@@ -15,12 +15,13 @@ notice and a bound while another process holds it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..fileio import regular_file
 from .errors import (ProjectBusyError, ProjectCorruptError, ProjectEmptyError, ProjectError, ProjectForeignError,
@@ -29,7 +30,7 @@ from .errors import (ProjectBusyError, ProjectCorruptError, ProjectEmptyError, P
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x43615244  # b"CaRD"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _V1 = """
@@ -107,13 +108,84 @@ def _run_script(sql: str) -> Callable[[sqlite3.Connection], None]:
     return run
 
 
+def _v1_provenance(old: dict[str, Any]) -> dict[str, Any]:
+    """A provenance dict as versions before 3 wrote it (two shapes: the window's and the folder
+    loop's) -> the fields of ``provenance.Provenance`` (record version 2)."""
+    new: dict[str, Any] = {"version": 2}
+    # The concept in the user's form: both old shapes kept CLIP's "a, b" text, the loop's as query_text.
+    text = old.get("query_text") or old.get("concept")
+    if isinstance(text, str) and text:
+        new["concept"] = " | ".join(p.strip() for p in text.split(", ") if p.strip())
+    status_text = old.get("status_text")
+    status = old.get("status")
+    if old.get("forced") or (isinstance(status_text, str) and status_text.startswith("force-kept")):
+        status = "forced"
+    elif isinstance(status_text, str) and status_text.startswith("kept without competition"):
+        status = "kept_without_competition"
+    if isinstance(status, str):
+        new["status"] = status
+    if isinstance(status_text, str):
+        new["status_text"] = status_text
+    for key in ("sam_accepted", "sam_iou", "models", "steps", "test_models", "run_key", "coco_id"):
+        if old.get(key) is not None:
+            new[key] = old[key]
+    config = {**(old.get("config") or {}), **(old.get("thresholds") or {})}
+    for key in ("preset", "sam_mode", "use_crf"):
+        if key in old:
+            config[key] = old[key]
+    if config:
+        new["config"] = config
+    if old.get("imported_from") == "coco":
+        new["origin"] = "coco"
+    elif old.get("origin") == "autolabel":
+        new["origin"] = "autolabel"
+    elif text:
+        new["origin"] = "window"
+    if old.get("iscrowd"):
+        new["iscrowd"] = True
+    return new
+
+
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Version 3: one typed provenance record, the mask CaR made kept apart from edits (``auto_rle``),
+    and the removed-concept lists under the key both the window and the folder loop use."""
+    conn.execute("ALTER TABLE annotations ADD COLUMN auto_rle BLOB")
+    # An unedited CaR mask is still as CaR made it; an edited one's first version is gone.
+    conn.execute("UPDATE annotations SET auto_rle = rle WHERE source = 'car' AND edited = 0")
+    rows = conn.execute("SELECT id, provenance FROM annotations").fetchall()
+    for ann_id, text in rows:
+        try:
+            old = json.loads(text or "{}")
+        except ValueError:
+            old = {}
+        new = _v1_provenance(old if isinstance(old, dict) else {})
+        conn.execute("UPDATE annotations SET provenance = ? WHERE id = ?",
+                     (json.dumps(new, ensure_ascii=False), ann_id))
+    for key, text in conn.execute("SELECT key, value FROM settings WHERE key LIKE 'ui.removed_concepts.%'").fetchall():
+        try:
+            old_rows = json.loads(text)
+        except ValueError:
+            old_rows = []
+        new_rows = [{"concept": " | ".join(p.strip() for p in str(r.get("query_text") or r.get("name", "")).split(", ")
+                                           if p.strip()),
+                     "status_text": r.get("status_text", "removed"), "score": r.get("score")}
+                    for r in old_rows if isinstance(r, dict) and (r.get("query_text") or r.get("name"))]
+        conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+        if new_rows:
+            image_id = key.rsplit(".", 1)[1]
+            conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                         (f"car.removed.{image_id}", json.dumps(new_rows, ensure_ascii=False)))
+
+
 #: MIGRATIONS[v] takes a connection at schema version v to v + 1 (v = 0 is a fresh file).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _run_script(_V1), 1: _run_script(_V2)}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _run_script(_V1), 1: _run_script(_V2), 2: _to_v3}
 
 #: The tables each schema version has; a file missing one is damaged.
 TABLES: dict[int, frozenset[str]] = {
     1: frozenset({"meta", "settings", "images", "categories", "annotations"}),
     2: frozenset({"meta", "settings", "images", "categories", "annotations", "failures", "claims"}),
+    3: frozenset({"meta", "settings", "images", "categories", "annotations", "failures", "claims"}),
 }
 
 #: Longest wait for another process's write transaction before giving up (seconds).

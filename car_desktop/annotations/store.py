@@ -47,11 +47,9 @@ from .errors import (MaskError, ProjectEmptyError, ProjectError, ProjectExistsEr
                      ProjectReadOnlyError)
 from .models import (IMAGE_STATUSES, SOURCES, Annotation, Category, FileFailure, ImageRecord, RelinkReport)
 from .palette import color_for_id, format_color, parse_color
+from .provenance import Provenance
 
 log = logging.getLogger(__name__)
-
-#: One CaR result for ``replace_car_results``: (category_id, mask, score, provenance).
-CarResult = tuple[int, np.ndarray, float, dict[str, Any]]
 
 #: A claim older than this is taken over even if its process seems alive (another computer's
 #: process on a shared folder cannot be checked; no single image takes hours).
@@ -85,7 +83,7 @@ def _row_to_image(row: tuple) -> ImageRecord:
 def _row_to_annotation(row: tuple) -> Annotation:
     return Annotation(id=row[0], image_id=row[1], category_id=row[2], score=row[3], source=row[4],
                       edited=bool(row[5]), area=row[6], bbox=(row[7], row[8], row[9], row[10]),
-                      parts=row[11], holes=row[12], provenance=json.loads(row[13]),
+                      parts=row[11], holes=row[12], provenance=Provenance.from_json(row[13]),
                       created_at=row[14], updated_at=row[15])
 
 
@@ -867,52 +865,61 @@ class Project:
         im = self.get_image(image_id)
         return im.height, im.width
 
-    def _encode_for(self, image_id: int, mask: np.ndarray) -> mask_codec.EncodedMask:
+    def encode_mask(self, image_id: int, mask: np.ndarray) -> mask_codec.EncodedMask:
+        """Check a mask against the image's size and encode it (call outside a transaction: it is the
+        slow part of storing a mask)."""
         return mask_codec.encode(mask_codec.as_bool_mask(mask, self._image_shape(image_id)))
 
     def _insert(self, conn: sqlite3.Connection, image_id: int, category_id: int, enc: mask_codec.EncodedMask,
-                score: float | None, source: str, provenance: dict[str, Any] | None, edited: bool) -> int:
+                score: float | None, source: str, provenance: Provenance | None, edited: bool,
+                auto_rle: bytes | None) -> int:
         if source not in SOURCES:
             raise ProjectError(f"unknown annotation source {source!r}; use one of {', '.join(SOURCES)}")
         if conn.execute("SELECT 1 FROM categories WHERE id = ?", (category_id,)).fetchone() is None:
             raise ProjectError(f"no category with id {category_id} in this project")
         try:
-            prov = dumps_strict(provenance or {}, default=str)
+            prov = (provenance or Provenance()).to_json()
         except (TypeError, ValueError) as exc:
             raise ProjectError(f"provenance cannot be saved: {exc}") from None
+        # The mask CaR made is kept apart from later edits (``get_auto_mask``). An edited CaR mask
+        # added without its first version has none.
+        if auto_rle is None and source == "car" and not edited:
+            auto_rle = enc.rle
         now = time.time()
         x, y, w, h = enc.bbox
         cur = conn.execute(
             "INSERT INTO annotations (image_id, category_id, height, width, rle, crop_rle, bbox_x, bbox_y, "
-            "bbox_w, bbox_h, area, parts, holes, score, source, edited, provenance, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "bbox_w, bbox_h, area, parts, holes, score, source, edited, provenance, auto_rle, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (image_id, category_id, enc.height, enc.width, enc.rle, enc.crop_rle, x, y, w, h, enc.area,
              enc.parts, enc.holes, _finite_score(score), source, int(edited), prov,
-             now, now))
+             auto_rle, now, now))
         return int(cur.lastrowid)
 
     def add_annotation(self, image_id: int, category_id: int, mask: np.ndarray, score: float | None = None,
-                       source: str = "manual", provenance: dict[str, Any] | None = None, *,
-                       edited: bool | None = None) -> Annotation:
+                       source: str = "manual", provenance: Provenance | None = None, *,
+                       edited: bool | None = None, auto_mask: np.ndarray | None = None) -> Annotation:
         """Add one annotation. ``mask`` is (height, width) of the image, bool or 0/1.
 
-        ``provenance`` is any JSON dict (concept text, model names, thresholds, ...). ``edited``
-        defaults to True for 'manual' annotations (a person made them) and False otherwise.
+        ``edited`` defaults to True for 'manual' annotations (a person made them) and False otherwise.
+        For a CaR mask, ``auto_mask`` is the mask as CaR made it (``get_auto_mask``); by default the
+        mask itself when it is unedited, and none when it is a person's edit.
         """
-        enc = self._encode_for(image_id, mask)  # outside the lock: encoding is the slow part
+        enc = self.encode_mask(image_id, mask)  # outside the lock: encoding is the slow part
+        auto = None if auto_mask is None else self.encode_mask(image_id, auto_mask).rle
         with self._write() as conn:
             ann_id = self._insert(conn, image_id, category_id, enc, score, source, provenance,
-                                  source == "manual" if edited is None else edited)
+                                  source == "manual" if edited is None else edited, auto)
         return self.get_annotation(ann_id)
 
     def add_encoded_annotation(self, image_id: int, category_id: int, enc: mask_codec.EncodedMask,
-                               score: float | None, source: str, provenance: dict[str, Any] | None,
+                               score: float | None, source: str, provenance: Provenance | None,
                                edited: bool) -> int:
-        """Add an already encoded mask (importers); returns the new id. Checks the size only."""
+        """Add an already encoded mask (importers, ``car_results``); returns the new id. Checks the size only."""
         if (enc.height, enc.width) != self._image_shape(image_id):
             raise MaskError(f"mask is {enc.width}x{enc.height} but image {image_id} is not")
         with self._write() as conn:
-            return self._insert(conn, image_id, category_id, enc, score, source, provenance, edited)
+            return self._insert(conn, image_id, category_id, enc, score, source, provenance, edited, None)
 
     def find_same_annotation(self, image_id: int, category_id: int, enc: mask_codec.EncodedMask) -> int | None:
         """The id of an annotation of this image and category with exactly this mask, if any (the crop
@@ -957,6 +964,15 @@ class Project:
         crop, bx, by, bw, bh = rows[0]
         return mask_codec.decode_crop(crop, (bx, by, bw, bh)), (bx, by, bw, bh)
 
+    def get_auto_mask(self, annotation_id: int) -> np.ndarray | None:
+        """The mask as CaR made it, before any person's edit (None for masks CaR did not make, and for
+        CaR masks edited in a project older than schema 2, whose first version was not kept)."""
+        rows = self._read("SELECT height, width, auto_rle FROM annotations WHERE id = ?", (annotation_id,))
+        if not rows:
+            raise ProjectError(f"no annotation with id {annotation_id} in this project")
+        h, w, auto = rows[0]
+        return None if auto is None else mask_codec.decode_full_rle(h, w, auto)
+
     def get_rle(self, annotation_id: int) -> dict[str, Any]:
         """The mask as a COCO compressed RLE {'size': [h, w], 'counts': str}."""
         rows = self._read("SELECT height, width, rle FROM annotations WHERE id = ?", (annotation_id,))
@@ -967,9 +983,9 @@ class Project:
 
     def update_mask(self, annotation_id: int, mask: np.ndarray, edited: bool = True) -> Annotation:
         """Replace an annotation's mask (one transaction). ``edited`` marks it as touched by a person,
-        which protects it from ``replace_car_results``; an edited flag is never cleared here."""
+        which protects it from later CaR runs (``car_results``); an edited flag is never cleared here."""
         ann = self.get_annotation(annotation_id)
-        enc = self._encode_for(ann.image_id, mask)
+        enc = self.encode_mask(ann.image_id, mask)
         x, y, w, h = enc.bbox
         with self._write() as conn:
             conn.execute(
@@ -999,37 +1015,6 @@ class Project:
         with self._write() as conn:
             if conn.execute("DELETE FROM annotations WHERE id = ?", (annotation_id,)).rowcount == 0:
                 raise ProjectError(f"no annotation with id {annotation_id} in this project")
-
-    def replace_car_results(self, image_id: int, results: Sequence[CarResult], *,
-                            set_status: bool = True) -> list[Annotation]:
-        """Replace the image's unedited CaR annotations with ``results`` in one transaction.
-
-        Annotations a person edited, and those from SAM, manual work or import, are never touched.
-        A result whose category already has a person-edited CaR annotation on this image is dropped,
-        so a re-run does not duplicate a corrected mask. Empty masks are dropped. An image still
-        'new' becomes 'auto' (with ``set_status``). Returns the annotations added.
-        """
-        shape = self._image_shape(image_id)
-        encoded = []
-        for category_id, mask, score, provenance in results:
-            enc = mask_codec.encode(mask_codec.as_bool_mask(mask, shape))
-            if enc.area:
-                encoded.append((category_id, enc, score, provenance))
-        with self._write() as conn:
-            conn.execute("DELETE FROM annotations WHERE image_id = ? AND source = 'car' AND edited = 0",
-                         (image_id,))
-            protected = {r[0] for r in conn.execute(
-                "SELECT DISTINCT category_id FROM annotations WHERE image_id = ? AND source = 'car' AND edited = 1",
-                (image_id,))}
-            ids = [self._insert(conn, image_id, cid, enc, score, "car", prov, False)
-                   for cid, enc, score, prov in encoded if cid not in protected]
-            if set_status:
-                conn.execute("UPDATE images SET status = 'auto' WHERE id = ? AND status = 'new'", (image_id,))
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))
-        return [_row_to_annotation(r) for r in
-                self._read(f"SELECT {_ANN_COLS} FROM annotations WHERE id IN ({marks}) ORDER BY id", ids)]
 
     # ------------------------------------------------------------------ bulk reads for exporters
     def iter_annotation_rows(self, image_ids: Sequence[int] | None = None,

@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 
 from .. import __version__, imagefiles
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 
 #: Modules under car_desktop.cli that register sub-commands, in help order.
 COMMAND_MODULES = ("segment", "models", "project", "batch")

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from ..annotations import Project, export_coco
-from ..autolabel import (SKIP_FAILED, AutoLabelJob, AutoLabelProgress, AutoLabelReport, concept_entries,
-                         merge_projects, parse_shard, run_autolabel, scan_folder)
-from ..engine.cancel import CancelToken
+from ..autolabel import (SKIP_FAILED, AutoLabelJob, AutoLabelProgress, AutoLabelReport, merge_projects,
+                         parse_shard, run_autolabel, scan_folder)
+from ..cancel import CancelToken
+from ..engine.concepts import ConceptList
 from ..engine.errors import CaRDesktopError, ConceptError
 from ..fileio import regular_file
 from .engine_options import add_engine_options, config_from_args, wants_test_models
@@ -188,14 +189,14 @@ def run_batch(args: argparse.Namespace) -> int:
     # otherwise also hit the helper process.
     config = config_from_args(args, crf_in_subprocess=False)
     test_models = wants_test_models(args)
-    concept_entries(concepts)  # bad concepts fail here, before the project is created or changed
+    concepts = ConceptList.parse(concepts)  # bad concepts fail here, before the project is created or changed
     if test_models:
         print("WARNING: test models (tiny, random weights): the masks mean nothing.", file=sys.stderr)
 
     return _batch(args, concepts, config, shard, test_models)
 
 
-def _batch(args: argparse.Namespace, concepts: str, config, shard: tuple[int, int] | None,
+def _batch(args: argparse.Namespace, concepts: ConceptList, config, shard: tuple[int, int] | None,
            test_models: bool) -> int:
     from ..engine.pipeline import CaRPipeline
 

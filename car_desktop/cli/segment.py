@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 from ..engine.results import CaRResult, Progress
 from ..fileio import atomic_write_text, dumps_strict
 from ..safepaths import OutputGuard

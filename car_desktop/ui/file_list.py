@@ -12,6 +12,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QListWidget, QListWidgetItem, QWidget
 
+#: A row's key: an image id, or ("failed", relative path) for a file the project could not add.
+FileKey = int | tuple[str, str]
+
 STATUS_LABELS = {"new": "○", "auto": "◐", "reviewed": "●", "error": "⚠"}
 STATUS_TIPS = {"new": "not labelled", "auto": "auto-labelled", "reviewed": "reviewed",
                "error": "could not be read"}
@@ -20,18 +23,18 @@ STATUS_COLOURS = {"new": QColor(150, 150, 150), "auto": QColor(230, 160, 40), "r
 
 
 class FileList(QListWidget):
-    """One row per image; ``imageActivated(key)`` when the user picks one."""
+    """One row per image (keyed by image id); ``imageActivated(image_id)`` when the user picks one."""
 
-    imageActivated = Signal(object)
+    imageActivated = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._rows: dict[object, QListWidgetItem] = {}
-        self._status: dict[object, str] = {}
+        self._rows: dict[FileKey, QListWidgetItem] = {}
+        self._status: dict[FileKey, str] = {}
         self.currentItemChanged.connect(self._current_changed)
         self._silent = False
 
-    def set_images(self, entries: list[tuple[object, str, str]]) -> None:
+    def set_images(self, entries: list[tuple[int, str, str]]) -> None:
         """Entries are (key, display name, status)."""
         self._silent = True
         self.clear()
@@ -48,7 +51,7 @@ class FileList(QListWidget):
         """Append one error row per (relative path, reason) that the project could not add."""
         self._silent = True
         for rel, reason in failures:
-            key = ("failed", rel)
+            key: FileKey = ("failed", rel)
             if key in self._rows:
                 self.set_status(key, "error", reason)
                 continue
@@ -59,13 +62,13 @@ class FileList(QListWidget):
             self.set_status(key, "error", reason)
         self._silent = False
 
-    def keys(self) -> list[object]:
+    def keys(self) -> list[FileKey]:
         return [self.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.count())]
 
-    def status(self, key: object) -> str | None:
+    def status(self, key: FileKey) -> str | None:
         return self._status.get(key)
 
-    def set_status(self, key: object, status: str, detail: str = "") -> None:
+    def set_status(self, key: FileKey, status: str, detail: str = "") -> None:
         item = self._rows.get(key)
         if item is None:
             return
@@ -75,14 +78,14 @@ class FileList(QListWidget):
         item.setForeground(QBrush(STATUS_COLOURS.get(status, QColor(128, 128, 128))))
         item.setToolTip(f"{name}: {STATUS_TIPS.get(status, status)}" + (f"\n{detail}" if detail else ""))
 
-    def select_key(self, key: object) -> None:
+    def select_key(self, key: int) -> None:
         item = self._rows.get(key)
         if item is not None:
             self._silent = True
             self.setCurrentItem(item)
             self._silent = False
 
-    def neighbour(self, key: object, step: int) -> object | None:
+    def neighbour(self, key: int, step: int) -> int | None:
         """The next (step=+1) or previous readable image, skipping ones marked as errors."""
         keys = self.keys()
         if not keys:

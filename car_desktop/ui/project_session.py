@@ -1,4 +1,4 @@
-"""Finding or creating the project for a folder, and reading images off the GUI thread.
+"""Finding or creating the project for a folder.
 
 A folder opened without a project gets one beside its images (``<folder>/car-desktop.cardb``), or, when
 the folder is read-only, in the user data folder under a name derived from the folder's path.
@@ -15,8 +15,6 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from .. import paths
 from ..annotations.models import FileFailure
@@ -77,9 +75,3 @@ def open_folder(folder: str | os.PathLike) -> FolderOpened:
         raise
     return FolderOpened(project, elsewhere, failures)
 
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 RGB with EXIF orientation applied; ImageLoadError (too large, corrupt, ...) naming the file."""
-    from ..engine.image_io import load_image as engine_load
-
-    return engine_load(path)
