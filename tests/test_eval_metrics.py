@@ -4,13 +4,11 @@ numbers from COCO files and from .cardb projects holding the same labels."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
 
 from car_desktop.annotations import Project, import_coco
 from car_desktop.evaluation import metrics
@@ -110,45 +108,7 @@ def test_worst_images_are_the_lowest_scoring_ones():
     assert [s.miou for s in res.images] == pytest.approx([1.0, 0.25, 0.75, 0.5])
 
 
-# ------------------------------------------------------------------------------------- COCO files
-H, W = 20, 30
-
-
-def rect(y0, y1, x0, x1) -> np.ndarray:
-    m = np.zeros((H, W), bool)
-    m[y0:y1, x0:x1] = True
-    return m
-
-
-def rle(mask: np.ndarray) -> dict:
-    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": r["size"], "counts": r["counts"].decode("ascii")}
-
-
-def coco(images: dict[str, list[tuple[int, np.ndarray, float | None]]],
-         categories=(("cat", []), ("dog | puppy", []))) -> dict:
-    data = {"images": [], "annotations": [],
-            "categories": [{"id": i + 1, "name": n, "synonyms": s} for i, (n, s) in enumerate(categories)]}
-    for iid, (name, anns) in enumerate(images.items(), 1):
-        data["images"].append({"id": iid, "file_name": name, "width": W, "height": H})
-        for cid, mask, score in anns:
-            ann = {"id": len(data["annotations"]) + 1, "image_id": iid, "category_id": cid,
-                   "segmentation": rle(mask), "area": int(mask.sum()), "bbox": [0, 0, 1, 1], "iscrowd": 0}
-            if score is not None:
-                ann["score"] = score
-            data["annotations"].append(ann)
-    return data
-
-
-def write(path: Path, data: dict) -> Path:
-    path.write_text(json.dumps(data))
-    return path
-
-
-GT_IMAGES = {
-    "a.png": [(1, rect(2, 10, 2, 12), None), (2, rect(12, 18, 15, 28), None)],
-    "b.png": [(2, rect(0, 20, 0, 10), None)],
-}
+from eval_fixtures import GT_IMAGES, PRED_IMAGES, H, W, coco, rect, write
 
 
 def test_pred_equal_to_gt_gives_miou_one_and_ap_one(tmp_path):
@@ -237,12 +197,6 @@ def test_not_a_coco_file_is_a_clear_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- .cardb == COCO
-PRED_IMAGES = {
-    "a.png": [(1, rect(2, 12, 2, 12), 0.9), (2, rect(12, 18, 10, 28), 0.6), (1, rect(0, 3, 0, 30), 0.3)],
-    "b.png": [(2, rect(0, 20, 0, 12), 0.8), (1, rect(0, 5, 20, 30), 0.4)],
-}
-
-
 def _project(tmp_path: Path, name: str, coco_path: Path) -> Path:
     folder = tmp_path / "images"
     folder.mkdir(exist_ok=True)

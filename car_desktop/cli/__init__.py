@@ -16,7 +16,7 @@ from .. import __version__
 from ..engine.errors import CaRDesktopError
 
 #: Modules under car_desktop.cli that register sub-commands, in help order.
-COMMAND_MODULES = ("segment", "models", "project", "batch")
+COMMAND_MODULES = ("segment", "models", "project", "batch", "eval", "eval_dataset", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:
