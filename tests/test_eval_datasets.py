@@ -125,7 +125,7 @@ def test_coco_object_loader_paints_instances_in_class_order(tmp_path):
             "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": seg(big), "iscrowd": 0},
                             {"id": 2, "image_id": 1, "category_id": 18, "segmentation": seg(small), "iscrowd": 0}]}
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
-    spec, images, _ = dataset_images("coco-object", root, "val")
+    _spec, images, _ = dataset_images("coco-object", root, "val")
     gt = images[0].load_gt()
     dog = COCO_CLASSES.index("dog") + 1                  # category id 18 is the 17th class ("dog")
     assert gt[10, 10] == dog and gt[30, 20] == 1 and gt[0, 50] == 0
