@@ -20,6 +20,7 @@ from ..autolabel import (AutoLabelJob, AutoLabelProgress, AutoLabelReport, add_f
                          merge_projects, parse_shard, run_autolabel)
 from ..engine.cancel import CancelToken
 from ..engine.errors import CaRDesktopError, ConceptError
+from ..evaluation.tuning import with_tuned_defaults
 from .engine_options import add_engine_options, config_from_args, wants_test_models
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,9 @@ def _batch(args: argparse.Namespace, concepts: str, config, shard: tuple[int, in
     stop, cancel = CancelToken(), CancelToken()
     with open_or_create(args.project, args.images) as project:
         ids, add_failures = add_folder(project, args.images, shard)
+        config, tuned = with_tuned_defaults(config, project, {k for k in ("theta", "eta") if getattr(args, k) is not None})
+        if tuned is not None:
+            print(f"using the project's tuned thresholds (car-desktop tune): theta {config.theta:.2f}, eta {config.eta:.2f}")
         job = AutoLabelJob(concepts, config, image_ids=ids, overwrite=args.overwrite, test_models=test_models)
         pipeline = CaRPipeline(config, test_models=test_models)
         start = time.monotonic()

@@ -35,6 +35,11 @@ class ProgressLine:
             self._last_tenth = int(10 * fraction)
             print(line, file=self.stream, flush=True)
 
+    def message(self, text: str) -> None:
+        """A line of its own (the bar is redrawn by the next update)."""
+        self.close()
+        print(text, file=self.stream, flush=True)
+
     def close(self) -> None:
         if self._drawn:
             print(file=self.stream, flush=True)

@@ -318,6 +318,19 @@ def match_categories(pred: Sequence[CategorySpec], gt: Sequence[CategorySpec]) -
     return out, notes
 
 
+def classes_for_concepts(gt: LabelSet, concepts: Sequence[CategorySpec]) -> tuple[dict[int, int], list[str]]:
+    """{GT category index: concept index + 1} for the GT categories that match a concept, and notes.
+
+    GT categories matching no concept are not drawn (their pixels count as background: CaR was not
+    asked about them); ignored categories stay ignored."""
+    mapping, notes = match_categories(concepts, gt.categories)
+    class_of = {g: c + 1 for c, g in mapping.items()}
+    unmatched = [gt.categories[g].name for g in range(len(gt.categories)) if g not in class_of and g not in gt.ignore]
+    if unmatched:
+        notes.append("GT categories matching none of the concepts (counted as background): " + ", ".join(unmatched))
+    return class_of, notes
+
+
 # ------------------------------------------------------------------------------------------ painting
 def decode(rle: dict) -> np.ndarray:
     h, w = (int(v) for v in rle["size"])
