@@ -39,6 +39,7 @@ from .engine.concepts import parse_concepts
 from .engine.config import CaRConfig
 from .engine.errors import Cancelled, ImageLoadError
 from .engine.results import CaRResult, ConceptStatus
+from .evaluation.auto_labels import keep_auto_labels
 
 log = logging.getLogger(__name__)
 
@@ -442,6 +443,7 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
             log.info("auto-label: %s was %s while it ran; left as it is", rel, reason)
             return _SKIPPED
         project.replace_car_results(image_id, rows)
+        keep_auto_labels(project, image_id, result)  # the pre-edit copy the quality figures compare against
         project.set_setting(f"{RUN_KEY_SETTING}{image_id}", key)
     report.done += 1
     report.done_ids.append(image_id)

@@ -23,6 +23,7 @@ from ..annotations.history import History
 from ..annotations.models import Edit
 from ..annotations.store import Project
 from ..engine.errors import CaRDesktopError
+from ..evaluation.auto_labels import keep_auto_labels
 from .layers import LayerStack, MaskLayer, Rect, bbox_of
 
 log = logging.getLogger(__name__)
@@ -536,6 +537,7 @@ class Annotator(QObject):
         self._sync(touched)
         self._save_removed_rows()
         if self.project is not None and self.image_id is not None:
+            self._guard(keep_auto_labels, self.project, self.image_id, result)  # pre-edit copy (Quality panel)
             rec = self._guard(self.project.get_image, self.image_id)
             if rec is not None and rec.status == "new":
                 self._guard(self.project.set_image_status, self.image_id, "auto")

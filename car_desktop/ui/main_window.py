@@ -32,11 +32,13 @@ from .file_list import FileList
 from .help_dialog import HelpDialog
 from .layers import LayerStack
 from .project_session import IMAGE_FILTER, PROJECT_FILTER, load_image, project_for_folder
+from .quality_panel import install_quality_panel
 from .review_panel import ReviewPanel
 from .settings import THEMES, Settings
 from .status import JobStatusBar
 from .tools import BrushTool, PolygonTool, SamClickTool
 from .transfer import ImportCocoDialog, Transfers
+from .tuned_defaults import TunedDefaults
 from .workers import JobError, JobInfo, JobRunner
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class MainWindow(QMainWindow):
                                    pipeline_factory=pipeline_factory, parent=self)
         self._model_manager = model_manager
         self.review_panel = ReviewPanel(self.runner)
+        self.tuned_defaults = TunedDefaults(self.concept_bar, self)
         self.autolabel = AutoLabelRunner(self.runner, self.engine.pipeline, test_models=test_models, parent=self)
         self.autolabel_progress = None     # AutoLabelProgressDialog of the last run
         self.transfers = Transfers(self.runner, self)
@@ -175,6 +178,7 @@ class MainWindow(QMainWindow):
         review_toggle = self.review_dock.toggleViewAction()
         review_toggle.setText("Review queue")
         v.addAction(review_toggle)
+        self.quality_panel = install_quality_panel(self, v)
         theme_menu = v.addMenu("Theme")
         group = QActionGroup(self)
         for name in THEMES:
@@ -389,6 +393,8 @@ class MainWindow(QMainWindow):
         self._refresh_file_list(keep_errors=False)
         self.concept_bar.set_recent(self._recent_concepts())
         self.review_panel.set_project(project)
+        self.quality_panel.set_project(project)
+        self.tuned_defaults.set_project(project)
 
     def _refresh_file_list(self, keep_errors: bool = True) -> None:
         """Statuses from the project; images found unreadable in this session stay marked."""
