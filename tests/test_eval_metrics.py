@@ -219,3 +219,15 @@ def test_coco_and_cardb_inputs_give_the_same_numbers(tmp_path):
     for other in (from_db, mixed):
         for key in ("miou", "pixel_accuracy", "classes", "confusion", "presence", "mask_ap", "per_image"):
             assert other[key] == from_json[key], key
+
+
+def test_evaluation_package_imports_neither_qt_nor_torch():
+    import subprocess
+    import sys
+
+    modules = ["metrics", "labels", "coco_ap", "evaluate", "report", "datasets", "tuning", "auto_labels", "quality"]
+    code = ("import sys\n" + "".join(f"import car_desktop.evaluation.{m}\n" for m in modules)
+            + "bad = [m for m in ('torch', 'PySide6', 'open_clip') if m in sys.modules]\nprint(bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
