@@ -13,6 +13,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from car_desktop.cli import main
+from car_desktop.cli.segment import palette
 from car_desktop.evaluation.datasets import (
     COCO_CLASSES,
     DATASETS,
@@ -26,16 +27,7 @@ CAT, PERSON = 8, 15
 
 
 def voc_palette() -> list[int]:
-    pal = np.zeros((256, 3), np.uint8)
-    for i in range(256):
-        c, r, g, b = i, 0, 0, 0
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal.ravel().tolist()
+    return palette(255).ravel().tolist()
 
 
 def label_map(k: int) -> np.ndarray:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -155,19 +154,10 @@ def test_quality_panel_shows_the_numbers(qtbot, reviewed):
         project.close()
 
 
-class NoEngine:
-    model_names: ClassVar[dict] = {}
-    device = "cpu"
-
-    def load_models(self, progress=None, cancel=None):
-        pass
-
-    def sam_session(self, config=None):
-        return None
-
-
 @pytest.fixture
 def win(qtbot, tmp_path):
+    from test_review_panel import NoEngine
+
     from car_desktop.ui.main_window import MainWindow
     from car_desktop.ui.settings import Settings
 

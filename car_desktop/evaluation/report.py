@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..annotations.label_png import _atomic_write
 from ..annotations.palette import color_for_id
 from .errors import EvaluationError
 from .evaluate import EvalResult, WorstImage
@@ -72,17 +73,7 @@ def prepare_dir(out_dir: Path, protected: Iterable[Path] = ()) -> Path:
 
 def atomic_write(target: Path, write: Callable[[Any], None], binary: bool = True) -> None:
     """Write through a temporary file in the target's folder, then rename over the target."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
-            write(fh)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _atomic_write(target, write, "wb" if binary else "w")
 
 
 def write_json(result_dict: dict, target: Path, protected: Iterable[Path] = ()) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from ..annotations.store import Project
 from ..evaluation.metrics import fmt
 from ..evaluation.quality import QualityReport, advice, compare_reviewed
+from .lazy_refresh import LazyRefreshMixin
 from .workers import JobError, JobInfo, JobRunner
 
 KIND = "quality"
@@ -38,7 +39,7 @@ COLUMNS = ("Concept", "IoU", "Precision", "Recall", "F1", "Images")
 LOW = 0.5
 
 
-class QualityPanel(QWidget):
+class QualityPanel(LazyRefreshMixin, QWidget):
     """Per-concept auto-label quality on the reviewed images; emits ``refreshed(rows)`` after each update."""
 
     refreshed = Signal(int)
@@ -48,7 +49,6 @@ class QualityPanel(QWidget):
         self.runner = runner
         self.project: Project | None = None
         self.report: QualityReport | None = None
-        self._stale = False
         self.summary = QLabel("No project open")
         self.summary.setWordWrap(True)
         self.tree = QTreeWidget()
@@ -76,9 +76,7 @@ class QualityPanel(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(self.tree, 1)
         layout.addLayout(bottom)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.timeout.connect(self._timer_fired)
+        self.init_lazy_refresh()
         runner.finished.connect(self._on_finished)
         runner.failed.connect(self._on_failed)
 
@@ -92,27 +90,6 @@ class QualityPanel(QWidget):
             self.refresh()
         else:
             self._stale = True
-
-    def schedule_refresh(self, delay_ms: int = 600) -> None:
-        """Coalesce bursts of edits; a hidden panel refreshes when it is shown."""
-        if self.project is None:
-            return
-        if self.isVisible():
-            self._timer.start(delay_ms)
-        else:
-            self._stale = True
-
-    def _timer_fired(self) -> None:
-        if self.isVisible():
-            self.refresh()
-        else:
-            self._stale = True
-
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
-        if self._stale:
-            self._stale = False
-            self.schedule_refresh(0)
 
     def refresh(self) -> JobInfo | None:
         self._timer.stop()
