@@ -160,7 +160,7 @@ def _tune(args, labels, entries, concepts, class_of, notes, config, settings, sa
         print(f"note: {note}")
     bar = ProgressLine("tune")
     before = pipeline.counter.snapshot()
-    with _InterruptHandler(stop, cancel, bar):
+    with _InterruptHandler(stop, cancel, bar):  # type: ignore[arg-type]  # it only calls bar.message()
         result = sweep([tune_image(e) for e in entries], len(concepts), settings, objective=args.objective,
                        max_steps=config.max_steps, progress=bar, cancel=cancel, stop=stop)
     bar.close()

@@ -102,5 +102,5 @@ def pre_edit_auto_labels(project, image_id: int) -> AutoLabelSnapshot | None:
             for c in value["concepts"])
     except (KeyError, TypeError, ValueError):
         return None
-    settings = value.get("settings") if isinstance(value.get("settings"), dict) else {}
-    return AutoLabelSnapshot(height, width, concepts, settings)
+    settings = value.get("settings")
+    return AutoLabelSnapshot(height, width, concepts, settings if isinstance(settings, dict) else {})

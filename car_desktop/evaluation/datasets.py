@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ..engine.image_io import MAX_PIXELS
 from .errors import EvaluationError
-from .labels import IGNORE, load_coco, paint
+from .labels import IGNORE, ImageLabels, load_coco, paint
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -139,8 +140,7 @@ def _png_dataset(root: Path, split: str, sets_dir: str, label_dir: str, n_classe
     out = []
     for image_id in _split_ids(root / "ImageSets" / sets_dir / f"{split}.txt"):
         label = labels_dir / f"{image_id}.png"
-        out.append(DatasetImage(image_id, images_dir / f"{image_id}.jpg",
-                                lambda label=label: read_label_png(label, n_classes)))
+        out.append(DatasetImage(image_id, images_dir / f"{image_id}.jpg", partial(read_label_png, label, n_classes)))
     return out, [images_dir, labels_dir]
 
 
@@ -166,9 +166,12 @@ def coco_object_images(root: Path, split: str) -> tuple[list[DatasetImage], list
     class_of = {cat: k + 1 for k, cat in enumerate(order)}
     out = []
     for name, entry in labels.images.items():
-        out.append(DatasetImage(name, images_dir / name,
-                                lambda entry=entry: paint(entry, class_of, by_score=False)[0]))
+        out.append(DatasetImage(name, images_dir / name, partial(_paint_map, entry, class_of)))
     return out, [images_dir, root / "annotations"]
+
+
+def _paint_map(entry: ImageLabels, class_of: dict[int, int]) -> np.ndarray:
+    return paint(entry, class_of, by_score=False)[0]
 
 
 DATASETS: dict[str, DatasetSpec] = {

@@ -79,7 +79,7 @@ class EvalResult:
     def to_dict(self) -> dict:
         per_class = []
         for i, name in enumerate(self.class_names):
-            row = {"class": name, "iou": nan_to_none(float(self.iou[i])), "scored": self.scored[i]}
+            row: dict[str, Any] = {"class": name, "iou": nan_to_none(float(self.iou[i])), "scored": self.scored[i]}
             if self.pixels_gt is not None and self.pixels_pred is not None:
                 row.update(gt_pixels=int(self.pixels_gt[i]), pred_pixels=int(self.pixels_pred[i]))
             if name in self.presence:

@@ -210,18 +210,18 @@ def load_coco(path: str | os.PathLike, *, images_dir: str | os.PathLike | None =
     for ann in data.get("annotations") or []:
         if not isinstance(ann, dict) or ann.get("category_id") in background:
             continue
-        entry = by_id.get(ann.get("image_id"))
+        owner = by_id.get(ann.get("image_id"))
         cat = cat_index.get(ann.get("category_id"))
-        if entry is None or cat is None:
+        if owner is None or cat is None:
             bad += 1
             continue
         try:
-            rle = _segmentation_rle(ann.get("segmentation"), entry.height, entry.width)
+            rle = _segmentation_rle(ann.get("segmentation"), owner.height, owner.width)
         except (ValueError, TypeError, OverflowError):
             bad += 1
             continue
         score = ann.get("score")
-        entry.instances.append(Instance(cat, rle, float(score) if isinstance(score, (int, float)) else None,
+        owner.instances.append(Instance(cat, rle, float(score) if isinstance(score, (int, float)) else None,
                                         bool(ann.get("iscrowd"))))
     if bad:
         notes.append(f"{bad} annotation(s) with an unknown image or category or a broken segmentation: skipped")
@@ -256,11 +256,11 @@ def load_project(path: str | os.PathLike, *, reviewed_only: bool = False) -> Lab
         if ids is None or ids:
             for image_id, category_id, height, width, rle, score, prov in project.iter_annotation_rows(
                     ids, "image_id, category_id, height, width, rle, score, provenance"):
-                entry = by_id.get(image_id)
-                if entry is None or (height, width) != (entry.height, entry.width):
+                owner = by_id.get(image_id)
+                if owner is None or (height, width) != (owner.height, owner.width):
                     continue
                 crowd = '"iscrowd"' in prov and bool(json.loads(prov).get("iscrowd"))
-                entry.instances.append(Instance(cat_index[category_id], {"size": [height, width], "counts": rle},
+                owner.instances.append(Instance(cat_index[category_id], {"size": [height, width], "counts": rle},
                                                 score, crowd))
         ignore = frozenset(i for i, s in enumerate(specs) if s.name.casefold() in IGNORE_NAMES)
         return LabelSet(str(p), specs, images, ignore)

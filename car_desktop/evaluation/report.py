@@ -181,6 +181,11 @@ def _colour(class_value: int) -> tuple[int, int, int]:
     return (0, 0, 0) if class_value == 0 else color_for_id(class_value)
 
 
+def _rgb01(class_value: int) -> tuple[float, float, float]:
+    r, g, b = _colour(class_value)
+    return r / 255, g / 255, b / 255
+
+
 def overlay(image: np.ndarray | None, label: np.ndarray) -> np.ndarray:
     """RGB uint8: the photo (grey when missing) with each class tinted in its colour, ignored pixels white."""
     h, w = label.shape
@@ -246,7 +251,7 @@ def gallery_figure(item: WorstImage, class_names: list[str], target: Path, class
 
     shown = sorted({int(v) for v in np.unique(np.concatenate([gt.ravel(), pred.ravel()])) if v > 0})
     # Label values index the full class list; without background the names start at value 1.
-    handles = [Patch(color=np.array(_colour(v)) / 255, label=class_names[v - class_offset]
+    handles = [Patch(color=_rgb01(v), label=class_names[v - class_offset]
                      if 0 <= v - class_offset < len(class_names) else str(v)) for v in shown]
     if (gt == IGNORE).any():
         handles.append(Patch(facecolor="white", edgecolor="#999999", label="not scored"))

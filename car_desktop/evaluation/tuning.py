@@ -281,9 +281,9 @@ def format_curve(result: SweepResult, reference: Setting | None = None, width: i
         for t in thetas:
             cells = []
             for e in etas:
-                s = table.get((t, e))
-                v = s.value(result.objective) if s is not None else math.nan
-                mark = "*" if s is best else " "
+                cell = table.get((t, e))
+                v = cell.value(result.objective) if cell is not None else math.nan
+                mark = "*" if cell is best else " "
                 cells.append(f"{metrics.fmt(v):>7}{mark} ")
             lines.append(f"theta {t:6.2f} | " + "".join(cells).rstrip())
         lines.append("")

@@ -3,12 +3,24 @@ query, and a hidden panel just notes that it is out of date and refreshes when i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from PySide6.QtCore import QTimer
 
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QWidget as _Base
+else:
+    _Base = object
 
-class LazyRefreshMixin:
+
+class LazyRefreshMixin(_Base):
     """For a QWidget with ``project`` and ``refresh()``: call ``init_lazy_refresh()`` in ``__init__``, then
     ``schedule_refresh(delay_ms)`` whenever the data may have changed. List it before QWidget."""
+
+    project: Any
+
+    if TYPE_CHECKING:
+        def refresh(self) -> Any: ...
 
     def init_lazy_refresh(self) -> None:
         self._stale = False
