@@ -15,6 +15,8 @@ from pathlib import Path
 from ..evaluation.errors import EvaluationError
 from .progress_line import ProgressLine
 
+MAX_WORST = 200
+
 DESCRIPTION = (
     "Score predictions against ground truth. PRED and GT are each a COCO JSON or a .cardb project; images "
     "are paired by file name, categories by name (\"car | automobile\" or a COCO 'synonyms' list matches "
@@ -47,7 +49,14 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help="write every number as JSON")
     p.add_argument("--report", type=Path, metavar="DIR",
                    help="write an HTML report with pictures into DIR (needs matplotlib: the 'report' extra)")
-    p.add_argument("--worst", type=int, default=8, metavar="N", help="worst images to list and show (default 8)")
+    p.add_argument("--worst", type=int, default=8, metavar="N",
+                   help=f"worst images to list and show (default 8, at most {MAX_WORST})")
+
+
+def check_worst(args: argparse.Namespace) -> None:
+    """The gallery keeps the worst images' label maps in memory: their number is bounded."""
+    if not 0 <= args.worst <= MAX_WORST:
+        raise EvaluationError(f"--worst must lie between 0 and {MAX_WORST}")
 
 
 def write_outputs(result, args: argparse.Namespace, protected: list[Path], title: str,
@@ -72,8 +81,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.report is not None:
         require_matplotlib()  # before any work
-    if args.worst < 0:
-        raise EvaluationError("--worst must be 0 or more")
+    check_worst(args)
     ignore = None if args.ignore_index < 0 else args.ignore_index
     pred = load_labels(args.pred, images_dir=args.images, ignore_index=ignore)
     gt = load_labels(args.gt, images_dir=args.images, reviewed_only=args.reviewed_only, ignore_index=ignore)

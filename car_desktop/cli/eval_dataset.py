@@ -17,7 +17,7 @@ import numpy as np
 
 from ..evaluation.errors import EvaluationError
 from .engine_options import add_engine_options, config_from_args, wants_test_models
-from .eval import add_output_options, write_outputs
+from .eval import add_output_options, check_worst, write_outputs
 from .progress_line import ProgressLine
 
 
@@ -78,6 +78,7 @@ def run_eval_dataset(args: argparse.Namespace) -> int:
     from ..evaluation.report import require_matplotlib
     from .segment import palette
 
+    check_worst(args)
     spec, images, inputs = dataset_images(args.dataset, args.root, args.split, args.limit)
     if not images:
         raise EvaluationError(f"no image to evaluate in {args.dataset} {args.split}")

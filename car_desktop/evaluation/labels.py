@@ -249,6 +249,8 @@ def load_project(path: str | os.PathLike, *, reviewed_only: bool = False) -> Lab
         images: dict[str, ImageLabels] = {}
         by_id: dict[int, ImageLabels] = {}
         for rec in records:
+            if rec.width * rec.height > MAX_PIXELS:   # a damaged row must not size an allocation
+                continue
             entry = ImageLabels(_name_key(rec.rel_path), rec.height, rec.width, path=root / rec.rel_path)
             images[entry.name] = entry
             by_id[rec.id] = entry
