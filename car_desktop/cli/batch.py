@@ -24,6 +24,7 @@ from ..cancel import CancelToken
 from ..engine.concepts import ConceptList
 from ..engine.errors import CaRDesktopError, ConceptError
 from ..fileio import regular_file
+from ..evaluation.tuning import with_tuned_defaults
 from .engine_options import add_engine_options, config_from_args, wants_test_models
 from .progress import ProgressBar, format_duration
 
@@ -206,6 +207,9 @@ def _batch(args: argparse.Namespace, concepts: ConceptList, config, shard: tuple
         if args.export is not None:  # refused now, before hours of labelling, not at the end
             project.output_guard(args.force).check_file(args.export, "COCO file")
         scan = scan_folder(project, args.images, shard, skip_failed=args.skip_failed)
+        config, tuned = with_tuned_defaults(config, project, {k for k in ("theta", "eta") if getattr(args, k) is not None})
+        if tuned is not None:
+            print(f"using the project's tuned thresholds (car-desktop tune): theta {config.theta:.2f}, eta {config.eta:.2f}")
         job = AutoLabelJob(concepts, config, image_ids=scan.ids, overwrite=args.overwrite, test_models=test_models,
                            skip_failed=args.skip_failed)
         pipeline = CaRPipeline(config, test_models=test_models)

@@ -41,6 +41,7 @@ from .settings import Settings
 from .status import JobStatusBar
 from .tools import BrushTool, PolygonTool, SamClickTool, Tool
 from .transfer import Transfers
+from .tuned_defaults import TunedDefaults
 from .window_actions import WindowActions
 from .workers import JobError, JobRunner
 
@@ -75,6 +76,7 @@ class MainWindow(QMainWindow):
                                    config=CaRConfig(device=self.settings.device), pipeline_factory=pipeline_factory,
                                    model_manager=model_manager, parent=self)
         self.review_panel = ReviewPanel(self.runner)
+        self.tuned_defaults = TunedDefaults(self.concept_bar, self)
         self.autolabel = AutoLabelRunner(self.engine, parent=self)
         self.autolabel_controller = AutoLabelController(self, self.autolabel)
         self.transfers = Transfers(self.runner, self)
@@ -272,6 +274,8 @@ class MainWindow(QMainWindow):
         self.refresh_file_list(keep_errors=False)
         self.concept_bar.set_recent(self.recent_concepts())
         self.review_panel.set_project(project)
+        self.quality_panel.set_project(project)
+        self.tuned_defaults.set_project(project)
 
     def refresh_file_list(self, keep_errors: bool = True) -> None:
         """Statuses from the project; images found unreadable in this session stay marked."""

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTreeWidget, QTreeWidgetItem,
@@ -26,6 +26,7 @@ from ..annotations.provenance import KEPT_ALONE
 from ..annotations.review import SORTS, ReviewFilter, ReviewItem, ReviewPage, queue_concepts, review_page
 from ..annotations.store import Project
 from .concept_panel import colour_icon
+from .lazy_refresh import LazyRefreshMixin
 from .workers import JobError, JobInfo, JobRunner
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ ALONE_TIP = ("Kept without competition: the only concept left in the image score
              "which says nothing about the mask; these come first.")
 
 
-class ReviewPanel(QWidget):
+class ReviewPanel(LazyRefreshMixin, QWidget):
     """The queue; emits ``maskActivated(image_id, annotation_id)`` and ``acceptRequested(image_id)``."""
 
     maskActivated = Signal(int, int)
@@ -80,7 +81,6 @@ class ReviewPanel(QWidget):
         self._colors: dict[int, tuple[int, int, int]] = {}
         self._keep: int | None = None          # annotation id to select after the next refresh
         self._advance_from: int | None = None  # image just accepted: select the next mask of another image
-        self._stale = False                    # a refresh was skipped while hidden
 
         self.concept_combo = QComboBox()
         self.concept_combo.setToolTip("Only the masks of one concept")
@@ -160,9 +160,7 @@ class ReviewPanel(QWidget):
         layout.addLayout(actions)
 
         self.setMinimumWidth(380)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.timeout.connect(self._timer_fired)
+        self.init_lazy_refresh()
         self._update_buttons()
 
     # ----- state
@@ -200,28 +198,6 @@ class ReviewPanel(QWidget):
             not has or self.tree.indexOfTopLevelItem(self.tree.currentItem()) < len(self.items) - 1))
 
     # ----- querying (io lane)
-    def schedule_refresh(self, delay_ms: int = 400) -> None:
-        """Coalesce bursts (an auto-label run lands an image every few seconds, edits land often).
-        A hidden panel only notes that it is out of date and refreshes when it is shown."""
-        if self.project is None:
-            return
-        if self.isVisible():
-            self._timer.start(delay_ms)
-        else:
-            self._stale = True
-
-    def _timer_fired(self) -> None:
-        if self.isVisible():
-            self.refresh()
-        else:
-            self._stale = True
-
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
-        if self._stale:
-            self._stale = False
-            self.schedule_refresh(0)
-
     def refresh(self, reset_page: bool = False) -> JobInfo | None:
         self._timer.stop()
         if reset_page:

@@ -12,6 +12,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMenu, QToolBar
 
 from .engine_client import DEVICE_CHOICES
+from .quality_panel import install_quality_panel
 from .settings import THEMES
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class WindowActions:
         review_toggle = win.review_dock.toggleViewAction()
         review_toggle.setText("Review queue")
         v.addAction(review_toggle)
+        win.quality_panel = install_quality_panel(win, v)
         self._choice_menu(v.addMenu("Theme"), [(n, n.capitalize()) for n in THEMES], win.settings.theme,
                           win.set_theme)
 
