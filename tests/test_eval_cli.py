@@ -59,7 +59,9 @@ def test_eval_report_exists_and_its_pictures_are_not_blank(files, tmp_path):
 def test_json_output_never_overwrites_an_input(files, capsys):
     before = files["gt"].read_bytes()
     assert main(["eval", str(files["pred"]), str(files["gt"]), "--json", str(files["gt"])]) == 2
-    assert "inputs" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "refusing to write the --json file" in err and "nothing was written" in err
+    assert "mIoU" not in out                      # refused before any work
     assert files["gt"].read_bytes() == before
 
 

@@ -72,14 +72,16 @@ ProgressFn = Callable[[int, int], Any]
 StageFn = Callable[[str, int], Any]
 
 
-class _EntryError(ValueError):
-    """One entry of the file cannot be imported; the message says why."""
+class EntryError(ValueError):
+    """One entry of the file cannot be used; the message says why."""
 
 
 # ------------------------------------------------------------------------------------- reading
-def _load(coco_json: str | os.PathLike | dict, stage: StageFn | None,
-          progress: ProgressFn | None) -> tuple[dict, bool]:
-    """(data, cut): ``cut`` when values nested too deeply were replaced by the marker."""
+def read_coco_json(coco_json: str | os.PathLike | dict, stage: StageFn | None = None,
+                   progress: ProgressFn | None = None) -> tuple[dict, bool]:
+    """A COCO file parsed as this module reads every COCO file (a FIFO or folder refused, nesting cut
+    at ``MAX_DEPTH``): (data, cut), ``cut`` when values nested too deeply were replaced by the marker.
+    Raises CocoImportError when the file cannot be read or has no ``images`` list."""
     if isinstance(coco_json, dict):
         data, cut = coco_json, False
     else:
@@ -126,6 +128,12 @@ def _parse(path: Path, stage: StageFn | None, progress: ProgressFn | None) -> tu
         raise CocoImportError(f"{path} is not a readable COCO JSON file: {exc}") from None
 
 
+def file_convention(data: dict) -> str:
+    """The polygon convention a COCO file names in ``info.polygon_convention`` ('' for none)."""
+    info = data.get("info")
+    return convention_of(info.get("polygon_convention")) if isinstance(info, dict) else ""
+
+
 def _json_loads(text: str) -> Any:
     # json.loads of a large file makes millions of objects; with the cyclic GC running meanwhile,
     # every collection rescans them all and the load grows faster than the file.
@@ -170,7 +178,7 @@ def _cut_deep(text: str) -> str:
 def _compact_polygons(obj: dict) -> dict:
     """json object_hook: an annotation's polygon rings become float64 arrays as soon as it is parsed,
     so a large file does not hold every vertex as a Python int (36 bytes each, against 8). A ring
-    that is not a flat list of numbers is left as it is, for _segmentation_rle to report."""
+    that is not a flat list of numbers is left as it is, for segmentation_rle to report."""
     seg = obj.get("segmentation")
     if isinstance(seg, list):
         for i, ring in enumerate(seg):
@@ -198,12 +206,12 @@ def _contains_marker(value: Any, depth: int = 0) -> bool:
 
 
 def _entry_id(value: Any, what: str = "id") -> int:
-    """An integer id (a 64-bit one); _EntryError for bools, floats, strings, lists, objects, ..."""
+    """An integer id (a 64-bit one); EntryError for bools, floats, strings, lists, objects, ..."""
     if isinstance(value, bool) or not isinstance(value, int):
         shown = "missing" if value is None else f"a {type(value).__name__} ({str(value)[:40]})"
-        raise _EntryError(f"its {what} must be an integer, not {shown}")
+        raise EntryError(f"its {what} must be an integer, not {shown}")
     if not -_INT64 <= value < _INT64:
-        raise _EntryError(f"its {what} {value} is too large")
+        raise EntryError(f"its {what} {value} is too large")
     return value
 
 
@@ -228,32 +236,33 @@ def _clip_ring(arr: np.ndarray, height: int, width: int, convention: str) -> np.
     bad |= (ys < -VERTEX_TOLERANCE) | (ys > hi_y + VERTEX_TOLERANCE)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise _EntryError(f"a polygon vertex ({xs[i]:.6g}, {ys[i]:.6g}) lies outside the {width}x{height} image")
+        raise EntryError(f"a polygon vertex ({xs[i]:.6g}, {ys[i]:.6g}) lies outside the {width}x{height} image")
     out = arr.copy()
     np.clip(out[0::2], 0, hi_x, out=out[0::2])
     np.clip(out[1::2], 0, hi_y, out=out[1::2])
     return out
 
 
-def _segmentation_rle(seg: Any, height: int, width: int, convention: str = "") -> dict:
-    """A compressed RLE for any COCO segmentation; _EntryError with a reason when it is broken."""
+def segmentation_rle(seg: Any, height: int, width: int, convention: str = "") -> dict:
+    """A compressed RLE for any COCO segmentation (polygons rasterised with ``convention``, RLE checked
+    before pycocotools reads it); EntryError (a ValueError) with a reason when it is broken."""
     if isinstance(seg, list):
         if not seg:
-            raise _EntryError("empty polygon list")
+            raise EntryError("empty polygon list")
         rings = []
         for ring in seg:
             if isinstance(ring, list) and any(isinstance(v, bool) for v in ring):
-                raise _EntryError("a polygon ring holds true/false, not numbers")
+                raise EntryError("a polygon ring holds true/false, not numbers")
             try:
                 arr = np.asarray(ring, dtype=np.float64)
             except (TypeError, ValueError, OverflowError):
-                raise _EntryError("a polygon ring is not a list of numbers") from None
+                raise EntryError("a polygon ring is not a list of numbers") from None
             if arr.ndim != 1:
-                raise _EntryError("a polygon ring is not a flat list of numbers")
+                raise EntryError("a polygon ring is not a flat list of numbers")
             if not np.isfinite(arr).all():
-                raise _EntryError("a polygon ring holds a number that is not finite (Infinity, NaN or too large)")
+                raise EntryError("a polygon ring holds a number that is not finite (Infinity, NaN or too large)")
             if len(arr) % 2 or len(arr) < 6:
-                raise _EntryError(f"a polygon ring has {len(arr)} numbers; at least 3 points (6 numbers) needed")
+                raise EntryError(f"a polygon ring has {len(arr)} numbers; at least 3 points (6 numbers) needed")
             rings.append(_clip_ring(arr, height, width, convention))
         if convention == PIXEL_CENTRES:
             canvas = np.zeros((height, width), np.uint8)
@@ -263,28 +272,28 @@ def _segmentation_rle(seg: Any, height: int, width: int, convention: str = "") -
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         size = seg["size"]
         if not (isinstance(size, list) and len(size) == 2 and all(_positive_int(v) for v in size)):
-            raise _EntryError("RLE size is not a pair of positive integers")
+            raise EntryError("RLE size is not a pair of positive integers")
         if size != [height, width]:
-            raise _EntryError(f"RLE size {size} does not match the image ({height}x{width})")
+            raise EntryError(f"RLE size {size} does not match the image ({height}x{width})")
         counts = seg["counts"]
         if isinstance(counts, list):  # uncompressed RLE (iscrowd annotations usually)
             if len(counts) > height * width + 1 or not all(
                     isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= height * width for c in counts):
-                raise _EntryError("uncompressed RLE counts must be non-negative integers")
+                raise EntryError("uncompressed RLE counts must be non-negative integers")
             if sum(counts) != height * width:
-                raise _EntryError("uncompressed RLE counts do not add up to the image size")
+                raise EntryError("uncompressed RLE counts do not add up to the image size")
             return mask_utils.frPyObjects({"size": size, "counts": counts}, height, width)
         if isinstance(counts, str):
             try:
                 raw = counts.encode("ascii")
                 runs = mask_codec.rle_counts(raw)  # checked here, before pycocotools reads it
             except (UnicodeEncodeError, ValueError):
-                raise _EntryError("malformed compressed RLE counts") from None
+                raise EntryError("malformed compressed RLE counts") from None
             if int(runs.sum()) != height * width:
-                raise _EntryError("compressed RLE counts do not add up to the image size")
+                raise EntryError("compressed RLE counts do not add up to the image size")
             return {"size": [height, width], "counts": raw}
-        raise _EntryError("RLE counts are neither a string nor a list")
-    raise _EntryError("segmentation is neither polygons nor RLE")
+        raise EntryError("RLE counts are neither a string nor a list")
+    raise EntryError("segmentation is neither polygons nor RLE")
 
 
 # ------------------------------------------------------------------------------------- import
@@ -308,8 +317,7 @@ class _Importer:
             raise CocoImportError(
                 f"the images folder {images_dir} is not inside the project's image folder {self.root}; "
                 f"re-link the project or import into a project made for {images_dir}") from None
-        info = data.get("info")
-        self.convention = convention_of(info.get("polygon_convention")) if isinstance(info, dict) else ""
+        self.convention = file_convention(data)
         self.cat_map: dict[int, int] = {}
         self.background: set[int] = set()
         self.img_map: dict[int, tuple[int, int, int]] = {}  # coco id -> (project id, height, width)
@@ -335,7 +343,7 @@ class _Importer:
         for n, entry in enumerate(entries, 1):
             try:
                 yield n, check(entry)
-            except _EntryError as exc:
+            except EntryError as exc:
                 self.problem(kind, entry.get("id") if isinstance(entry, dict) else None, str(exc))
                 yield n, None
 
@@ -349,15 +357,15 @@ class _Importer:
     # ------------------------------------------------------------------ categories
     def _category_entry(self, cat: Any) -> tuple[int, str, dict]:
         if not isinstance(cat, dict):
-            raise _EntryError("a category is not an object")
+            raise EntryError("a category is not an object")
         if self.cut and _contains_marker(cat):
-            raise _EntryError(_TOO_DEEP)
+            raise EntryError(_TOO_DEEP)
         cid = _entry_id(cat.get("id"))
         name = cat.get("name")
         if not isinstance(name, str) or not single_line(name):
-            raise _EntryError("category without a name")
+            raise EntryError("category without a name")
         if cid in self.cat_map or cid in self.background:
-            raise _EntryError("duplicate category id")
+            raise EntryError("duplicate category id")
         return cid, name, cat
 
     def categories(self) -> None:
@@ -405,25 +413,25 @@ class _Importer:
     def _image_entry(self, im: Any) -> tuple[int, str, int, int, str | None] | None:
         """(coco id, rel path in the project, width, height, content hash) of one image entry."""
         if not isinstance(im, dict):
-            raise _EntryError("an image is not an object")
+            raise EntryError("an image is not an object")
         if self.cut and _contains_marker(im):
-            raise _EntryError(_TOO_DEEP)
+            raise EntryError(_TOO_DEEP)
         iid = _entry_id(im.get("id"))
         if iid in self.image_ids_seen:
-            raise _EntryError("duplicate image id")
+            raise EntryError("duplicate image id")
         self.image_ids_seen.add(iid)
         try:
             name = safe_relative_path(im.get("file_name"))
         except UnsafePathError as exc:
-            raise _EntryError(f"file_name: {exc}") from None
+            raise EntryError(f"file_name: {exc}") from None
         full = self.images_dir / name
         try:
             inside = full.resolve().is_relative_to(self.images_dir_resolved)
             present = full.exists() or full.is_symlink()
         except (OSError, RuntimeError) as exc:
-            raise _EntryError(f"{name}: cannot be looked up ({exc})") from None
+            raise EntryError(f"{name}: cannot be looked up ({exc})") from None
         if present and not inside:
-            raise _EntryError(f"{name} leads outside the images folder (a symbolic link); it is not read")
+            raise EntryError(f"{name} leads outside the images folder (a symbolic link); it is not read")
         rel = name if str(self.prefix) == "." else (self.prefix / name).as_posix()
         width, height = im.get("width"), im.get("height")
         if present:
@@ -431,17 +439,17 @@ class _Importer:
                 fw, fh = imagefiles.image_size(full)
                 digest = file_hash(full)
             except ImageLoadError as exc:
-                raise _EntryError(str(exc)) from None
+                raise EntryError(str(exc)) from None
             except OSError as exc:
-                raise _EntryError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+                raise EntryError(f"{name}: cannot be read ({exc.strerror or exc})") from None
             if (width, height) not in ((fw, fh), (None, None)):
-                raise _EntryError(f"{name}: the JSON says {width}x{height} but the file is {fw}x{fh}")
+                raise EntryError(f"{name}: the JSON says {width}x{height} but the file is {fw}x{fh}")
             return iid, rel, fw, fh, digest
         w, h = _positive_int(width), _positive_int(height)
         if w is None or h is None:
-            raise _EntryError(f"{name}: file not found and no valid width/height in the JSON")
+            raise EntryError(f"{name}: file not found and no valid width/height in the JSON")
         if w * h > imagefiles.max_pixels():
-            raise _EntryError(imagefiles.too_big_message(Path(name), (w, h)))
+            raise EntryError(imagefiles.too_big_message(Path(name), (w, h)))
         self.report.notes.append(f"{name}: image file not found under {self.images_dir}; imported from the JSON size")
         return iid, rel, w, h, None
 
@@ -481,35 +489,35 @@ class _Importer:
             if self.progress is not None and (n % 1000 == 0 or n == total):
                 self.progress(n, total)
 
-    def _annotation(self, ann: Any) -> tuple[int, int, mask_codec.EncodedMask, float | None, dict[str, Any]] | None:
+    def _annotation(self, ann: Any) -> tuple[int, int, mask_codec.EncodedMask, float | None, Provenance] | None:
         if not isinstance(ann, dict):
-            raise _EntryError("annotation is not an object")
+            raise EntryError("annotation is not an object")
         if self.cut and _contains_marker(ann):
-            raise _EntryError(_TOO_DEEP)
+            raise EntryError(_TOO_DEEP)
         aid = ann.get("id")
         if aid is not None:
             aid = _entry_id(aid)
         image_key = _entry_id(ann.get("image_id"), "image_id")
         cat_key = _entry_id(ann.get("category_id"), "category_id")
         if image_key not in self.img_map:
-            raise _EntryError(f"unknown image_id {image_key}")
+            raise EntryError(f"unknown image_id {image_key}")
         if cat_key in self.background:
             return None
         if cat_key not in self.cat_map:
-            raise _EntryError(f"unknown category_id {cat_key}")
+            raise EntryError(f"unknown category_id {cat_key}")
         iscrowd = ann.get("iscrowd", 0)
         if isinstance(iscrowd, bool) or iscrowd not in (0, 1):
-            raise _EntryError(f"iscrowd must be 0 or 1, not {str(iscrowd)[:20]}")
+            raise EntryError(f"iscrowd must be 0 or 1, not {str(iscrowd)[:20]}")
         image_id, height, width = self.img_map[image_key]
         try:
-            rle = _segmentation_rle(ann.get("segmentation"), height, width, self.convention)
+            rle = segmentation_rle(ann.get("segmentation"), height, width, self.convention)
             enc = mask_codec.encode_rle(rle)
-        except _EntryError:
+        except EntryError:
             raise
         except (ValueError, TypeError, OverflowError) as exc:
-            raise _EntryError(str(exc)) from None
+            raise EntryError(str(exc)) from None
         if enc.area == 0:
-            raise _EntryError("empty mask")
+            raise EntryError("empty mask")
         raw_score = ann.get("score")
         score = finite_or_none(raw_score)
         if raw_score is not None and score is None:
@@ -540,5 +548,5 @@ def import_coco(project: Project, coco_json: str | os.PathLike | dict, images_di
     announces each of 'reading', 'parsing', 'images' and 'annotations' as it starts.
     """
     images_dir = Path(images_dir)
-    data, cut = _load(coco_json, stage, progress)
+    data, cut = read_coco_json(coco_json, stage, progress)
     return _Importer(project, data, cut, images_dir, progress, stage).run()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,9 +21,10 @@ from ..autolabel import (SKIP_FAILED, AutoLabelJob, AutoLabelProgress, AutoLabel
 from ..cancel import CancelToken
 from ..engine.concepts import ConceptList
 from ..engine.errors import CaRDesktopError, ConceptError
-from ..fileio import regular_file
 from ..evaluation.tuning import with_tuned_defaults
+from ..fileio import regular_file
 from .engine_options import add_engine_options, config_from_args, wants_test_models
+from .interrupt import InterruptHandler
 from .progress import ProgressBar, format_duration
 
 log = logging.getLogger(__name__)
@@ -133,31 +132,6 @@ class BatchProgress:
         self.bar.message(text)
 
 
-class _InterruptHandler:
-    """SIGINT: the first sets ``stop`` (finish the current image), the second ``cancel`` (at once)."""
-
-    def __init__(self, stop: CancelToken, cancel: CancelToken, bar: BatchProgress) -> None:
-        self.stop, self.cancel, self.bar = stop, cancel, bar
-        self._old = None
-
-    def __enter__(self) -> "_InterruptHandler":
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-    def _handle(self, signum, frame) -> None:
-        if not self.stop.cancelled:
-            self.stop.cancel()
-            self.bar.message("stopping after the current image (Ctrl+C again to stop at once)...")
-        else:
-            self.cancel.cancel()
-            self.bar.message("stopping now; the current image is dropped")
-
-
 def print_summary(report: AutoLabelReport, project_path: Path | None = None, out=None) -> None:
     out = out or sys.stdout
     reasons = ", ".join(f"{n} {why}" for why, n in report.skipped_by_reason.items())
@@ -185,12 +159,12 @@ def run_batch(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard) if args.shard else None
     except ValueError as exc:
         raise CaRDesktopError(str(exc)) from None
-    concepts = read_concepts(args)
+    text = read_concepts(args)
     # The CRF runs in this process: no GUI thread to keep responsive, and a terminal Ctrl+C would
     # otherwise also hit the helper process.
     config = config_from_args(args, crf_in_subprocess=False)
     test_models = wants_test_models(args)
-    concepts = ConceptList.parse(concepts)  # bad concepts fail here, before the project is created or changed
+    concepts = ConceptList.parse(text)  # bad concepts fail here, before the project is created or changed
     if test_models:
         print("WARNING: test models (tiny, random weights): the masks mean nothing.", file=sys.stderr)
 
@@ -214,7 +188,7 @@ def _batch(args: argparse.Namespace, concepts: ConceptList, config, shard: tuple
                            skip_failed=args.skip_failed)
         pipeline = CaRPipeline(config, test_models=test_models)
         start = time.monotonic()
-        with _InterruptHandler(stop, cancel, bar):
+        with InterruptHandler(stop, cancel, bar):
             report = run_autolabel(pipeline, project, job, progress=bar, cancel=cancel, stop=stop)
         add_failures = scan.failures
         report.failed[:0] = add_failures

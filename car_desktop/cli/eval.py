@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..evaluation.errors import EvaluationError
-from .progress_line import ProgressLine
+from .progress import ProgressBar
 
 MAX_WORST = 200
 
@@ -77,15 +77,16 @@ def write_outputs(result, args: argparse.Namespace, protected: list[Path], title
 def run_eval(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate_label_sets
     from ..evaluation.labels import load_labels
-    from ..evaluation.report import require_matplotlib
+    from ..evaluation.report import check_outputs, require_matplotlib
 
     if args.report is not None:
         require_matplotlib()  # before any work
     check_worst(args)
+    check_outputs(args.json, args.report, [args.pred, args.gt])
     ignore = None if args.ignore_index < 0 else args.ignore_index
     pred = load_labels(args.pred, images_dir=args.images, ignore_index=ignore)
     gt = load_labels(args.gt, images_dir=args.images, reviewed_only=args.reviewed_only, ignore_index=ignore)
-    bar = ProgressLine("eval")
+    bar = ProgressBar("eval", unit="img")
     try:
         result = evaluate_label_sets(pred, gt, drop_background=args.no_background, worst=args.worst,
                                      progress=bar if len(gt.images) > 50 else None)

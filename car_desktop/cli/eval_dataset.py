@@ -18,7 +18,7 @@ import numpy as np
 from ..evaluation.errors import EvaluationError
 from .engine_options import add_engine_options, config_from_args, wants_test_models
 from .eval import add_output_options, check_worst, write_outputs
-from .progress_line import ProgressLine
+from .progress import ProgressBar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,14 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_eval_dataset, preset=None, sam="off")
 
 
-def _check_out(out: Path, inputs: list[Path]) -> Path:
-    pred_dir = out / "predictions"
-    for folder in inputs:
-        try:
-            pred_dir.resolve().relative_to(folder.resolve())
-        except ValueError:
-            continue
-        raise EvaluationError(f"--out {out} lies inside the dataset's {folder}; choose a folder outside it")
+def _check_out(args: argparse.Namespace, inputs: list[Path]) -> Path:
+    """Refuse outputs inside the dataset's folders (or onto its files), before any work; make predictions/."""
+    from ..evaluation.report import check_outputs
+    from ..safepaths import is_within
+
+    pred_dir = args.out / "predictions"
+    for target in (pred_dir, args.json, args.report):
+        inside = next((folder for folder in inputs if target is not None and is_within(target, folder)), None)
+        if inside is not None:
+            raise EvaluationError(f"{target} lies inside the dataset's {inside}; choose a folder outside it")
+    check_outputs(args.json, args.report, [args.root])
     try:
         pred_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -62,7 +65,7 @@ def _check_out(out: Path, inputs: list[Path]) -> Path:
 def _save_prediction(label: np.ndarray, target: Path, colours: np.ndarray) -> None:
     from PIL import Image
 
-    from ..evaluation.report import atomic_write
+    from ..fileio import atomic_write
 
     img = Image.fromarray(label.astype(np.uint8), mode="P")
     img.putpalette(colours.ravel().tolist())
@@ -70,9 +73,10 @@ def _save_prediction(label: np.ndarray, target: Path, colours: np.ndarray) -> No
 
 
 def run_eval_dataset(args: argparse.Namespace) -> int:
-    from ..engine.errors import CaRDesktopError
+    from ..engine.concepts import ConceptList
     from ..engine.image_io import load_image
     from ..engine.pipeline import CaRPipeline
+    from ..errors import CaRDesktopError
     from ..evaluation.datasets import dataset_images
     from ..evaluation.evaluate import SegmentationEvaluator
     from ..evaluation.report import require_matplotlib
@@ -96,7 +100,7 @@ def run_eval_dataset(args: argparse.Namespace) -> int:
     args.report = report_dir
     args.preset = args.preset or spec.preset
     config = config_from_args(args, crf_in_subprocess=False)
-    pred_dir = _check_out(args.out, inputs)
+    pred_dir = _check_out(args, inputs)
     test_models = wants_test_models(args)
     if test_models:
         print("WARNING: test models (tiny, random weights): the masks and the numbers mean nothing.",
@@ -106,10 +110,13 @@ def run_eval_dataset(args: argparse.Namespace) -> int:
     colours = np.zeros((256, 3), np.uint8)
     colours[:len(spec.class_names)] = palette(len(spec.classes))
 
+    concepts = ConceptList.parse(spec.concepts)   # parsed once: class k is concept k - 1
+    if len(concepts) != len(spec.classes):
+        raise EvaluationError(f"{args.dataset}: {len(spec.classes)} classes but {len(concepts)} distinct concepts")
     pipeline = CaRPipeline(config, test_models=test_models)
     evaluator = SegmentationEvaluator(spec.class_names, drop_background=spec.drop_background, worst=args.worst)
     failures: list[str] = []
-    bar = ProgressLine(args.dataset)
+    bar = ProgressBar(args.dataset, unit="img")
     stopped = False
     try:
         for k, item in enumerate(images, 1):
@@ -123,7 +130,7 @@ def run_eval_dataset(args: argparse.Namespace) -> int:
                 failures.append(f"{item.name}: label map {gt.shape[1]}x{gt.shape[0]} but image "
                                 f"{image.shape[1]}x{image.shape[0]}")
                 continue
-            result = pipeline.run(image, list(spec.concepts), config=config)
+            result = pipeline.run(image, concepts, config=config)
             pred = result.label_map
             present = {c.index + 1 for c in result.concepts if c.mask.any()}
             _save_prediction(pred, pred_dir / f"{item.name}.png", colours)

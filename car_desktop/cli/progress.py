@@ -1,4 +1,4 @@
-"""The one terminal progress bar of the command line (downloads, hashing, import, export, batch).
+"""The one terminal progress bar of the command line (downloads, hashing, import, export, batch, eval, tune).
 
 ``ProgressBar(label, unit)`` draws ``label [#####.....] done/total  pct  rate  time left  tail`` on
 stderr. On a terminal the line is redrawn in place at most ten times a second; when stderr is not a
@@ -29,7 +29,8 @@ def format_mb(n: int | None) -> str:
 
 
 class ProgressBar:
-    """See the module docstring. Call it as ``bar(done, total)`` (a progress callback) or ``update``."""
+    """See the module docstring. Call it as ``bar(done, total)`` or ``bar(done, total, tail)`` (a progress
+    callback; ``tail`` names the current item) or ``update``."""
 
     def __init__(self, label: str = "", unit: str = "", stream: TextIO | None = None, width: int = 24) -> None:
         self.stream = stream or sys.stderr
@@ -50,8 +51,8 @@ class ProgressBar:
         self._last_draw = 0.0
         self._last_tenth = -1
 
-    def __call__(self, done: int, total: int | None = None) -> None:
-        self.update(done, total)
+    def __call__(self, done: int, total: int | None = None, tail: str = "") -> None:
+        self.update(done, total, tail=tail)
 
     def update(self, done: int, total: int | None = None, *, tail: str = "", log: bool = False) -> None:
         """Show ``done`` of ``total`` (None: the stage's total, or unknown)."""

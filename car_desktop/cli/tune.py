@@ -13,10 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 from ..evaluation.errors import EvaluationError
 from .engine_options import add_engine_options, config_from_args, wants_test_models
-from .progress_line import ProgressLine
+from .interrupt import InterruptHandler
+from .progress import ProgressBar
 
 EXIT_OK, EXIT_STOPPED = 0, 130
 
@@ -75,7 +76,7 @@ def _default_concepts(source_is_project: bool, source: Path, labels) -> str:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from ..engine.concepts import parse_concepts
+    from ..engine.concepts import ConceptList
     from ..evaluation.labels import CategorySpec, classes_for_concepts, load_labels
     from ..evaluation.tuning import grid, parse_values
 
@@ -98,7 +99,7 @@ def run_tune(args: argparse.Namespace) -> int:
         raise EvaluationError(f"{args.source} has no reviewed image: review some images first "
                               "(Edit > Mark image reviewed) or give a GT COCO file" if is_project
                               else f"{args.source} lists no image")
-    concepts = parse_concepts(args.concepts or _default_concepts(is_project, args.source, labels))
+    concepts = ConceptList.parse(args.concepts or _default_concepts(is_project, args.source, labels))
     specs = [CategorySpec(c.name, c.synonyms[1:]) for c in concepts]
     class_of, notes = classes_for_concepts(labels, specs)
     if not class_of:
@@ -116,7 +117,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
 def _tune(args, labels, entries, concepts, class_of, notes, config, settings, save_to) -> int:
     from ..annotations.store import Project
-    from ..engine.cancel import CancelToken
+    from ..cancel import CancelToken
     from ..engine.image_io import load_image
     from ..engine.pipeline import CaRPipeline
     from ..engine.tuning import PipelineStages
@@ -131,7 +132,6 @@ def _tune(args, labels, entries, concepts, class_of, notes, config, settings, sa
         sweep,
         tuned_record,
     )
-    from .batch import _InterruptHandler
 
     test_models = wants_test_models(args)
     if test_models:
@@ -158,9 +158,9 @@ def _tune(args, labels, entries, concepts, class_of, notes, config, settings, sa
           f"concepts: {', '.join(c.name for c in concepts)}; objective {args.objective}; preset {config.preset}")
     for note in notes:
         print(f"note: {note}")
-    bar = ProgressLine("tune")
+    bar = ProgressBar("tune", unit="runs")
     before = pipeline.counter.snapshot()
-    with _InterruptHandler(stop, cancel, bar):  # type: ignore[arg-type]  # it only calls bar.message()
+    with InterruptHandler(stop, cancel, bar):
         result = sweep([tune_image(e) for e in entries], len(concepts), settings, objective=args.objective,
                        max_steps=config.max_steps, progress=bar, cancel=cancel, stop=stop)
     bar.close()
@@ -188,7 +188,7 @@ def _tune(args, labels, entries, concepts, class_of, notes, config, settings, sa
             print("not saved: the sweep was stopped before the end", file=sys.stderr)
         return EXIT_STOPPED
     if save_to is not None:
-        record = tuned_record(best, config, args.objective, result.images_done, [c.text for c in concepts])
+        record = tuned_record(best, config, args.objective, result.images_done, concepts.labels)
         with Project.open(save_to) as project:
             project.set_setting(TUNED_SETTING, record)
         print(f"saved to {save_to}: runs with preset {config.preset} now use {best.setting.label} unless "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 
 
 class EvaluationError(CaRDesktopError):

@@ -17,7 +17,6 @@ Every number read from a file is checked before it sizes memory: file size, imag
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -27,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from ..annotations.coco_import import BACKGROUND_NAMES, _load, _segmentation_rle
+from ..annotations.coco_import import BACKGROUND_NAMES, file_convention, read_coco_json, segmentation_rle
 from ..annotations.errors import ProjectError
 from ..annotations.mask_codec import decode_full_rle
-from ..engine.errors import CaRDesktopError
+from ..annotations.provenance import Provenance
+from ..errors import CaRDesktopError
 from ..imagefiles import max_pixels
 from .errors import EvaluationError
 
@@ -179,11 +179,12 @@ def load_coco(path: str | os.PathLike, *, images_dir: str | os.PathLike | None =
         raise EvaluationError(f"{p} is {size / 2**30:.1f} GiB; COCO files above {MAX_JSON_BYTES >> 30} GiB "
                               "are not read (split it by images)")
     try:
-        data = _load(p)
+        data, _cut = read_coco_json(p)
     except (CaRDesktopError, ValueError, TypeError, AttributeError) as exc:  # CocoImportError or odd JSON
         raise EvaluationError(f"{p} is not a COCO JSON file with an 'images' list: {exc}") from None
     specs, cat_index, background, notes = _categories(data.get("categories") or [], str(p))
     root = Path(images_dir) if images_dir is not None else None
+    convention = file_convention(data)
     images: dict[str, ImageLabels] = {}
     by_id: dict[Any, ImageLabels] = {}
     for im in data["images"]:
@@ -216,7 +217,7 @@ def load_coco(path: str | os.PathLike, *, images_dir: str | os.PathLike | None =
             bad += 1
             continue
         try:
-            rle = _segmentation_rle(ann.get("segmentation"), owner.height, owner.width)
+            rle = segmentation_rle(ann.get("segmentation"), owner.height, owner.width, convention)
         except (ValueError, TypeError, OverflowError):
             bad += 1
             continue
@@ -261,7 +262,7 @@ def load_project(path: str | os.PathLike, *, reviewed_only: bool = False) -> Lab
                 owner = by_id.get(image_id)
                 if owner is None or (height, width) != (owner.height, owner.width):
                     continue
-                crowd = '"iscrowd"' in prov and bool(json.loads(prov).get("iscrowd"))
+                crowd = Provenance.from_json(prov).iscrowd
                 owner.instances.append(Instance(cat_index[category_id], {"size": [height, width], "counts": rle},
                                                 score, crowd))
         ignore = frozenset(i for i, s in enumerate(specs) if s.name.casefold() in IGNORE_NAMES)

@@ -14,19 +14,19 @@ touches no global backend state and can run in any thread.
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..annotations.label_png import _atomic_write
 from ..annotations.palette import color_for_id
+from ..errors import CaRDesktopError
+from ..fileio import atomic_write, atomic_write_text, dumps_strict
+from ..safepaths import OutputGuard, sqlite_companions
 from .errors import EvaluationError
 from .evaluate import EvalResult, WorstImage
 from .labels import IGNORE
@@ -47,20 +47,28 @@ def require_matplotlib() -> None:
         raise EvaluationError(f"The HTML report needs matplotlib, which is not installed: {INSTALL_HINT}") from None
 
 
-def check_output_path(target: Path, protected: Iterable[Path]) -> None:
-    """Refuse to write over an input (a prediction, GT file, project or image)."""
-    resolved = target.resolve()
-    for p in protected:
-        if Path(p).resolve() == resolved:
-            raise EvaluationError(f"{target} is one of the inputs; choose another output")
+def output_guard(protected: Iterable[Path]) -> OutputGuard:
+    """The outputs' check (``safepaths.OutputGuard``): never one of the ``protected`` inputs, nor the
+    files SQLite keeps beside a project input, nor anything that is not a regular file."""
+    return OutputGuard(protected=[c for p in protected for c in sqlite_companions(p)])
+
+
+def check_outputs(json_file: Path | None, report_dir: Path | None, protected: Iterable[Path]) -> None:
+    """Refuse ``--json`` / ``--report`` paths the guard refuses, before any work (EvaluationError)."""
+    guard = output_guard(protected)
+    try:
+        if json_file is not None:
+            guard.check_file(json_file, "--json file")
+        if report_dir is not None:
+            guard.check_dir(report_dir, "report folder")
+    except CaRDesktopError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def prepare_dir(out_dir: Path, protected: Iterable[Path] = ()) -> Path:
     """Create ``out_dir`` (and its parents) and check it can be written; returns it."""
     out_dir = Path(out_dir)
-    check_output_path(out_dir, protected)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise EvaluationError(f"{out_dir} exists and is not a folder")
+    check_outputs(None, out_dir, protected)
     try:
         (out_dir / "figures").mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
@@ -71,20 +79,13 @@ def prepare_dir(out_dir: Path, protected: Iterable[Path] = ()) -> Path:
     return out_dir
 
 
-def atomic_write(target: Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Write through a temporary file in the target's folder, then rename over the target."""
-    _atomic_write(target, write, "wb" if binary else "w")
-
-
 def write_json(result_dict: dict, target: Path, protected: Iterable[Path] = ()) -> None:
-    """``--json FILE``: the metrics as JSON, written atomically."""
+    """``--json FILE``: the metrics as (strict) JSON, written atomically."""
     target = Path(target)
-    check_output_path(target, protected)
-    if target.is_dir():
-        raise EvaluationError(f"{target} is a folder; give a file name for --json")
+    check_outputs(target, None, protected)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda fh: json.dump(result_dict, fh, indent=1, ensure_ascii=False), binary=False)
+        atomic_write_text(target, dumps_strict(result_dict, indent=1))
     except OSError as exc:
         raise EvaluationError(f"cannot write {target}: {exc.strerror or exc}") from None
 
@@ -218,7 +219,6 @@ def _small(array: np.ndarray, nearest: bool) -> np.ndarray:
 def _load_photo(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
     if path is None:
         return None
-    from ..engine.errors import CaRDesktopError
     from ..engine.image_io import load_image
 
     try:
@@ -331,8 +331,12 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, *, title: str =
     targets = {"iou": fig_dir / "per_class_iou.png", "confusion": fig_dir / "confusion.png",
                "presence": fig_dir / "presence.png"}
     gallery_targets = [fig_dir / f"worst_{k:02d}.png" for k in range(1, len(result.worst) + 1)]
-    for target in [*targets.values(), *gallery_targets, out / "index.html", out / "metrics.json"]:
-        check_output_path(target, protected)
+    guard = output_guard(protected)
+    try:
+        for target in [*targets.values(), *gallery_targets, out / "index.html", out / "metrics.json"]:
+            guard.check_file(target, "report")
+    except CaRDesktopError as exc:
+        raise EvaluationError(str(exc)) from None
     offset = 1 if result.background_dropped else 0
     names_for_gallery = result.class_names
     try:
@@ -341,12 +345,11 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike, *, title: str =
         presence_figure(result, targets["presence"])
         for item, target in zip(result.worst, gallery_targets):
             gallery_figure(item, names_for_gallery, target, class_offset=offset)
-        atomic_write(out / "metrics.json", lambda fh: json.dump(result.to_dict(), fh, indent=1, ensure_ascii=False),
-                     binary=False)
+        atomic_write_text(out / "metrics.json", dumps_strict(result.to_dict(), indent=1))
         figures = {k: f"figures/{v.name}" for k, v in targets.items()}
         gallery = [(f"figures/{t.name}", w) for t, w in zip(gallery_targets, result.worst)]
         page = _page(result, title, figures, gallery, extra or {})
-        atomic_write(out / "index.html", lambda fh: fh.write(page), binary=False)
+        atomic_write_text(out / "index.html", page)
     except OSError as exc:
         raise EvaluationError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
     return out / "index.html"

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..engine.cancel import CancelToken, check
+from ..cancel import CancelToken, check
 from ..engine.car_loop import run_car_loop
 from ..engine.config import CaRConfig, preset
 from ..engine.errors import Cancelled, ConfigError

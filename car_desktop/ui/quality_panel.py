@@ -11,6 +11,7 @@ its toggle to the View menu.
 from __future__ import annotations
 
 import math
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
