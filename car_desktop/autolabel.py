@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence
 import numpy as np
 
 from .annotations import Project
+from .annotations.auto_labels import AUTO_LABELS_SETTING
 from .annotations.car_results import REMOVED_SETTING, apply_car_result
 from .annotations.errors import ProjectError
 from .annotations.provenance import ORIGIN_AUTOLABEL
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 
 #: Settings key prefix of the per-image run key: ``autolabel.run_key.<image id>`` -> run key string.
 RUN_KEY_SETTING = "autolabel.run_key."
+#: The per-image settings that travel with an image when projects are merged: its run key, auto-label
+#: record and removed-concept list (keyed ``<prefix><image id>``).
+IMAGE_SETTINGS = (RUN_KEY_SETTING, AUTO_LABELS_SETTING, REMOVED_SETTING)
 #: Settings key of the last auto-label run (concepts, preset, run key): lets the GUI prefill its dialog.
 LAST_RUN_SETTING = "autolabel.last_run"
 #: Config fields that do not change what is computed, left out of the run key.
@@ -500,7 +504,8 @@ def merge_projects(out: Project, sources: Sequence[Project]) -> MergeReport:
     only if its status ranks higher (reviewed > auto > new); otherwise the image is kept as it is.
     Either way the clash is listed in ``conflicts``; so is a content-hash mismatch (two different files
     under one path), and an image that cannot be merged at all (a stored path that leaves the image
-    folder, a size over the pixel limit). Each image is one transaction, run keys travel with their images.
+    folder, a size over the pixel limit). Each image is one transaction; its run key, auto-label record and
+    removed-concept list travel with it (``IMAGE_SETTINGS``).
     """
     rep = MergeReport()
     for src in sources:
@@ -519,8 +524,7 @@ def merge_projects(out: Project, sources: Sequence[Project]) -> MergeReport:
 
 def _merge_image(out: Project, src: Project, rec, cat_map: dict[int, int], rep: MergeReport) -> None:
     anns = src.list_annotations(rec.id)
-    src_key = src.get_setting(f"{RUN_KEY_SETTING}{rec.id}")
-    src_removed = src.get_setting(f"{REMOVED_SETTING}{rec.id}")
+    per_image = [(prefix, src.get_setting(f"{prefix}{rec.id}")) for prefix in IMAGE_SETTINGS]
     existing = out.find_image(rec.rel_path)
     with out.batch():
         if existing is None:
@@ -552,7 +556,7 @@ def _merge_image(out: Project, src: Project, rec, cat_map: dict[int, int], rep: 
                 out.set_image_status(existing.id, rec.status)
         for a in anns:
             out.add_annotation(target.id, cat_map[a.category_id], src.get_mask(a.id), a.score, a.source,
-                               a.provenance, edited=a.edited, auto_mask=src.get_auto_mask(a.id))
+                               a.provenance, edited=a.edited)
             rep.annotations_copied += 1
-        out.set_setting(f"{RUN_KEY_SETTING}{target.id}", src_key)
-        out.set_setting(f"{REMOVED_SETTING}{target.id}", src_removed)
+        for prefix, value in per_image:
+            out.set_setting(f"{prefix}{target.id}", value)

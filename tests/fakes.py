@@ -2,7 +2,8 @@
 
 ``FakePipeline`` satisfies ``ui.engine_client.PipelineLike`` (and what ``autolabel.run_autolabel``
 asks of a pipeline); ``FakeSam`` the SAM session; ``FakeManager`` ``ModelCatalog``; ``FakeHost`` the
-tools' ``EditHost``. Each test module configures them instead of writing its own.
+tools' ``EditHost``; ``car_result`` builds a scripted ``CaRResult``; ``fake_window`` opens the main
+window on a fake engine. Each test module configures them instead of writing its own.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from car_desktop.cancel import CancelToken, check
 from car_desktop.engine.concepts import Concept, ConceptList
 from car_desktop.engine.config import CaRConfig
 from car_desktop.engine.errors import WeightsMissingError
-from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus, Progress
+from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus, Progress, StepTrace
 
-__all__ = ["FakeHost", "FakeManager", "FakePipeline", "FakeSam", "FakeStatus"]
+__all__ = ["FakeHost", "FakeManager", "FakePipeline", "FakeSam", "FakeStatus", "car_result", "fake_window"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,24 @@ class FakeSam:
         x, y = points[0]
         mask[max(0, int(y) - 5):int(y) + 5, max(0, int(x) - 5):int(x) + 5] = True
         return FakePrediction(mask)
+
+
+def car_result(rows: list[tuple[str, np.ndarray | None, float]], *, config: dict | None = None,
+               model_names: dict[str, str] | None = None, steps: int = 1, sam_iou: float | None = None) -> CaRResult:
+    """A scripted CaR result: per concept, in order, (the typed text, its mask or None when the loop
+    removed it (at step 2, with that score), its score). ``sam_iou`` marks the kept masks SAM-accepted."""
+    concepts = ConceptList.parse([r[0] for r in rows])
+    shape = next((m.shape for _, m, _ in rows if m is not None), (1, 1))
+    out = []
+    for i, ((_, mask, score), c) in enumerate(zip(rows, concepts, strict=True)):
+        if mask is None:
+            out.append(ConceptResult(i, c, np.zeros(shape, bool), 0.0, ConceptStatus.REMOVED, 2, score))
+        else:
+            out.append(ConceptResult(i, c, mask, score, ConceptStatus.KEPT, sam_accepted=None if sam_iou is None
+                                     else True, sam_iou=sam_iou))
+    return CaRResult(out, [StepTrace(k + 1, [], {}, []) for k in range(steps)], np.zeros(shape, np.int32), shape,
+                     config=dict(config if config is not None else CaRConfig().to_dict()),
+                     model_names=dict(model_names or {}))
 
 
 def removed_if_absent(index: int, count: int, concept: Concept) -> bool:
@@ -214,3 +233,20 @@ class FakeHost:
 
     def sam_accept(self, mask: np.ndarray) -> None:
         self.accepted.append(mask)
+
+
+def fake_window(qtbot, folder: Path, pipeline: FakePipeline | None = None):
+    """The main window, shown, on ``pipeline`` (default: a ``FakePipeline`` without SAM), with its
+    settings in ``folder``; ``window.fake`` is the pipeline. Imports Qt only when called."""
+    from PySide6.QtCore import QSettings
+
+    from car_desktop.ui.main_window import MainWindow
+    from car_desktop.ui.settings import Settings
+
+    pipe = pipeline if pipeline is not None else FakePipeline(sam=None)
+    settings = Settings(QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat))
+    window = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: pipe)
+    window.fake = pipe
+    qtbot.addWidget(window)
+    window.show()
+    return window

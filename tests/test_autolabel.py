@@ -16,6 +16,7 @@ from PIL import Image
 import fakes
 
 from car_desktop.annotations import Project
+from car_desktop.annotations.auto_labels import auto_mask, read_auto_labels
 from car_desktop.annotations.car_results import removed_concepts
 from car_desktop.annotations.errors import ProjectError
 from car_desktop.autolabel import (LAST_RUN_SETTING, SKIP_DONE, SKIP_EDITED, SKIP_REVIEWED, AutoLabelJob,
@@ -88,7 +89,7 @@ def test_labels_every_image_with_provenance_and_status(project):
         assert prov.config["preset"] == "objects" and prov.config["sam_mode"] == "off"
         assert prov.models == {"proposal": "fake"} and prov.run_key == rep.run_key
         assert anns[0].source == "car" and not anns[0].edited
-        assert np.array_equal(project.get_auto_mask(anns[0].id), arr[:, :, 0] > 127)
+        assert np.array_equal(auto_mask(project, anns[0].id), arr[:, :, 0] > 127)
         assert [r.concept for r in removed_concepts(project, rec.id)] == ["sky"]
         assert image_run_key(project, rec.id) == rep.run_key
     assert project.get_setting(LAST_RUN_SETTING)["concepts"] == ["cat", "dog | puppy", "sky"]
@@ -271,9 +272,11 @@ def test_merge_matches_categories_and_images_and_reports_conflicts(tmp_path):
         a_img = projects[0].find_image("img00.png").id
         o_img = out.find_image("img00.png").id
         for src_ann, out_ann in zip(projects[0].list_annotations(a_img), out.list_annotations(o_img), strict=True):
-            assert np.array_equal(out.get_auto_mask(out_ann.id), projects[0].get_auto_mask(src_ann.id))
+            made = auto_mask(projects[0], src_ann.id)
+            assert made is not None and np.array_equal(auto_mask(out, out_ann.id), made)
             assert out_ann.provenance == src_ann.provenance
         assert removed_concepts(out, o_img) == removed_concepts(projects[0], a_img) != []
+        assert read_auto_labels(out, o_img) == read_auto_labels(projects[0], a_img) is not None
         assert image_run_key(out, out.find_image("img00.png").id) == image_run_key(
             projects[0], projects[0].find_image("img00.png").id)
         # Merging b again over the result: the reviewed image ranks higher than 'auto' and wins.

@@ -225,7 +225,7 @@ def test_evaluation_package_imports_neither_qt_nor_torch():
     import subprocess
     import sys
 
-    modules = ["metrics", "labels", "coco_ap", "evaluate", "report", "datasets", "tuning", "auto_labels", "quality"]
+    modules = ["metrics", "labels", "coco_ap", "evaluate", "report", "datasets", "tuning", "quality"]
     code = ("import sys\n" + "".join(f"import car_desktop.evaluation.{m}\n" for m in modules)
             + "bad = [m for m in ('torch', 'PySide6', 'open_clip') if m in sys.modules]\nprint(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

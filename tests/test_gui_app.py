@@ -14,6 +14,7 @@ from PySide6.QtCore import QPointF, QSettings, Qt
 from fakes import FakeManager, FakePipeline
 
 from car_desktop.annotations import mask_ops
+from car_desktop.annotations.auto_labels import auto_mask
 from car_desktop.annotations.models import Edit, Rect
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
@@ -327,7 +328,8 @@ def test_window_and_folder_runs_store_the_same_record(fake_window, qtbot):
     assert ann.provenance.status == "kept_without_competition" and ann.provenance.models == {"proposal": "fake"}
     assert ann.provenance.config["preset"] == "objects"
     layer = win.stack.find(name="car")
-    assert layer.concept == "car | automobile" and np.array_equal(win.project.get_auto_mask(ann.id), layer.mask)
+    made = layer.mask.copy()
+    assert layer.concept == "car | automobile" and np.array_equal(auto_mask(win.project, ann.id), made)
     ghost = win.stack.find(name="absent")
     assert ghost.removed and ghost.status_text == "removed at step 2 (score 0.12)"
     # An edited mask is protected by its category on the next run, whatever the layer shows.
@@ -335,10 +337,17 @@ def test_window_and_folder_runs_store_the_same_record(fake_window, qtbot):
     _new, edit = mask_ops.erase(layer.mask, [(40, 48)], 3)
     win.annotator.commit_mask_edit(layer.id, edit, "Eraser")
     edited = layer.mask.copy()
+    assert not np.array_equal(edited, made)
     _run(win, qtbot, "car, absent")
     assert [a.id for a in win.project.list_annotations(win.image_id)] == [ann.id]
     assert np.array_equal(win.project.get_mask(ann.id), edited)
-    assert not np.array_equal(win.project.get_auto_mask(ann.id), edited)
+    assert np.array_equal(auto_mask(win.project, ann.id), made)
+    # Deleting the mask and undoing it: the row comes back (a new id) and still finds what CaR made.
+    win.annotator.delete_layer(layer.id)
+    assert win.project.list_annotations(win.image_id) == []
+    assert win.annotator.undo()
+    (back,) = win.project.list_annotations(win.image_id)
+    assert back.id != ann.id and np.array_equal(auto_mask(win.project, back.id), made)
 
 
 def test_first_start_without_weights(qtbot, settings, tmp_path, data_dir):

@@ -9,16 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QSettings
 
-from fakes import FakePipeline
+from fakes import FakePipeline, fake_window
 
 from car_desktop.engine.concepts import ConceptList
 from car_desktop.engine.config import preset
 from car_desktop.engine.errors import WeightsMissingError
 from car_desktop.ui.autolabel_run import AutoLabelRequest
-from car_desktop.ui.main_window import MainWindow
-from car_desktop.ui.settings import Settings
 
 
 def _folder(root: Path, n: int = 5) -> Path:
@@ -32,12 +29,7 @@ def _folder(root: Path, n: int = 5) -> Path:
 
 @pytest.fixture
 def win(qtbot, tmp_path):
-    settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    pipe = FakePipeline(sam=None)
-    w = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: pipe)
-    w.fake = pipe
-    qtbot.addWidget(w)
-    w.show()
+    w = fake_window(qtbot, tmp_path)
     qtbot.waitUntil(lambda: w.engine.ready, timeout=5000)
     folder = _folder(tmp_path)
     with qtbot.waitSignal(w.imageShown, timeout=5000):

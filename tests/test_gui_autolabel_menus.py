@@ -8,26 +8,20 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog
 
-from fakes import FakePipeline
+from fakes import fake_window
 
 import car_desktop
 from car_desktop.ui import transfer
-from car_desktop.ui.main_window import MainWindow
-from car_desktop.ui.settings import Settings
 
 H, W = 30, 40
 
 
 @pytest.fixture
 def win(qtbot, tmp_path):
-    settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: FakePipeline(sam=None))
-    qtbot.addWidget(w)
-    w.show()
+    w = fake_window(qtbot, tmp_path)
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(2):

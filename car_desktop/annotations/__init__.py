@@ -22,7 +22,7 @@ API summary (all masks are 2-D numpy bool arrays of the image's (height, width))
 * Annotations: ``add_annotation(image_id, category_id, mask, score=None, source='manual',
   provenance=None) -> Annotation``, ``update_mask(id, mask, edited=True)``, ``delete_annotation(id)``,
   ``set_annotation_category(id, category_id)``, ``list_annotations(image_id)`` (rows, no masks),
-  ``get_mask(id)``, ``get_auto_mask(id)`` (the mask as CaR made it), ``get_rle(id)``,
+  ``get_mask(id)``, ``get_rle(id)``,
   ``count_annotations(image_id=None)``. Settings: ``get_setting(key, default)`` / ``set_setting(key, json_value)``.
 * Failures (files that could not be added or auto-labelled, kept with their hash):
   ``record_failure``, ``list_failures(stage=None)``, ``failure_unchanged(rel)``, ``clear_failure``,
@@ -31,7 +31,11 @@ API summary (all masks are 2-D numpy bool arrays of the image's (height, width))
 * ``Provenance`` (provenance.py): the one typed record of where a mask came from.
 * ``car_results.apply_car_result(project, image_id, result, origin=...)``: the one rule that stores a
   CaR result (replaces unedited CaR masks, protects a person's by category, records provenance and the
-  removed concepts); the window and the folder loop both call it. ``force_keep``, ``removed_concepts``.
+  removed concepts, and the image's auto-label record); the window and the folder loop both call it.
+  ``force_keep``, ``removed_concepts`` (the window's rows of removed concepts).
+* ``auto_labels.read_auto_labels(project, image_id) -> AutoLabels | None``: what CaR produced for the
+  image before any edit (every concept asked, verdict, score, mask); ``auto_labels.auto_mask(project,
+  annotation_id)``: one mask as CaR made it (None for masks CaR did not make).
 * ``Rect(y0, x0, y1, x1)``: the one (half-open) rectangle type; ``Rect.of_mask(mask)``, ``.slices``.
 * ``mask_ops`` (the one implementation of mask geometry, used by the GUI tools too):
   ``paint_stroke(mask, points, radius, value=True)``, ``erase``, ``add_polygon``,

@@ -7,10 +7,12 @@ one transaction:
 * a person's work is protected by one key, the *category*: a concept whose category already has a
   person-edited CaR mask on this image gets no new mask (a re-run never duplicates a corrected mask);
   manual, SAM and imported masks are never touched;
-* each new mask carries its ``Provenance`` (built here, from the result, and nowhere else) and the
-  project keeps the mask as CaR made it (``Project.get_auto_mask``);
+* each new mask carries its ``Provenance`` (built here, from the result, and nowhere else);
+* what CaR said about every concept asked (masks, removed ones, scores, settings) becomes the image's
+  auto-label record (``auto_labels``), the one copy of the result that a person's edits never touch;
 * the concepts CaR removed (or that came back empty) are stored as the image's removed-concept list,
-  so the window can show them and offer to force one back (``force_keep``);
+  the window's rows of removed concepts (UI state, not history), from which a person can force one
+  back (``force_keep``) or dismiss it;
 * an image still 'new' becomes 'auto'.
 
 Concepts are stored in the user's form, "car | automobile" (``Concept.label``); the store turns that
@@ -28,8 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .auto_labels import AutoConcept, AutoLabels, concept_key, read_auto_labels, write_auto_labels
 from .models import Annotation, Category
-from .provenance import FORCED, Provenance
+from .provenance import FORCED, KEPT, REMOVED, Provenance
+from .schema import REMOVED_SETTING
 from .store import Project
 
 if TYPE_CHECKING:
@@ -37,10 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Settings key prefix of an image's removed-concept list: ``car.removed.<image id>``.
-REMOVED_SETTING = "car.removed."
-#: The engine's status of a concept the loop removed.
-REMOVED = "removed"
 
 
 # ------------------------------------------------------------------ what is stored
@@ -127,15 +127,25 @@ def apply_car_result(project: Project, image_id: int, result: CaRResult, *, orig
     no person took the image over while the engine ran)."""
     kept, removed = car_masks(result, origin=origin, run_key=run_key)
     return replace_car_masks(project, image_id, kept, removed, set_status=set_status,
-                             order=[c.concept.label for c in result.concepts], skip_if=skip_if)
+                             order=[c.concept.label for c in result.concepts], skip_if=skip_if,
+                             settings=Provenance.pick_config(result.config))
 
 
 def replace_car_masks(project: Project, image_id: int, masks: Sequence[CarMask],
                       removed: Sequence[RemovedConcept] = (), *, set_status: bool = True,
-                      order: Sequence[str] = (), skip_if: Callable[[], str | None] | None = None) -> CarApplied:
+                      order: Sequence[str] = (), skip_if: Callable[[], str | None] | None = None,
+                      settings: Mapping[str, Any] | None = None) -> CarApplied:
     """The storing half of ``apply_car_result``, for masks already paired with their provenance.
-    Categories are created in ``order`` (the concepts as typed) first, so their ids are stable."""
+    Categories are created in ``order`` (the concepts as typed) first, so their ids are stable;
+    ``settings`` are the engine settings the auto-label record keeps."""
     encoded = [(m, project.encode_mask(image_id, m.mask)) for m in masks]  # the slow part, outside the lock
+    image = project.get_image(image_id)
+    entries = [AutoConcept(m.provenance.concept, m.provenance.status or KEPT, m.score,
+                           enc.rle.decode("ascii") if enc.area else None) for m, enc in encoded]
+    entries += [AutoConcept(r.concept, REMOVED, r.score) for r in removed]
+    rank = {concept_key(label): i for i, label in enumerate(order)}
+    entries.sort(key=lambda e: rank.get(concept_key(e.concept), len(rank)))
+    run = AutoLabels(image.height, image.width, tuple(entries), dict(settings or {}))
     out = CarApplied()
     with project.batch():
         out.skipped = skip_if() if skip_if is not None else None
@@ -163,6 +173,9 @@ def replace_car_masks(project: Project, image_id: int, masks: Sequence[CarMask],
             else:
                 out.removed.append(r)
         set_removed_concepts(project, image_id, out.removed)
+        previous = read_auto_labels(project, image_id)
+        keys = {concept_key(project.get_category(cid).name) for cid in protected}
+        write_auto_labels(project, image_id, run if previous is None else previous.after_run(run, keys))
         if set_status and project.get_image(image_id).status == "new":
             project.set_image_status(image_id, "auto")
             out.status_changed = True
@@ -174,8 +187,9 @@ def replace_car_masks(project: Project, image_id: int, masks: Sequence[CarMask],
 def force_keep(project: Project, image_id: int, result: CaRResult, concept: str, *, origin: str) -> AddedMask | None:
     """Keep a removed ``concept`` after all, with the mask of a run on that concept alone (``result``).
 
-    The mask counts as a person's decision (edited, status 'forced'), so later runs leave it alone,
-    and the concept leaves the image's removed list. Returns None when the run found nothing.
+    The mask counts as a person's decision (edited, status 'forced'), so later runs leave it alone;
+    the concept leaves the image's removed list, and the auto-label record keeps the mask with the
+    status 'forced' (CaR itself removed the concept). Returns None when the run found nothing.
     """
     kept, _ = car_masks(result, origin=origin)
     if not kept:
@@ -183,13 +197,17 @@ def force_keep(project: Project, image_id: int, result: CaRResult, concept: str,
     first = kept[0]
     prov = dataclasses.replace(first.provenance, concept=concept, status=FORCED,
                                status_text=f"force-kept ({first.provenance.status_text})")
+    enc = project.encode_mask(image_id, first.mask)
+    image = project.get_image(image_id)
     with project.batch():
         category = project.get_or_create_category(concept)
-        ann = project.add_annotation(image_id, category.id, first.mask, first.score, "car", prov, edited=True,
-                                     auto_mask=first.mask)
+        ann_id = project.add_encoded_annotation(image_id, category.id, enc, first.score, "car", prov, edited=True)
         set_removed_concepts(project, image_id, [r for r in removed_concepts(project, image_id)
-                                                 if r.concept.casefold() != concept.casefold()])
-    return AddedMask(ann, category, first.mask)
+                                                 if concept_key(r.concept) != concept_key(concept)])
+        record = read_auto_labels(project, image_id) or AutoLabels(image.height, image.width)
+        write_auto_labels(project, image_id, record.with_concept(
+            AutoConcept(concept, FORCED, first.score, enc.rle.decode("ascii"))))
+    return AddedMask(project.get_annotation(ann_id), category, first.mask)
 
 
 # ------------------------------------------------------------------ the removed-concept list

@@ -8,9 +8,9 @@ models, the settings that decide the result, how many loop steps ran, whether th
 made it, the auto-label run key, and where it ran (``origin``). Imported masks record their COCO id
 and crowd flag. Whether a person edited the mask is the annotation's ``edited`` flag, not provenance.
 
-The mask CaR produced is kept apart from the (possibly edited) mask, in the annotation row itself:
-``Project.get_auto_mask(annotation_id)`` returns it (None for masks CaR did not make). See
-docs/provenance.md.
+What CaR produced for the whole image, before any edit (masks, removed concepts, scores), is kept
+apart in the image's auto-label record (``auto_labels.py``; ``auto_labels.auto_mask(project,
+annotation_id)`` gives one mask's first version). See docs/provenance.md.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ PROVENANCE_VERSION: Final = 2
 KEPT: Final = "kept"
 KEPT_ALONE: Final = "kept_without_competition"
 FORCED: Final = "forced"        # removed by CaR, then kept by a person (a single-concept run)
+REMOVED: Final = "removed"      # removed by the loop (only in the auto-label record: it has no mask row)
 
 #: Where a mask was made.
 ORIGIN_WINDOW: Final = "window"        # a CaR run on the image shown in the window

@@ -23,15 +23,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..fileio import regular_file
+from ..fileio import dumps_strict, regular_file
+from .auto_labels import AUTO_LABELS_SETTING, StoredMask, from_stored_masks
 from .errors import (ProjectBusyError, ProjectCorruptError, ProjectEmptyError, ProjectError, ProjectForeignError,
                      ProjectNotFoundError, ProjectSchemaError)
+from .provenance import Provenance
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x43615244  # b"CaRD"
 SCHEMA_VERSION = 3
 SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Settings key prefix of an image's removed-concept list (``car_results``): ``car.removed.<image id>``.
+REMOVED_SETTING = "car.removed."
 
 _V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -147,11 +151,8 @@ def _v1_provenance(old: dict[str, Any]) -> dict[str, Any]:
 
 
 def _to_v3(conn: sqlite3.Connection) -> None:
-    """Version 3: one typed provenance record, the mask CaR made kept apart from edits (``auto_rle``),
-    and the removed-concept lists under the key both the window and the folder loop use."""
-    conn.execute("ALTER TABLE annotations ADD COLUMN auto_rle BLOB")
-    # An unedited CaR mask is still as CaR made it; an edited one's first version is gone.
-    conn.execute("UPDATE annotations SET auto_rle = rle WHERE source = 'car' AND edited = 0")
+    """Version 3: one typed provenance record, the removed-concept lists under the key both the window
+    and the folder loop use, and each image's auto-label record rebuilt from what is left of it."""
     rows = conn.execute("SELECT id, provenance FROM annotations").fetchall()
     for ann_id, text in rows:
         try:
@@ -174,7 +175,42 @@ def _to_v3(conn: sqlite3.Connection) -> None:
         if new_rows:
             image_id = key.rsplit(".", 1)[1]
             conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)",
-                         (f"car.removed.{image_id}", json.dumps(new_rows, ensure_ascii=False)))
+                         (f"{REMOVED_SETTING}{image_id}", json.dumps(new_rows, ensure_ascii=False)))
+    _rebuild_auto_labels(conn)
+
+
+def _rebuild_auto_labels(conn: sqlite3.Connection) -> None:
+    """Best effort: each auto-labelled image's auto-label record from its CaR masks and removed list
+    (``auto_labels.from_stored_masks`` says what can be recovered)."""
+    masks: dict[int, list[StoredMask]] = {}
+    settings: dict[int, dict[str, Any]] = {}
+    for image_id, counts, score, edited, text, name, synonyms in conn.execute(
+            "SELECT a.image_id, a.rle, a.score, a.edited, a.provenance, c.name, c.synonyms FROM annotations a "
+            "JOIN categories c ON c.id = a.category_id WHERE a.source = 'car' ORDER BY a.id"):
+        prov = Provenance.from_json(text)
+        try:
+            label = " | ".join([name, *json.loads(synonyms)])
+        except (ValueError, TypeError):
+            label = name
+        masks.setdefault(image_id, []).append(
+            StoredMask(prov.concept or label, prov.status, score, bytes(counts), bool(edited)))
+        settings.setdefault(image_id, prov.config)
+    removed: dict[int, list[tuple[str, Any]]] = {}
+    for key, text in conn.execute("SELECT key, value FROM settings WHERE key LIKE ?", (f"{REMOVED_SETTING}%",)):
+        try:
+            image_id, rows = int(key[len(REMOVED_SETTING):]), json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(rows, list):
+            continue
+        removed[image_id] = [(r["concept"], r.get("score")) for r in rows
+                             if isinstance(r, dict) and isinstance(r.get("concept"), str)]
+    for image_id, height, width in conn.execute("SELECT id, height, width FROM images").fetchall():
+        if image_id in masks or image_id in removed:
+            record = from_stored_masks(height, width, masks.get(image_id, ()), removed.get(image_id, ()),
+                                       settings.get(image_id, {}))
+            conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                         (f"{AUTO_LABELS_SETTING}{image_id}", dumps_strict(record.to_dict())))
 
 
 #: MIGRATIONS[v] takes a connection at schema version v to v + 1 (v = 0 is a fresh file).

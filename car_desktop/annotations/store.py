@@ -871,8 +871,7 @@ class Project:
         return mask_codec.encode(mask_codec.as_bool_mask(mask, self._image_shape(image_id)))
 
     def _insert(self, conn: sqlite3.Connection, image_id: int, category_id: int, enc: mask_codec.EncodedMask,
-                score: float | None, source: str, provenance: Provenance | None, edited: bool,
-                auto_rle: bytes | None) -> int:
+                score: float | None, source: str, provenance: Provenance | None, edited: bool) -> int:
         if source not in SOURCES:
             raise ProjectError(f"unknown annotation source {source!r}; use one of {', '.join(SOURCES)}")
         if conn.execute("SELECT 1 FROM categories WHERE id = ?", (category_id,)).fetchone() is None:
@@ -881,35 +880,27 @@ class Project:
             prov = (provenance or Provenance()).to_json()
         except (TypeError, ValueError) as exc:
             raise ProjectError(f"provenance cannot be saved: {exc}") from None
-        # The mask CaR made is kept apart from later edits (``get_auto_mask``). An edited CaR mask
-        # added without its first version has none.
-        if auto_rle is None and source == "car" and not edited:
-            auto_rle = enc.rle
         now = time.time()
         x, y, w, h = enc.bbox
         cur = conn.execute(
             "INSERT INTO annotations (image_id, category_id, height, width, rle, crop_rle, bbox_x, bbox_y, "
-            "bbox_w, bbox_h, area, parts, holes, score, source, edited, provenance, auto_rle, created_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "bbox_w, bbox_h, area, parts, holes, score, source, edited, provenance, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (image_id, category_id, enc.height, enc.width, enc.rle, enc.crop_rle, x, y, w, h, enc.area,
-             enc.parts, enc.holes, _finite_score(score), source, int(edited), prov,
-             auto_rle, now, now))
+             enc.parts, enc.holes, _finite_score(score), source, int(edited), prov, now, now))
         return int(cur.lastrowid)
 
     def add_annotation(self, image_id: int, category_id: int, mask: np.ndarray, score: float | None = None,
                        source: str = "manual", provenance: Provenance | None = None, *,
-                       edited: bool | None = None, auto_mask: np.ndarray | None = None) -> Annotation:
+                       edited: bool | None = None) -> Annotation:
         """Add one annotation. ``mask`` is (height, width) of the image, bool or 0/1.
 
         ``edited`` defaults to True for 'manual' annotations (a person made them) and False otherwise.
-        For a CaR mask, ``auto_mask`` is the mask as CaR made it (``get_auto_mask``); by default the
-        mask itself when it is unedited, and none when it is a person's edit.
         """
         enc = self.encode_mask(image_id, mask)  # outside the lock: encoding is the slow part
-        auto = None if auto_mask is None else self.encode_mask(image_id, auto_mask).rle
         with self._write() as conn:
             ann_id = self._insert(conn, image_id, category_id, enc, score, source, provenance,
-                                  source == "manual" if edited is None else edited, auto)
+                                  source == "manual" if edited is None else edited)
         return self.get_annotation(ann_id)
 
     def add_encoded_annotation(self, image_id: int, category_id: int, enc: mask_codec.EncodedMask,
@@ -919,7 +910,7 @@ class Project:
         if (enc.height, enc.width) != self._image_shape(image_id):
             raise MaskError(f"mask is {enc.width}x{enc.height} but image {image_id} is not")
         with self._write() as conn:
-            return self._insert(conn, image_id, category_id, enc, score, source, provenance, edited, None)
+            return self._insert(conn, image_id, category_id, enc, score, source, provenance, edited)
 
     def find_same_annotation(self, image_id: int, category_id: int, enc: mask_codec.EncodedMask) -> int | None:
         """The id of an annotation of this image and category with exactly this mask, if any (the crop
@@ -963,15 +954,6 @@ class Project:
             raise ProjectError(f"no annotation with id {annotation_id} in this project")
         crop, bx, by, bw, bh = rows[0]
         return mask_codec.decode_crop(crop, (bx, by, bw, bh)), (bx, by, bw, bh)
-
-    def get_auto_mask(self, annotation_id: int) -> np.ndarray | None:
-        """The mask as CaR made it, before any person's edit (None for masks CaR did not make, and for
-        CaR masks edited in a project older than schema 2, whose first version was not kept)."""
-        rows = self._read("SELECT height, width, auto_rle FROM annotations WHERE id = ?", (annotation_id,))
-        if not rows:
-            raise ProjectError(f"no annotation with id {annotation_id} in this project")
-        h, w, auto = rows[0]
-        return None if auto is None else mask_codec.decode_full_rle(h, w, auto)
 
     def get_rle(self, annotation_id: int) -> dict[str, Any]:
         """The mask as a COCO compressed RLE {'size': [h, w], 'counts': str}."""

@@ -9,6 +9,6 @@ comparison of CaR's auto-labels with what a person reviewed. Never Qt, never tor
 * datasets.py: VOC 2012, COCO-Object and Pascal Context loaders with the paper's class names.
 * tuning.py: the theta / eta (/ visual prompt) sweep over cached engine stages, and the tuned defaults a
   project stores for later runs.
-* auto_labels.py: keeping each image's CaR result as it was before a person edited it;
-  quality.py: comparing those auto-labels with the reviewed masks (the window's Quality panel).
+* quality.py: each reviewed image's auto-label record (``annotations.auto_labels``: CaR's result before
+  the person's edits) against the reviewed masks (the window's Quality panel).
 """

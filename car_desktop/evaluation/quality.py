@@ -1,12 +1,15 @@
-"""How good were CaR's auto-labels on the images a person reviewed: the pre-edit auto-labels
-(auto_labels.py) against the reviewed masks, per concept and overall. The window's Quality panel shows it.
+"""How good were CaR's auto-labels on the images a person reviewed: each image's auto-label record
+(``annotations.auto_labels``: what CaR produced before any edit) against the reviewed masks, per concept
+and overall. The window's Quality panel shows it.
 
-For each reviewed image that still has its pre-edit auto-labels, and each concept CaR was asked there:
-the auto mask (empty when CaR removed the concept) against the union of the image's current masks of the
-matching category (by name or synonym; empty when the person deleted or never drew one). IoU per concept
-is accumulated over images (sum of intersections over sum of unions, as mIoU's classes are); presence
-counts kept-and-present, kept-but-absent, removed-but-present and removed-and-absent. Qt-free, torch-free;
-reads through the project's public API only.
+For each reviewed image with a complete record, and each concept CaR was asked there: the auto mask
+(empty when CaR removed the concept, or when a person had to force-keep it) against the union of the
+image's current masks of the matching category (by name or synonym; empty when the person deleted or
+never drew one). IoU per concept is accumulated over images (sum of intersections over sum of unions, as
+mIoU's classes are); presence counts kept-and-present, kept-but-absent, removed-but-present and
+removed-and-absent. A record that lacks some concepts (a project upgraded from before the record
+existed, where a person had edited a CaR mask) is left out, as an image without one. Qt-free,
+torch-free; reads through the project's public API only.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine.cancel import CancelToken, check
-from .auto_labels import pre_edit_auto_labels
+from ..annotations.auto_labels import concept_key, read_auto_labels
+from ..cancel import CancelToken, check
 from .labels import CategorySpec, match_categories
 from .metrics import PresenceCounts, binary_iou, ratio
 
@@ -39,7 +42,7 @@ class ConceptQuality:
 @dataclass
 class QualityReport:
     reviewed: int = 0              # images marked reviewed
-    compared: int = 0              # of those, with their pre-edit auto-labels
+    compared: int = 0              # of those, with a complete auto-label record
     concepts: list[ConceptQuality] = field(default_factory=list)
     presence: PresenceCounts = field(default_factory=PresenceCounts)
 
@@ -59,30 +62,30 @@ def compare_reviewed(project, *, cancel: CancelToken | None = None,
     report = QualityReport()
     categories = project.list_categories()
     specs = [CategorySpec(c.name, tuple(c.synonyms), c.id) for c in categories]
-    by_label: dict[str, ConceptQuality] = {}
-    matched: dict[str, int | None] = {}   # concept label -> category id
+    by_key: dict[str, ConceptQuality] = {}     # ``concept_key`` -> its figures
+    matched: dict[str, int | None] = {}        # ``concept_key`` -> category id
     images = project.list_images("reviewed")
     report.reviewed = len(images)
     for n, record in enumerate(images, 1):
         check(cancel)
-        snapshot = pre_edit_auto_labels(project, record.id)
-        if snapshot is None:
+        snapshot = read_auto_labels(project, record.id)
+        if snapshot is None or snapshot.lost:
             continue
         report.compared += 1
         anns = project.list_annotations(record.id)
         for concept in snapshot.concepts:
-            label = concept.label
-            if label not in matched:
-                mapping, _ = match_categories([CategorySpec.parse(label)], specs)
-                matched[label] = specs[mapping[0]].source_id if mapping else None
-            cid = matched[label]
+            key = concept_key(concept.concept)
+            if key not in matched:
+                mapping, _ = match_categories([CategorySpec.parse(concept.concept)], specs)
+                matched[key] = specs[mapping[0]].source_id if mapping else None
+            cid = matched[key]
             gt = np.zeros((record.height, record.width), bool)
             for a in anns:
                 if a.category_id == cid and a.area:
                     crop, (x, y, w, h) = project.get_mask_crop(a.id)
                     gt[y:y + h, x:x + w] |= crop
-            auto = concept.mask(record.height, record.width)
-            q = by_label.setdefault(label, ConceptQuality(concept.name))
+            auto = concept.mask(record.height, record.width) if concept.kept else np.zeros_like(gt)
+            q = by_key.setdefault(key, ConceptQuality(concept.name))
             inter, union = binary_iou(auto, gt)
             q.images += 1
             q.intersection += inter
@@ -90,7 +93,7 @@ def compare_reviewed(project, *, cancel: CancelToken | None = None,
             q.presence.add(bool(auto.any()), bool(gt.any()))
         if progress is not None:
             progress(n, len(images))
-    report.concepts = sorted(by_label.values(), key=lambda q: q.name.casefold())
+    report.concepts = sorted(by_key.values(), key=lambda q: q.name.casefold())
     for q in report.concepts:
         report.presence += q.presence
     return report

@@ -42,7 +42,6 @@ class LayerMeta:
 
     source: str = "manual"
     provenance: Provenance = field(default_factory=Provenance)
-    auto_mask: np.ndarray | None = None     # CaR's own mask, kept while the row is deleted
 
 
 class Annotator(QObject):
@@ -256,8 +255,6 @@ class Annotator(QObject):
         meta = self._meta.setdefault(lid, LayerMeta())
         if not layer.mask.any():
             if ann_id is not None:
-                if meta.source == "car":
-                    meta.auto_mask = project.get_auto_mask(ann_id)
                 project.delete_annotation(ann_id)
                 del self._ann[lid]
             self._drop_if_empty(lid)
@@ -268,8 +265,7 @@ class Annotator(QObject):
         if layer.category_id is None:
             layer.category_id = project.get_or_create_category(layer.concept or layer.name).id
         ann = project.add_annotation(self.image_id, layer.category_id, layer.mask, score=layer.score,
-                                     source=meta.source, provenance=meta.provenance, edited=layer.edited,
-                                     auto_mask=meta.auto_mask)
+                                     source=meta.source, provenance=meta.provenance, edited=layer.edited)
         self._ann[lid] = ann.id
 
     def annotation_id(self, layer_id: int) -> int | None:
