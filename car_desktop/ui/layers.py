@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from ..arrays import check_mask
+
 log = logging.getLogger(__name__)
 
 #: (y0, y1, x0, x1), half-open, in image pixels.
@@ -199,5 +201,4 @@ class LayerStack(QObject):
         return layer
 
     def _check_mask(self, mask: np.ndarray) -> None:
-        if mask.shape != self._size:
-            raise ValueError(f"mask shape {mask.shape} does not match the image {self._size}")
+        check_mask(mask, self._size)
