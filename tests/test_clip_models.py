@@ -11,7 +11,11 @@ import torch
 from torch import nn
 
 from car_desktop.engine import clip_models as cm
-from car_desktop.engine.errors import ConfigError, WeightsCorruptError, WeightsMissingError
+from car_desktop.engine.errors import (
+    ConfigError,
+    WeightsCorruptError,
+    WeightsMissingError,
+)
 
 
 def _outputs(model: nn.Module, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:

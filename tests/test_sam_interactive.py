@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import torch
 import pytest
+import torch
 
-from car_desktop.engine.results import PassCounter
 from car_desktop.engine.errors import ImageLoadError
 from car_desktop.engine.image_io import as_rgb_uint8, content_hash
+from car_desktop.engine.results import PassCounter
 from car_desktop.engine.sam_interactive import SamSession
 from car_desktop.engine.sam_models import load_sam
 

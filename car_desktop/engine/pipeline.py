@@ -104,6 +104,7 @@ class CaRPipeline:
     def _clip(self, name: str, pretrained: str | None, role: str, config: CaRConfig):
         from . import clip_models
 
+        key: tuple
         if self.test_models:
             key = ("test", role if not (role == "classifier" and config.referring) else "proposal",
                    config.precision)

@@ -28,7 +28,14 @@ from PIL import Image
 
 from . import cam_refine
 from .clip_models import ClipModel
-from .clip_tower import block_forward, check_block, embed_image, layer_norm, pool_patches, run_blocks
+from .clip_tower import (
+    block_forward,
+    check_block,
+    embed_image,
+    layer_norm,
+    pool_patches,
+    run_blocks,
+)
 from .config import CaRConfig
 from .device import FP32, Precision, full_precision
 from .image_io import as_rgb_uint8, content_hash

@@ -24,8 +24,8 @@ import numpy as np
 
 from ..arrays import check_mask
 from .cancel import CancelToken, check
-from .results import PassCounter
 from .image_io import as_rgb_uint8
+from .results import PassCounter
 from .sam_interactive import SamPrediction
 from .sam_models import SamHandle
 
