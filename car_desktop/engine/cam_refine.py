@@ -4,6 +4,7 @@ The affinity matrix (attention averaged over the last blocks, normalised columns
 times, symmetrised, squared once) depends only on the image; each query's CAM is boxed (threshold at
 lam x max, bounding box of every contour), the affinity's columns outside the boxes are zeroed and the
 CAM is propagated through it. Kept free of models so every step can be checked by hand.
+See docs/engine.md ("Proposals").
 """
 
 from __future__ import annotations

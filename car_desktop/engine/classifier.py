@@ -9,7 +9,7 @@ templates and passed through a second softmax (the double softmax theta depends 
 code re-encodes every image once per template; encoding once gives the same numbers far cheaper.
 
 Precision: the image tower runs under bf16 autocast where device.resolve_precision chose it; the
-embeddings, the products and both softmaxes are fp32.
+embeddings, the products and both softmaxes are fp32. See docs/engine.md ("Classifier").
 """
 
 from __future__ import annotations

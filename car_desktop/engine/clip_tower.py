@@ -136,7 +136,10 @@ def embed_image(
     ``pos_fp16``: round the positional embedding to fp16 (see ``interpolate_pos_embed``).
     """
     dtype = visual.conv1.weight.dtype
-    x = visual.conv1(pixels.to(dtype))                       # (B, C, gh, gw)
+    # The residual stream stays in the weights' dtype even under autocast (which lowers only the
+    # matrix products): a bf16 stream sends torch's attention in-projection of the transposed tokens
+    # to a batched-matmul path that copies the weight per batch, ten times slower on a CPU.
+    x = visual.conv1(pixels.to(dtype)).to(dtype)             # (B, C, gh, gw)
     grid = (int(x.shape[-2]), int(x.shape[-1]))
     x = x.flatten(2).transpose(1, 2)                        # (B, gh*gw, C), row-major patches
     cls = visual.class_embedding.to(x.dtype).reshape(1, 1, -1).expand(x.shape[0], 1, -1)

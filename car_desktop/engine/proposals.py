@@ -229,7 +229,7 @@ class ProposalGenerator:
                 acts = ln1.detach()[0, 1:]                                            # (N, C)
                 weights = grad[:, 0, 1:].mean(dim=1)                                  # (m, C)
                 cam = torch.relu(weights.float() @ acts.float().T)                    # (m, N)
-                out_cams.append(cam.reshape(m, rows, cols).cpu().numpy())
+                out_cams.append(cam.float().reshape(m, rows, cols).cpu().numpy())
         return cam_refine.minmax(np.concatenate(out_cams, axis=0))
 
     def cams(
