@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..engine.config import PRECISIONS, PRESETS, SAM_MODES, CaRConfig, preset
+from ..engine.config import PRECISION_CHOICES, PRESETS, SAM_MODES, CaRConfig, preset
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="behave exactly as the authors' released CaR code (every named deviation switched "
                         "back; see docs/engine.md)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                    help="auto: fp16 on CUDA, bf16 on CPUs where it is faster, else fp32")
     for name in ("eta", "theta", "lam"):
         p.add_argument(f"--{name}", type=float, default=None, help=f"override the preset's {name}")

@@ -54,7 +54,11 @@ SAM_MODES: tuple[str, ...] = ("prompted", "automatic", "off")
 #: Colour image given to the CRF's bilateral term: the true RGB image, or the released code's
 #: BGR-minus-mean image cast to uint8 with negative values wrapping around (see crf.crf_colour_image).
 CRF_COLOURS: tuple[str, ...] = ("rgb", "released")
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+#: Device and precision choices of ``CaRConfig``, resolved to torch objects by device.py (kept here so
+#: that offering them, e.g. in a menu, does not import torch). The GUI's settings store the precision
+#: under its own key and pass it as ``CaRConfig.precision``.
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 #: The released code's class template for the proposal stage and, without semantic templates, the
 #: classifier (its referring configs have none).
@@ -196,8 +200,8 @@ class CaRConfig:
             raise ConfigError(f"Unknown SAM mode {self.sam_mode!r}; choose from {', '.join(SAM_MODES)}.")
         if self.crf_colour not in CRF_COLOURS:
             raise ConfigError(f"Unknown CRF colour image {self.crf_colour!r}; choose from {', '.join(CRF_COLOURS)}.")
-        if str(self.precision).lower() not in PRECISIONS:
-            raise ConfigError(f"Unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}.")
+        if str(self.precision).lower() not in PRECISION_CHOICES:
+            raise ConfigError(f"Unknown precision {self.precision!r}; choose from {', '.join(PRECISION_CHOICES)}.")
         if self.max_steps is not None and self.max_steps < 2:
             raise ConfigError("max_steps must be at least 2 (the first step never stops the loop), or None.")
         for name in ("proposal_long_side", "work_long_side"):

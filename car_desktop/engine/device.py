@@ -27,12 +27,11 @@ from typing import Iterator
 
 import torch
 
+from .config import DEVICE_CHOICES, PRECISION_CHOICES
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 #: bf16 must beat fp32 by this factor in the probe to be chosen automatically.
 BF16_MIN_SPEEDUP = 1.3
 _PROBE_FILE = "precision_probe.json"

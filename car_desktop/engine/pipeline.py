@@ -26,7 +26,7 @@ import numpy as np
 
 from .cancel import CancelToken, check
 from .car_loop import proposal_texts, run_car_loop
-from .concepts import Concept, parse_concepts
+from .concepts import Concept, ConceptList, parse_concepts
 from .config import CaRConfig
 from .image_io import as_rgb_uint8
 from .results import CaRResult, ConceptResult, ConceptStatus, PassCounter, Progress
@@ -178,18 +178,19 @@ class CaRPipeline:
         config = config or self.config
         with self._lock:
             wanted = "tiny" if self.test_models else config.sam_model
+            # The tiny test SAM is too small for bf16 to pay: "auto" means fp32 there (as for test CLIP).
+            precision = "fp32" if self.test_models and config.precision == "auto" else config.precision
             if self._sam_session is not None and (self._sam_session.handle.model_type != wanted
-                                                  or self._sam_session.handle.precision_choice != config.precision):
+                                                  or self._sam_session.handle.precision_choice != precision):
                 self._sam_session = None  # another SAM model or precision was chosen
             if self._sam_session is None:
                 if self.test_models:
-                    precision = "fp32" if config.precision == "auto" else config.precision
                     handle = load_sam("tiny", None, device=config.device, precision=precision)
                 else:
                     from .model_manager import resolve_sam_checkpoint
 
                     handle = load_sam(config.sam_model, resolve_sam_checkpoint(config.sam_model),
-                                      device=config.device, precision=config.precision)
+                                      device=config.device, precision=precision)
                 self._sam_session = SamSession(handle, self.counter)
             return self._sam_session
 
@@ -197,7 +198,7 @@ class CaRPipeline:
     def run(
         self,
         image: np.ndarray | str | Path,
-        concepts: str | Sequence[str],
+        concepts: str | Sequence[str] | ConceptList,
         *,
         config: CaRConfig | None = None,
         progress: ProgressFn | None = None,
@@ -362,12 +363,12 @@ class CaRPipeline:
         for idx, concept in enumerate(concept_list):
             if idx in outcome.removed and idx not in outcome.survivors:
                 step, score = outcome.removed[idx]
-                results.append(ConceptResult(idx, concept.name, concept.text, np.zeros((h, w), bool), 0.0,
+                results.append(ConceptResult(idx, concept, np.zeros((h, w), bool), 0.0,
                                              ConceptStatus.REMOVED, removed_at_step=step, removed_score=score))
                 continue
             accepted, iou = sam_info.get(idx, (None, None))
             results.append(ConceptResult(
-                idx, concept.name, concept.text, masks[idx], 0.0 if idx in zeroed else outcome.scores[idx],
+                idx, concept, masks[idx], 0.0 if idx in zeroed else outcome.scores[idx],
                 ConceptStatus.KEPT_ALONE if alone else ConceptStatus.KEPT, sam_accepted=accepted, sam_iou=iou))
         label_map = np.zeros((h, w), np.int32)
         for c in sorted((c for c in results if c.status is not ConceptStatus.REMOVED), key=lambda c: c.score):
