@@ -144,30 +144,37 @@ class CaRConfig:
     double_softmax: bool = True
 
     # --- Named deviations from the released code (released() sets the released value) ---
+    # Effects: final-mask IoU against released() with only that field at its default, measured by
+    # benchmarks/bench_released_switches.py (ViT-B/16 + ViT-L/14, seeded random OpenAI-format weights;
+    # chelsea 512x384 at theta 0.6 / 0.1, coffee 600x400, coffee with blur + grey); docs/engine.md.
     #: The released code converts RGB to grey as if it were BGR; True uses the correct luminance.
-    #: Effect: only with the gray prompt (objects-and-stuff, scene's stuff concepts).
+    #: Effect: only with the gray prompt (objects-and-stuff, scene's stuff concepts); final masks
+    #: unchanged on coffee with blur + grey (the same single survivor).
     gray_correct_luminance: bool = True
     #: Which block's CLS token the classifier embeds (-2: second-to-last, the released code's quirk
     #: that theta was tuned on; -1 would be standard CLIP). Same value in both modes.
     classifier_cls_block: int = -2
     #: The released code caps a CAM box's end at width-1/height-1 and then slices end-exclusive, so
     #: boxes never reach the last patch row/column. False (default) fixes that; True reproduces it.
-    #: Effect (chelsea, coffee; real architectures, random weights): final IoU 0.94-0.99 when off.
+    #: Effect: IoU min 0.994 / 0.814 / 1.0 / 1.0, up to 3.4 % of labels.
     refine_box_edge_quirk: bool = False
     #: Drop a background word that is also a concept (True), or keep the background list whatever the
     #: concepts are (False, released: "sky" as a concept then competes with the background "sky" in the
-    #: proposal softmax). Effect on one case with "sky" asked: final IoU 0.95 against released.
+    #: proposal softmax). Effect with "sky" asked on chelsea: IoU 0.999 at theta 0.6, min 0.768 (mean
+    #: 0.887) at theta 0.1; none when no background word is asked.
     drop_asked_background: bool = True
     #: The CRF's bilateral colour image: "rgb" (the true image) or "released" (BGR minus the mean
-    #: (104.008, 116.669, 122.675), cast to uint8 so negative values wrap modulo 256). Effect: 0.1-1.1 %
-    #: of CRF labels, final IoU 0.973.
+    #: (104.008, 116.669, 122.675), cast to uint8 so negative values wrap modulo 256). Effect: IoU min
+    #: 0.990 / 0.927 / 0.995 / 0.995, 0.14-1.8 % of labels.
     crf_colour: str = "rgb"
     #: Logit scale of the proposal softmax and the classifier's softmaxes: None = the model's own
     #: exp(logit_scale) (as the released code; 100 for the OpenAI weights, other CLIPs differ), or a
-    #: fixed number (100.0 reproduces the engine before this field existed).
+    #: fixed number (100.0 reproduces the engine before this field existed). Fixing 100 on random
+    #: weights whose own scale is 14.3 changes the result entirely; with OpenAI's weights it is a no-op.
     logit_scale: float | None = None
     #: The released code rounds the interpolated positional embedding (CLS included, and also at the
-    #: native grid, so the classifier too) to fp16; False keeps fp32. Effect: 1.5e-4 on raw CAMs.
+    #: native grid, so the classifier too) to fp16; False keeps fp32. Effect: IoU min 1.0 / 0.993 / 1.0
+    #: / 1.0, at most 0.13 % of labels.
     pos_embed_fp16: bool = False
     #: The rectangle prompt on the mask's true bounding box (True), or the released code's box of the
     #: bounding box's size centred on the centroid (False; shifted for lopsided masks). No preset draws it.
@@ -175,10 +182,11 @@ class CaRConfig:
     #: Released: a survivor whose CRF label is above the highest label present in the label map gets
     #: score 0 and no mask (one_hot without num_classes, then zip), and in referring mode the masks of
     #: the phrases that kept pixels move up to the first phrases. False: every survivor keeps its score
-    #: and gets its own (possibly empty) mask.
+    #: and gets its own (possibly empty) mask. Not triggered on the benchmark photos.
     crf_label_quirk: bool = False
     #: Released: when every proposal of a step is all zero, the CRF uses the previous step's proposals
-    #: (matched to the survivors by position). False: the step's own (empty) proposals.
+    #: (matched to the survivors by position). False: the step's own (empty) proposals. Not triggered
+    #: on the benchmark photos.
     reuse_empty_proposals: bool = False
 
     def __post_init__(self) -> None:
