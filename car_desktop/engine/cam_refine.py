@@ -89,7 +89,7 @@ def refine_cams(affinity: torch.Tensor, cams: np.ndarray, box_masks: np.ndarray)
     if k == 0:
         return np.zeros_like(cams, dtype=np.float32)
     masked = torch.from_numpy((cams * box_masks).reshape(k, -1).T.astype(np.float32)).to(affinity.device)
-    refined = (affinity.float() @ masked).T.reshape(cams.shape)
+    refined = (affinity.float() @ masked).float().T.reshape(cams.shape)
     return minmax(refined.cpu().numpy())
 
 
