@@ -14,6 +14,7 @@ from PIL import Image
 from safety_helpers import tree_bytes
 
 from car_desktop.annotations import Project, coco_import, export_coco, import_coco
+from car_desktop.annotations.provenance import Provenance
 from car_desktop.cli import main
 
 H, W = 60, 80
@@ -183,8 +184,8 @@ def test_scores_that_are_not_finite_never_reach_a_file(setup, tmp_path):
     cat = project.get_or_create_category("cat")
     m = np.zeros((H, W), bool)
     m[5:9, 5:9] = True
-    a = project.add_annotation(im.id, cat.id, m, score=float("inf"), provenance={"score": float("nan")})
-    assert a.score is None and a.provenance["score"] is None
+    a = project.add_annotation(im.id, cat.id, m, score=float("inf"), provenance=Provenance(sam_iou=float("nan")))
+    assert a.score is None and a.provenance.sam_iou is None
     project.set_annotation_score(a.id, float("-inf"))
     project.set_setting("odd", {"x": float("nan")})
     export_coco(project, tmp_path / "out.json")
