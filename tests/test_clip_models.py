@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -23,6 +24,22 @@ def _outputs(model: nn.Module, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     image = torch.randn(2, 3, 224, 224, generator=g)
     with torch.no_grad():
         return model.encode_image(image), model.encode_text(tokenizer(["a dog", "a clean origami sky."]))
+
+
+@contextlib.contextmanager
+def _warnings_of(name: str):
+    """Records a logger emits, whatever handlers or propagation other tests left configured."""
+    import logging
+
+    records: list = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 def _random_model(name: str, seed: int, quick_gelu: bool = False) -> nn.Module:
@@ -156,7 +173,7 @@ def test_pretrained_tag_offline_fails_fast():
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, yet it is OpenAI's format
-def test_openai_weights_get_quickgelu_in_every_file_format(tmp_path, caplog):
+def test_openai_weights_get_quickgelu_in_every_file_format(tmp_path):
     """The same OpenAI-format weights as a TorchScript archive, an OpenAI state dict, an open_clip file
     (Hugging Face layout, with its open_clip_config.json) and a plain state dict with the explicit
     option all load with QuickGELU and give identical features; a plain file that says nothing gets the
@@ -190,12 +207,11 @@ def test_openai_weights_get_quickgelu_in_every_file_format(tmp_path, caplog):
             torch.testing.assert_close(got, exp, atol=1e-5, rtol=1e-5)
     assert len({c.fingerprint for c in loaded}) == 1
 
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="car_desktop.engine.clip_models"):
+    with _warnings_of("car_desktop.engine.clip_models") as records:
         guessed = cm.load_clip("car-tiny-b16", str(plain), device="cpu")
     assert not guessed.quick_gelu
     assert guessed.notes and "quick_gelu=True" in guessed.notes[0]
-    assert any("quick_gelu=True" in r.getMessage() for r in caplog.records)
+    assert any("quick_gelu=True" in r.getMessage() for r in records)
     image_features = _outputs(guessed.model, guessed.tokenizer)[0]
     assert (image_features - want[0]).abs().max() > 1e-3          # GELU really computes other features
     assert guessed.fingerprint != loaded[0].fingerprint           # so caches never mix the two

@@ -78,12 +78,15 @@ def test_damaged_disk_rows_are_ignored(models, tmp_path):
     assert fresh.counter.text_disk_hits == 0 and fresh.counter.text_encodes == 1
 
 
-def test_unusable_disk_cache_only_costs_encodes(models, tmp_path, caplog):
+def test_unusable_disk_cache_only_costs_encodes(models, tmp_path, monkeypatch):
+    from car_desktop.engine import text_encoder
+
     proposal, _ = models
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the cache folder should be")
     enc = TextEncoder(PassCounter(), disk_cache=blocker)
-    with caplog.at_level("WARNING"):
-        emb = enc.encode(proposal, ["dog", "cat"])
+    warned: list[str] = []
+    monkeypatch.setattr(text_encoder.log, "warning", lambda msg, *args: warned.append(msg % args))
+    emb = enc.encode(proposal, ["dog", "cat"])
     assert emb.shape == (2, 64) and enc.counter.text_encodes == 2
-    assert any("disk cache unavailable" in r.getMessage() for r in caplog.records)
+    assert any("disk cache unavailable" in w for w in warned)
