@@ -8,6 +8,14 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("CAR_DESKTOP_NO_DOWNLOAD", "1")
+# Caches the engine writes (text embeddings, the bf16 timing) go to a throw-away folder, not the user's.
+if "CAR_DESKTOP_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["CAR_DESKTOP_CACHE"] = tempfile.mkdtemp(prefix="car-desktop-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CAR_DESKTOP_CACHE"], True)
 
 from pathlib import Path
 

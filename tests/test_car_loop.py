@@ -90,3 +90,36 @@ def test_soft_maps_kept_in_trace_on_request():
 def test_proposal_texts_switch_template_after_step_one():
     assert proposal_texts(["dog"], 1, "a clean origami {}.") == ["dog"]
     assert proposal_texts(["dog"], 2, "a clean origami {}.") == ["a clean origami dog."]
+
+
+def test_theta_is_compared_in_float32():
+    """float32(0.6) is 0.6000000238 in float64: the released code compares in float32, so it is not above 0.6."""
+    at_theta = float(np.float32(0.6))
+    assert at_theta > 0.6
+    table = {1: {0: at_theta, 1: 0.7}}
+    out = run_car_loop(2, fake_propose([]), table_scorer(table), theta=0.6)
+    assert out.survivors == [1] and out.removed[0][0] == 1
+
+
+def test_no_step_cap_runs_until_convergence():
+    # One concept removed per step: 6 concepts need 6 steps to end, more than a cap of 3 allows.
+    table = {s: {i: (0.9 if i >= s else 0.1) for i in range(6)} for s in range(1, 8)}
+    capped = run_car_loop(6, fake_propose([]), table_scorer(table), theta=0.5, max_steps=3)
+    assert not capped.converged and len(capped.steps) == 3
+    free = run_car_loop(6, fake_propose([]), table_scorer(table), theta=0.5, max_steps=None)
+    assert free.converged and free.survivors == [5] and len(free.steps) == 6
+
+
+def test_all_zero_proposals_reuse_the_previous_steps_maps():
+    """Released rule: when every map of a step is zero the CRF gets the previous step's maps."""
+    def propose(surviving, step):
+        if step == 1:
+            return np.stack([np.full((4, 5), (i + 1) / 10, np.float32) for i in surviving])
+        return np.zeros((len(surviving), 4, 5), np.float32)
+
+    table = {1: {0: 0.2, 1: 0.9, 2: 0.8}, 2: {1: 0.9, 2: 0.8}}
+    out = run_car_loop(3, propose, table_scorer(table), theta=0.5, reuse_empty_proposals=True)
+    assert out.survivors == [1, 2] and out.soft_maps.max() == 0
+    assert out.crf_maps.shape[0] == 3 and out.crf_maps[0, 0, 0] == pytest.approx(0.1)  # step 1's rows
+    plain = run_car_loop(3, propose, table_scorer(table), theta=0.5)
+    assert plain.crf_maps is plain.soft_maps

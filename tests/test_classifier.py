@@ -64,7 +64,8 @@ def test_preprocess_matches_open_clip_transform(shape, classifier_clip):
 
 
 def _reference_scores(clip, images, queries, templates, cls_block: int) -> np.ndarray:
-    """The released code's way: every image re-encoded for every template, full-context text."""
+    """The released code's way: every image re-encoded for every template, full-context text, the
+    model's own exp(logit_scale)."""
     visual = clip.model.visual
     transform = open_clip.image_transform(224, is_train=False)
     pixels = torch.stack([transform(Image.fromarray(im)) for im in images])
@@ -78,7 +79,7 @@ def _reference_scores(clip, images, queries, templates, cls_block: int) -> np.nd
             img = F.normalize(visual.ln_post(x[:, 0]) @ visual.proj, dim=-1)
             tok = clip.tokenizer([template.format(q) for q in queries])
             txt = F.normalize(clip.model.encode_text(tok), dim=-1)
-            total = total + (100.0 * img @ txt.T).softmax(dim=-1)
+            total = total + (clip.model.logit_scale.exp() * img @ txt.T).softmax(dim=-1)
     return total.softmax(dim=-1).numpy()
 
 

@@ -67,3 +67,29 @@ def test_missing_weights_offline_fails_fast_and_clearly(tmp_path, data_dir):
     # It names the file and the folder that picks up a copy.
     assert "open_clip_model.safetensors" in proc.stderr and str(tmp_path / "cache") in proc.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_released_and_precision_options(tmp_path, data_dir):
+    """--released and --precision reach the config the run used (written into the summary)."""
+    out = tmp_path / "out"
+    code = main(["--test-models", "segment", str(data_dir / "coffee.jpg"), "--concepts", "cup, sky", "--sam", "off",
+                 "--released", "--precision", "fp32", "--theta", "0.3", "--out", str(out)])
+    assert code == 0
+    config = json.loads((out / "coffee_summary.json").read_text())["config"]
+    assert config["crf_colour"] == "released" and config["drop_asked_background"] is False
+    assert config["work_long_side"] is None and config["max_steps"] is None
+    assert config["precision"] == "fp32" and config["theta"] == 0.3
+
+
+def test_batch_parses_the_same_engine_options():
+    import argparse
+
+    from car_desktop.cli.engine_options import add_engine_options, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_engine_options(parser)
+    config = config_from_args(parser.parse_args(["--preset", "scene", "--released", "--precision", "bf16"]))
+    assert config.preset == "scene" and config.is_released and config.precision == "bf16"
+    assert not config_from_args(parser.parse_args([])).is_released
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--precision", "fp8"])

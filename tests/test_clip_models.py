@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
+import numpy as np
 import open_clip
 import pytest
 import torch
 from torch import nn
 
 from car_desktop.engine import clip_models as cm
-from car_desktop.engine.errors import ConfigError, WeightsCorruptError, WeightsMissingError
+from car_desktop.engine.errors import (
+    ConfigError,
+    WeightsCorruptError,
+    WeightsMissingError,
+)
 
 
 def _outputs(model: nn.Module, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -18,6 +24,22 @@ def _outputs(model: nn.Module, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     image = torch.randn(2, 3, 224, 224, generator=g)
     with torch.no_grad():
         return model.encode_image(image), model.encode_text(tokenizer(["a dog", "a clean origami sky."]))
+
+
+@contextlib.contextmanager
+def _warnings_of(name: str):
+    """Records a logger emits, whatever handlers or propagation other tests left configured."""
+    import logging
+
+    records: list = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 def _random_model(name: str, seed: int, quick_gelu: bool = False) -> nn.Module:
@@ -148,3 +170,74 @@ def test_pretrained_tag_offline_fails_fast():
     with pytest.raises(WeightsMissingError):
         cm.load_clip("ViT-B-16", "openai", device="cpu")
     assert time.monotonic() - start < 20
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, yet it is OpenAI's format
+def test_openai_weights_get_quickgelu_in_every_file_format(tmp_path):
+    """The same OpenAI-format weights as a TorchScript archive, an OpenAI state dict, an open_clip file
+    (Hugging Face layout, with its open_clip_config.json) and a plain state dict with the explicit
+    option all load with QuickGELU and give identical features; a plain file that says nothing gets the
+    architecture's GELU with a warning and a note, never silently."""
+    import json
+
+    from safetensors.torch import save_file
+
+    ref = _random_model("car-tiny-b16", seed=21, quick_gelu=True)
+    state = {k: v.detach().clone() for k, v in ref.state_dict().items()}
+    meta = dict(input_resolution=torch.tensor(224), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    archive = tmp_path / "ViT-tiny.pt"
+    _torchscript_archive({**state, **meta}, archive)
+    openai_sd = tmp_path / "openai_state_dict.pt"
+    torch.save({**state, **meta}, openai_sd)
+    hf = tmp_path / "hf_copy"
+    hf.mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(hf / "open_clip_model.safetensors"))
+    (hf / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"quick_gelu": True}}))
+    plain = tmp_path / "plain.bin"
+    torch.save(state, plain)
+
+    want = _outputs(ref, open_clip.get_tokenizer("car-tiny-b16"))
+    loaded = [cm.load_clip("car-tiny-b16", str(archive), device="cpu"),
+              cm.load_clip("car-tiny-b16", str(openai_sd), device="cpu"),
+              cm.load_clip("car-tiny-b16", str(hf / "open_clip_model.safetensors"), device="cpu"),
+              cm.load_clip("car-tiny-b16", str(plain), device="cpu", quick_gelu=True)]
+    for clip in loaded:
+        assert clip.quick_gelu and not clip.notes
+        for got, exp in zip(_outputs(clip.model, clip.tokenizer), want):
+            torch.testing.assert_close(got, exp, atol=1e-5, rtol=1e-5)
+    assert len({c.fingerprint for c in loaded}) == 1
+
+    with _warnings_of("car_desktop.engine.clip_models") as records:
+        guessed = cm.load_clip("car-tiny-b16", str(plain), device="cpu")
+    assert not guessed.quick_gelu
+    assert guessed.notes and "quick_gelu=True" in guessed.notes[0]
+    assert any("quick_gelu=True" in r.getMessage() for r in records)
+    image_features = _outputs(guessed.model, guessed.tokenizer)[0]
+    assert (image_features - want[0]).abs().max() > 1e-3          # GELU really computes other features
+    assert guessed.fingerprint != loaded[0].fingerprint           # so caches never mix the two
+
+
+def test_activation_from_a_hash_the_manifest_knows(tmp_path, monkeypatch):
+    import hashlib
+
+    ref = _random_model("car-tiny-b16", seed=22, quick_gelu=True)
+    plain = tmp_path / "weights.bin"
+    torch.save(ref.state_dict(), plain)
+    digest = hashlib.sha256(plain.read_bytes()).hexdigest()
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda model, tag: {"quick_gelu": tag == "openai"})
+    monkeypatch.setattr(cm, "known_weight_hashes", lambda: {digest: (plain.stat().st_size, "car-tiny-b16", "openai")})
+    choice = cm.decide_activation("car-tiny-b16", plain, openai_format=False)
+    assert choice.quick_gelu and choice.certain and "SHA-256" in choice.reason
+    # A size no known file has: nothing is hashed, nothing decided.
+    monkeypatch.setattr(cm, "known_weight_hashes", lambda: {"0" * 64: (1, "car-tiny-b16", "openai")})
+    assert not cm.decide_activation("car-tiny-b16", plain, openai_format=False).certain
+    # The explicit option and the tag's config win over everything else.
+    assert not cm.decide_activation("car-tiny-b16", plain, openai_format=True, explicit=False).quick_gelu
+    assert cm.decide_activation("car-tiny-b16", plain, openai_format=False, tag_quick_gelu=True).quick_gelu
+
+
+def test_model_logit_scale_is_exp_of_the_stored_value():
+    clip = cm.load_clip("car-tiny-b16", None, device="cpu")
+    with torch.no_grad():
+        clip.model.logit_scale.fill_(np.log(100.0))
+    assert clip.logit_scale == pytest.approx(100.0, rel=1e-6)

@@ -47,3 +47,46 @@ def test_empty_list_and_lru_bound(models):
     assert len(enc) == 2
     enc.encode(proposal, ["a"])               # evicted earlier, so encoded again
     assert counter.text_encodes == 4
+
+
+def test_disk_cache_survives_a_new_start(models, tmp_path):
+    proposal, classifier = models
+    texts = ["dog", "a clean origami sky.", "There is a large cat in the scene."]
+    first = TextEncoder(PassCounter(), disk_cache=tmp_path)
+    want = first.encode(proposal, texts)
+    assert first.counter.text_encodes == 3 and first.counter.text_disk_hits == 0
+    again = TextEncoder(PassCounter(), disk_cache=tmp_path)      # a new start: empty memory cache
+    got = again.encode(proposal, texts + ["cat"])
+    torch.testing.assert_close(got[:3], want, rtol=0, atol=0)
+    assert again.counter.text_disk_hits == 3 and again.counter.text_encodes == 1
+    other = TextEncoder(PassCounter(), disk_cache=tmp_path)      # other weights: their own entries
+    other.encode(classifier, texts)
+    assert other.counter.text_disk_hits == 0 and other.counter.text_encodes == 3
+
+
+def test_damaged_disk_rows_are_ignored(models, tmp_path):
+    import sqlite3
+
+    proposal, _ = models
+    enc = TextEncoder(PassCounter(), disk_cache=tmp_path)
+    want = enc.encode(proposal, ["dog"])
+    (db,) = tmp_path.glob("*.sqlite")
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE emb SET vec = ? WHERE text = 'dog'", (b"short",))
+    fresh = TextEncoder(PassCounter(), disk_cache=tmp_path)
+    torch.testing.assert_close(fresh.encode(proposal, ["dog"]), want)
+    assert fresh.counter.text_disk_hits == 0 and fresh.counter.text_encodes == 1
+
+
+def test_unusable_disk_cache_only_costs_encodes(models, tmp_path, monkeypatch):
+    from car_desktop.engine import text_encoder
+
+    proposal, _ = models
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    enc = TextEncoder(PassCounter(), disk_cache=blocker)
+    warned: list[str] = []
+    monkeypatch.setattr(text_encoder.log, "warning", lambda msg, *args: warned.append(msg % args))
+    emb = enc.encode(proposal, ["dog", "cat"])
+    assert emb.shape == (2, 64) and enc.counter.text_encodes == 2
+    assert any("disk cache unavailable" in w for w in warned)

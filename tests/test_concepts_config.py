@@ -68,3 +68,47 @@ def test_background_word_equal_to_a_query_is_dropped():
     bg = effective_background(CaRConfig(), parse_concepts("Sky , dog | building"), warnings)
     assert "sky" not in bg and "building" not in bg and "grass" in bg and len(bg) == 21
     assert warnings and "sky" in warnings[0]
+
+
+RELEASED_VALUES = dict(gray_correct_luminance=False, refine_box_edge_quirk=True, drop_asked_background=False,
+                       crf_colour="released", logit_scale=None, pos_embed_fp16=True, rectangle_on_bbox=False,
+                       crf_label_quirk=True, reuse_empty_proposals=True, max_steps=None,
+                       proposal_long_side=None, work_long_side=None, stuff_prompts=None)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_released_modifier_turns_every_switch(name):
+    plain = preset(name)
+    released = preset(name, released=True)
+    assert not plain.is_released and released.is_released
+    for field_name, value in RELEASED_VALUES.items():
+        assert getattr(released, field_name) == value, field_name
+    # Thresholds and prompts of the preset are untouched.
+    assert (released.eta, released.theta, released.lam, released.prompts) == \
+        (plain.eta, plain.theta, plain.lam, plain.prompts)
+    assert plain.released() == released
+    if name == "referring":
+        assert released.templates == ("a clean origami {}.",) and not released.double_softmax
+    else:
+        assert released.templates == plain.templates and released.double_softmax
+
+
+def test_released_classmethod_and_overrides():
+    assert CaRConfig.released() == preset("objects", released=True)
+    assert CaRConfig.released("scene").preset == "scene"
+    # Explicit overrides win over the released values.
+    assert preset("objects", released=True, work_long_side=512).work_long_side == 512
+    assert CaRConfig.released(theta=0.1).theta == 0.1
+
+
+@pytest.mark.parametrize("bad", [dict(crf_colour="lab"), dict(precision="int8"), dict(logit_scale=0.0),
+                                 dict(work_long_side=8), dict(proposal_long_side=0)])
+def test_new_switch_validation(bad):
+    with pytest.raises(ConfigError):
+        CaRConfig(**bad)
+
+
+def test_released_keeps_background_words_the_user_asked_for():
+    warnings: list[str] = []
+    bg = effective_background(CaRConfig.released(), parse_concepts("sky, dog"), warnings)
+    assert "sky" in bg and len(bg) == 23 and not warnings

@@ -163,3 +163,108 @@ def test_isolated_crf_matches_in_process_and_honours_cancel(two_colour_image):
     big = np.zeros((600, 800, 3), np.uint8)
     with pytest.raises(Cancelled):
         dense_crf_isolated(big, np.full((2, 600, 800), 0.5, np.float32), CRFParams(), token)
+
+
+def test_read_only_image_in_process(two_colour_image):
+    """np.asarray(PIL image) is read-only; pydensecrf needs a writable buffer: the CRF copies."""
+    from PIL import Image
+
+    ro = np.asarray(Image.fromarray(two_colour_image))
+    assert not ro.flags.writeable
+    probs = np.zeros((1, 96, 128), np.float32)
+    probs[0, 25:65, 10:50] = 0.8
+    labels = dense_crf(ro, probs, CRFParams())
+    np.testing.assert_array_equal(labels, dense_crf(two_colour_image.copy(), probs, CRFParams()))
+    assert labels[45, 30] == 1 and labels[5, 120] == 0
+    for colour in ("rgb", "released"):
+        assert dense_crf(ro, probs, CRFParams(), colour=colour).shape == (96, 128)
+
+
+def test_released_colour_image_is_bgr_minus_mean_wrapped():
+    from car_desktop.engine.crf import RELEASED_MEAN_BGR, crf_colour_image
+
+    img = np.array([[[0, 0, 0], [255, 255, 255], [122, 116, 104], [10, 200, 130]]], np.uint8)
+    got = crf_colour_image(img, "released")
+    bgr = img[:, :, ::-1].astype(np.float64) - np.array(RELEASED_MEAN_BGR)
+    want = np.mod(np.trunc(bgr), 256).astype(np.uint8)  # truncate toward zero, wrap modulo 256
+    np.testing.assert_array_equal(got, want)
+    # Black: B 0 - 104.008 -> -104 -> 152; white: 255 - 104.008 -> 150.99 -> 150.
+    assert got[0, 0].tolist() == [152, 140, 134] and got[0, 1].tolist() == [150, 138, 132]
+    assert got.flags.c_contiguous and got.flags.writeable and got.dtype == np.uint8
+    rgb = crf_colour_image(img, "rgb")
+    assert rgb is img  # already contiguous and writable: no copy
+    with pytest.raises(ValueError, match="colour"):
+        crf_colour_image(img, "lab")
+
+
+def test_released_colour_wraps_a_smooth_region_into_an_edge():
+    """Blue 103 | 105 is no edge in RGB, but the released image wraps 103 - 104.008 to 255 and 105 to 0:
+    its CRF snaps the label to that spurious edge, the RGB one follows the soft map."""
+    h, w = 64, 96
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, :, 0], img[:, :, 1] = 120, 118
+    img[:, :48, 2], img[:, 48:, 2] = 103, 105
+    ramp = np.clip(0.5 + 0.3 * (40 - np.arange(w)) / 40, 0.05, 0.95)   # crosses 0.5 at column 40
+    probs = np.tile(ramp, (h, 1))[None].astype(np.float32)
+    rgb = dense_crf(img, probs, CRFParams())
+    released = dense_crf(img, probs, CRFParams(), colour="released")
+    assert (released[:, :48] == 1).all() and (released[:, 48:] == 0).all()
+    assert (rgb[:, 40:] == 0).all() and (rgb[:, :20] == 1).all()
+
+
+GUARDLESS_SCRIPT = '''
+import sys, json
+from pathlib import Path
+counter = Path(sys.argv[1])
+with counter.open("a") as fh:           # one line per execution of this file
+    fh.write("ran\\n")
+import numpy as np
+from car_desktop.engine.config import preset
+from car_desktop.engine.pipeline import CaRPipeline
+from car_desktop.engine import crf
+img = np.zeros((96, 128, 3), np.uint8)
+img[:, 64:] = (240, 220, 40)
+config = preset("objects", sam_mode="off", device="cpu", crf_in_subprocess=True)
+result = CaRPipeline(config, test_models=True).run(img, "cat, dog")
+print(json.dumps({"stats": crf.helper_stats, "concepts": len(result.concepts)}))
+'''
+
+
+@pytest.mark.slow
+def test_crf_helper_never_reruns_a_guardless_script(tmp_path):
+    """A user's script without a main guard runs once: the helper starts from the package's own entry."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "user_script.py"
+    script.write_text(GUARDLESS_SCRIPT)
+    counter = tmp_path / "runs.txt"
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), HF_HUB_OFFLINE="1", CAR_DESKTOP_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, str(script), str(counter)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert counter.read_text().splitlines() == ["ran"]          # never re-executed by the helper
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["concepts"] == 2
+    assert out["stats"]["requests"] >= 1 and out["stats"]["fallbacks"] == 0   # the helper did the CRF
+    assert "helper process unavailable" not in proc.stderr
+
+
+def test_helper_replaced_after_it_dies(two_colour_image):
+    """A dead helper is noticed: the next CRF starts a new one and still answers correctly."""
+    from car_desktop.engine import crf
+
+    probs = np.zeros((1, 96, 128), np.float32)
+    probs[0, 25:65, 10:50] = 0.8
+    expected = dense_crf(two_colour_image, probs, CRFParams())
+    np.testing.assert_array_equal(crf.dense_crf_isolated(two_colour_image, probs, CRFParams()), expected)
+    first = crf._helper
+    assert first is not None and first.pid != __import__("os").getpid()
+    first._proc.kill()
+    first._proc.wait()
+    np.testing.assert_array_equal(crf.dense_crf_isolated(two_colour_image, probs, CRFParams()), expected)
+    assert crf._helper is not None and crf._helper is not first

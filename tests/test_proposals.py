@@ -37,6 +37,11 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return img
 
 
+def visual_scale(gen: ProposalGenerator) -> torch.Tensor:
+    """The model's own exp(logit_scale), as the released code (and the default config) uses it."""
+    return gen.clip.model.logit_scale.exp()
+
+
 def _reference_cam(gen: ProposalGenerator, feats, texts: torch.Tensor, target: int) -> np.ndarray:
     """Grad-CAM for one query through open_clip's own block module, with a tensor hook on ln_1."""
     visual = gen.visual
@@ -52,7 +57,7 @@ def _reference_cam(gen: ProposalGenerator, feats, texts: torch.Tensor, target: i
         x = feats.last_input.clone().requires_grad_(True)
         tokens = block(x)
         emb = visual.ln_post(tokens)[:, 1:].mean(dim=1) @ visual.proj
-        probs = (100.0 * F.normalize(emb, dim=-1) @ texts.T).softmax(dim=-1)
+        probs = (visual_scale(gen) * F.normalize(emb, dim=-1) @ texts.T).softmax(dim=-1)
         probs[0, target].backward()
     finally:
         handle.remove()

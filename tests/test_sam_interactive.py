@@ -6,10 +6,11 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
-from car_desktop.engine.results import PassCounter
 from car_desktop.engine.errors import ImageLoadError
 from car_desktop.engine.image_io import as_rgb_uint8, content_hash
+from car_desktop.engine.results import PassCounter
 from car_desktop.engine.sam_interactive import SamSession
 from car_desktop.engine.sam_models import load_sam
 
@@ -148,3 +149,21 @@ def test_clicks_and_a_prefetch_from_several_threads(handle):
     assert not errors
     assert len(results) == 9 and all(np.array_equal(r, expected) for r in results)
     assert counter.sam_image_encodes == 2 and counter.sam_decodes == 10
+
+
+def test_bf16_encoder_keeps_fp32_features_and_close_masks():
+    """On a CPU the bf16 handle runs only the image encoder under autocast; the decoder sees fp32."""
+    fp32 = SamSession(load_sam("tiny", None, "cpu", precision="fp32"))
+    bf16_handle = load_sam("tiny", None, "cpu", precision="bf16")
+    assert bf16_handle.precision.name == "bf16" and bf16_handle.key != fp32.handle.key
+    bf16 = SamSession(bf16_handle)
+    img = _image(3)
+    fp32.set_image(img)
+    bf16.set_image(img)
+    feats32, feats16 = fp32._current.features, bf16._current.features
+    assert feats16.dtype == feats32.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(feats32.flatten(), feats16.flatten(), dim=0)
+    assert cos > 0.999
+    a = fp32.predict(box=(5, 5, 30, 25)).mask
+    b = bf16.predict(box=(5, 5, 30, 25)).mask
+    assert (a & b).sum() / max((a | b).sum(), 1) > 0.9

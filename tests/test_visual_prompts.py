@@ -250,3 +250,20 @@ def test_bad_arguments(photo: np.ndarray) -> None:
         apply_visual_prompts(photo, m, ["blur"], blur_kernel=4)
     with pytest.raises(ValueError, match="uint8"):
         apply_visual_prompts(photo.astype(np.float32), m, ["blur"])
+
+
+def test_released_rectangle_is_centred_on_the_centroid() -> None:
+    img = np.full((80, 90, 3), 128, np.uint8)
+    m = np.zeros((80, 90), bool)
+    for y in range(15, 61):                      # the same lopsided triangle
+        m[y, 20 : 20 + (y - 15) + 1] = True
+    out = apply_visual_prompts(img, m, ["rectangle"], rectangle_on_bbox=False)
+    rows, cols = np.nonzero(m)
+    cy, cx = int(np.mean(rows)), int(np.mean(cols))
+    hh, hw = (rows.max() - rows.min() + 1) // 2, (cols.max() - cols.min() + 1) // 2
+    y0, y1, x0, x1 = cy - hh, cy + hh, cx - hw, cx + hw
+    expected = np.zeros((80, 90), bool)
+    expected[y0, x0 : x1 + 1] = expected[y1, x0 : x1 + 1] = True
+    expected[y0 : y1 + 1, x0] = expected[y0 : y1 + 1, x1] = True
+    np.testing.assert_array_equal(_red(out), expected)
+    assert y1 > rows.max()                       # shifted down, past the mask's own bottom

@@ -4,6 +4,7 @@ The affinity matrix (attention averaged over the last blocks, normalised columns
 times, symmetrised, squared once) depends only on the image; each query's CAM is boxed (threshold at
 lam x max, bounding box of every contour), the affinity's columns outside the boxes are zeroed and the
 CAM is propagated through it. Kept free of models so every step can be checked by hand.
+See docs/engine.md ("Proposals").
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def refine_cams(affinity: torch.Tensor, cams: np.ndarray, box_masks: np.ndarray)
     if k == 0:
         return np.zeros_like(cams, dtype=np.float32)
     masked = torch.from_numpy((cams * box_masks).reshape(k, -1).T.astype(np.float32)).to(affinity.device)
-    refined = (affinity.float() @ masked).T.reshape(cams.shape)
+    refined = (affinity.float() @ masked).float().T.reshape(cams.shape)
     return minmax(refined.cpu().numpy())
 
 

@@ -3,9 +3,13 @@
 Each prompted image (the image with one query's mask drawn onto it) is preprocessed like CLIP and
 encoded once, batched; its embedding is the CLS token after ``config.classifier_cls_block`` (-2, the
 second-to-last block: the released code's quirk that theta was tuned on), then ln_post and the
-projection. For each template m, S_m = softmax over queries of 100 x cosine; the S_m are summed over
+projection. For each template m, S_m = softmax over queries of scale x cosine (scale: the model's
+exp(logit_scale), 100 for OpenAI's weights, or the config's fixed value); the S_m are summed over
 templates and passed through a second softmax (the double softmax theta depends on). The released
 code re-encodes every image once per template; encoding once gives the same numbers far cheaper.
+
+Precision: the image tower runs under bf16 autocast where device.resolve_precision chose it; the
+embeddings, the products and both softmaxes are fp32. See docs/engine.md ("Classifier").
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from PIL import Image
 from .clip_models import ClipModel
 from .clip_tower import embed_image, project, run_blocks
 from .config import CaRConfig
+from .device import full_precision
 from .errors import ConfigError
 from .image_io import as_rgb_uint8
-from .proposals import LOGIT_SCALE
+from .proposals import logit_scale_for
 from .results import PassCounter
 from .text_encoder import TextEncoder
 
@@ -46,13 +51,18 @@ def clip_preprocess(image: np.ndarray, size: int = 224) -> np.ndarray:
     return resized[top:top + size, left:left + size] / 255.0
 
 
-def double_softmax(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: float = LOGIT_SCALE) -> torch.Tensor:
+def double_softmax(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: float = 100.0,
+                   second: bool = True) -> torch.Tensor:
     """(k, n) scores from (k, d) image and (m, n, d) template-by-query text embeddings (unit length).
 
-    softmax_j( sum_m softmax_j(scale * cos(img_i, text_{m,j})) ).
+    softmax_j( sum_m softmax_j(scale * cos(img_i, text_{m,j})) ); with ``second=False`` only the inner
+    softmax summed over templates (the released referring config: one template, one softmax). In the
+    released code's order: the image embedding is scaled first, each template is a separate product.
     """
-    per_template = (scale * torch.einsum("kd,mnd->mkn", image_emb, text_emb)).softmax(dim=-1)
-    return per_template.sum(dim=0).softmax(dim=-1)
+    scaled = scale * image_emb
+    per_template = torch.stack([(scaled @ text_emb[m].T).softmax(dim=-1) for m in range(text_emb.shape[0])])
+    summed = per_template.sum(dim=0)
+    return summed.softmax(dim=-1) if second else summed
 
 
 class MaskClassifier:
@@ -80,6 +90,7 @@ class MaskClassifier:
             )
         # Blocks up to and including the chosen one: -2 runs all but the last.
         self.blocks = blocks[: index % len(blocks) + 1]
+        self.logit_scale = logit_scale_for(clip, config)
         size = self.visual.image_size
         self.input_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         mean = getattr(self.visual, "image_mean", None) or OPENAI_DATASET_MEAN
@@ -98,9 +109,11 @@ class MaskClassifier:
         out = []
         for start in range(0, len(images), self.batch_size):
             pixels = self.preprocess(images[start:start + self.batch_size]).to(self.clip.device)
-            x, _ = embed_image(self.visual, pixels)
-            x = run_blocks(self.blocks, x)
-            out.append(F.normalize(project(self.visual, x[:, 0]), dim=-1))
+            with self.clip.precision.context():  # bf16 autocast where it pays
+                x, _ = embed_image(self.visual, pixels, pos_fp16=self.config.pos_embed_fp16)
+                x = run_blocks(self.blocks, x)
+            with full_precision(x.device.type):
+                out.append(F.normalize(project(self.visual, x[:, 0].float()), dim=-1))
             self.counter.classifier_image_passes += pixels.shape[0]
         return torch.cat(out, dim=0)
 
@@ -124,4 +137,7 @@ class MaskClassifier:
             return np.zeros((len(prompted_images), len(query_texts)), dtype=np.float32)
         image_emb = self.encode_images(list(prompted_images))
         text_emb = self.text_embeddings(list(query_texts), templates)
-        return double_softmax(image_emb, text_emb.to(image_emb.device)).cpu().numpy().astype(np.float32)
+        with full_precision(image_emb.device.type):
+            scores = double_softmax(image_emb, text_emb.to(image_emb.device), self.logit_scale,
+                                    second=self.config.double_softmax)
+        return scores.cpu().numpy().astype(np.float32)

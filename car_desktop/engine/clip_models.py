@@ -2,7 +2,14 @@
 checkpoint file (an open_clip state dict or an OpenAI ``clip``-package archive), or an open_clip
 pretrained tag resolved to a local file by the model manager; plus the tiny seeded test models built
 from the JSON configs shipped in ``model_configs/``. A ``ClipModel`` bundles the frozen network with
-its tokenizer, device, dtype and a stable cache key; every other stage takes one of these.
+its tokenizer, device, precision, logit scale and a stable cache key; every other stage takes one.
+
+The activation matters: OpenAI's weights were trained with QuickGELU, open_clip's ``ViT-B-16`` name
+builds GELU, and the parameters of the two are indistinguishable. ``decide_activation`` therefore
+decides from what the file is (an explicit option; a ``-quickgelu`` name; the OpenAI archive format;
+open_clip's pretrained config of the tag; an ``open_clip_config.json`` beside the file; a hash the
+manifest knows) and, when nothing tells, keeps the architecture's own activation with a warning that
+says how to choose (never silently).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import open_clip
 import torch
 
 from .cancel import CancelToken, check
-from .device import resolve_device, resolve_dtype
+from .device import FP32, Precision, resolve_device, resolve_precision
 from .errors import ConfigError, WeightsCorruptError, WeightsMissingError
 
 log = logging.getLogger(__name__)
@@ -49,14 +56,34 @@ class ClipModel:
     name: str                      # open_clip architecture name ("ViT-B-16", "car-tiny-b16")
     pretrained: str | None         # tag, file path, or None for random weights
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype             # the weights' dtype
     is_test: bool = False
-    #: Stable identity for caches: architecture, weights, device, dtype and a weight fingerprint.
+    #: The dtype of the heavy passes (bf16 autocast on a CPU that has it); see device.Precision.
+    precision: Precision = FP32
+    #: Why the activation is what it is, and anything else a user should know about these weights.
+    notes: list[str] = field(default_factory=list)
+    #: Weight fingerprint covering both towers (the text-embedding disk cache is keyed by it).
+    fingerprint: str = field(init=False)
+    #: Stable identity for in-memory caches: architecture, weights, device, precision, fingerprint.
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
         weights = "random" if self.pretrained is None else os.path.basename(str(self.pretrained))
-        self.key = f"{self.name}|{weights}|{self.device}|{str(self.dtype).replace('torch.', '')}|{_fingerprint(self.model)}"
+        self.fingerprint = _fingerprint(self.model)
+        self.key = (f"{self.name}|{weights}|{self.device}|{str(self.dtype).replace('torch.', '')}"
+                    f"|{self.precision.name}|{self.fingerprint}")
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's own exp(logit_scale) (100 for the OpenAI weights), as the released code uses it."""
+        scale = getattr(self.model, "logit_scale", None)
+        if not isinstance(scale, torch.Tensor):
+            return 100.0
+        return float(scale.detach().float().exp().reshape(-1)[0])
+
+    @property
+    def quick_gelu(self) -> bool:
+        return any(type(m).__name__ == "QuickGELU" for m in self.model.modules())
 
     @property
     def visual(self) -> Any:
@@ -68,12 +95,19 @@ class ClipModel:
 
 
 def _fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of a few small weight tensors: distinguishes two random inits cheaply."""
-    h = hashlib.blake2b(digest_size=6)
+    """A short hash of a few small weight tensors of both towers: tells two sets of weights apart cheaply.
+
+    The activation is part of it: the same weights with GELU and QuickGELU give other features.
+    """
+    h = hashlib.blake2b(digest_size=8)
     visual = model.visual
-    for t in (visual.positional_embedding, visual.class_embedding, getattr(visual, "proj", None)):
+    text_blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
+    last_text = text_blocks[-1].mlp.c_proj.weight if text_blocks is not None and len(text_blocks) else None
+    for t in (visual.positional_embedding, visual.class_embedding, getattr(visual, "proj", None),
+              getattr(model, "text_projection", None), getattr(model, "positional_embedding", None), last_text):
         if isinstance(t, torch.Tensor):
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    h.update(b"quickgelu" if any(type(m).__name__ == "QuickGELU" for m in model.modules()) else b"gelu")
     return h.hexdigest()
 
 
@@ -144,13 +178,112 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     return obj, is_openai
 
 
-def _build_from_file(name: str, path: Path, quick_gelu: bool | None) -> torch.nn.Module:
-    """Build architecture ``name`` and load ``path`` into it (strictly)."""
+@dataclass(frozen=True)
+class ActivationChoice:
+    """Which activation a checkpoint gets, why, and whether anything actually said so."""
+
+    quick_gelu: bool
+    reason: str
+    certain: bool = True
+
+
+#: Largest open_clip_config.json read beside a checkpoint (bounded before reading).
+_SIDECAR_MAX_BYTES = 1 << 20
+
+
+def _sidecar_quick_gelu(path: Path) -> bool | None:
+    """``model_cfg.quick_gelu`` of an ``open_clip_config.json`` beside ``path`` (Hugging Face layout)."""
+    import json
+
+    sidecar = path.with_name("open_clip_config.json")
+    try:
+        if not sidecar.is_file() or sidecar.stat().st_size > _SIDECAR_MAX_BYTES:
+            return None
+        cfg = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    model_cfg = cfg.get("model_cfg") if isinstance(cfg, dict) else None
+    if isinstance(model_cfg, dict):
+        return bool(model_cfg.get("quick_gelu", False))
+    return None
+
+
+def known_weight_hashes() -> dict[str, tuple[int | None, str, str]]:
+    """SHA-256 -> (file size or None, open_clip model, tag) of every CLIP file the manifest knows."""
+    try:
+        from .manifest import load_manifest
+
+        manifest = load_manifest()
+    except Exception as exc:  # noqa: BLE001 - a broken manifest must not stop loading weights
+        log.debug("No manifest for weight hashes: %s", exc)
+        return {}
+    known: dict[str, tuple[int | None, str, str]] = {}
+    for spec in manifest.values():
+        if spec.kind != "clip" or not spec.open_clip_model or not spec.open_clip_tag:
+            continue
+        if spec.sha256:
+            known[spec.sha256.lower()] = (spec.size, spec.open_clip_model, spec.open_clip_tag)
+        if spec.openai_file is not None and spec.openai_file.sha256:
+            known[spec.openai_file.sha256.lower()] = (None, spec.open_clip_model, spec.open_clip_tag)
+    return known
+
+
+def _hash_activation(path: Path) -> ActivationChoice | None:
+    """The activation of a file whose SHA-256 the manifest knows (hashed only if a size could match)."""
+    known = known_weight_hashes()
+    size = path.stat().st_size
+    if not any(s is None or s == size for s, _, _ in known.values()):
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    hit = known.get(h.hexdigest())
+    if hit is None:
+        return None
+    _, model, tag = hit
+    cfg = open_clip.get_pretrained_cfg(model, tag) or {}
+    return ActivationChoice(bool(cfg.get("quick_gelu", False)), f"known file ({model} {tag}, by its SHA-256)")
+
+
+def decide_activation(
+    name: str, path: Path, *, openai_format: bool, explicit: bool | None = None, tag_quick_gelu: bool | None = None,
+) -> ActivationChoice:
+    """QuickGELU or GELU for checkpoint ``path`` loaded as architecture ``name`` (see the module docstring)."""
+    if explicit is not None:
+        return ActivationChoice(bool(explicit), "chosen by the quick_gelu option")
+    if name.lower().endswith("-quickgelu"):
+        return ActivationChoice(True, f"the architecture name {name}")
+    if openai_format:
+        return ActivationChoice(True, "OpenAI clip-package format (trained with QuickGELU)")
+    if tag_quick_gelu is not None:
+        return ActivationChoice(bool(tag_quick_gelu), "open_clip's pretrained config for the tag")
+    sidecar = _sidecar_quick_gelu(path)
+    if sidecar is not None:
+        return ActivationChoice(sidecar, "open_clip_config.json beside the file")
+    by_hash = _hash_activation(path)
+    if by_hash is not None:
+        return by_hash
+    return ActivationChoice(
+        False,
+        f"nothing in {path.name} says which activation its weights were trained with, so {name}'s own "
+        f"(GELU) is used; OpenAI weights need QuickGELU: set quick_gelu=True (or use the name "
+        f"{name}-quickgelu) if these are OpenAI weights",
+        certain=False,
+    )
+
+
+def _build_from_file(
+    name: str, path: Path, quick_gelu: bool | None = None, tag_quick_gelu: bool | None = None,
+) -> tuple[torch.nn.Module, ActivationChoice]:
+    """Build architecture ``name`` and load ``path`` into it (strictly), with the activation decided."""
     state_dict, is_openai = _read_checkpoint(path)
     for k in _OPENAI_META_KEYS:
         state_dict.pop(k, None)
-    # OpenAI weights were trained with QuickGELU; a tag's metadata says so for open_clip tags.
-    use_quick_gelu = bool(quick_gelu) or is_openai
+    choice = decide_activation(name, path, openai_format=is_openai, explicit=quick_gelu, tag_quick_gelu=tag_quick_gelu)
+    if not choice.certain:
+        log.warning("CLIP %s from %s: %s.", name, path, choice.reason)
+    use_quick_gelu = choice.quick_gelu
     model = _create(name, quick_gelu=use_quick_gelu)
     if "logit_scale" in state_dict and state_dict["logit_scale"].ndim != model.logit_scale.ndim:
         state_dict["logit_scale"] = state_dict["logit_scale"].reshape(model.logit_scale.shape)
@@ -164,9 +297,9 @@ def _build_from_file(name: str, path: Path, quick_gelu: bool | None) -> torch.nn
             f"The checkpoint {path} does not fit the CLIP architecture {name!r}: {str(exc)[:300]}. "
             "Choose the architecture the checkpoint was trained with."
         ) from exc
-    log.info("Loaded %s weights from %s (%s format%s).", name, path, "OpenAI" if is_openai else "open_clip",
-             ", QuickGELU" if use_quick_gelu else "")
-    return model
+    log.info("Loaded %s weights from %s (%s format, %s: %s).", name, path, "OpenAI" if is_openai else "open_clip",
+             "QuickGELU" if use_quick_gelu else "GELU", choice.reason)
+    return model, choice
 
 
 def _looks_like_path(value: str) -> bool:
@@ -180,24 +313,29 @@ def load_clip(
     precision: str = "auto",
     progress: Callable | None = None,
     cancel: CancelToken | None = None,
+    quick_gelu: bool | None = None,
 ) -> ClipModel:
     """Load CLIP ``name`` with ``pretrained`` weights: None (random), a checkpoint path, or a tag.
 
     Tags ("openai", "laion2b_s34b_b88k", ...) are resolved to a local file by the model manager,
     which raises ``WeightsMissingError`` at once when the file is absent and the hub unreachable.
+    ``quick_gelu`` forces the activation of a checkpoint (None: decided from the file, see
+    ``decide_activation``; the decision and its reason are in the returned model's ``notes``).
     """
     if name not in open_clip.list_models():
         raise ConfigError(f"Unknown CLIP architecture {name!r} (for example 'ViT-B-16' or 'ViT-L-14').")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    dtype = resolve_dtype(precision, dev)
+    prec = resolve_precision(precision, dev)
     check(cancel)
+    notes: list[str] = []
     if pretrained is None:
-        model = _create(name)
+        model = _create(name, quick_gelu=bool(quick_gelu))
         log.warning("CLIP %s has random weights: its masks and scores are meaningless.", name)
     else:
         path = Path(pretrained).expanduser()
+        choice: ActivationChoice | None = None
         if path.is_file():
-            model = _build_from_file(name, path, quick_gelu=None)
+            model, choice = _build_from_file(name, path, quick_gelu=quick_gelu)
         elif _looks_like_path(pretrained):
             raise WeightsMissingError(
                 f"The CLIP checkpoint file {path} does not exist. Put the weights there or choose another file."
@@ -216,29 +354,38 @@ def load_clip(
                 ) from exc
             file = resolve_clip_pretrained(name, pretrained, progress=progress, cancel=cancel)
             check(cancel)
-            model = _build_from_file(name, Path(file), quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
-    model = _freeze(model, dev, dtype)
+            model, choice = _build_from_file(name, Path(file), quick_gelu=quick_gelu,
+                                             tag_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
+        if choice is not None and not choice.certain:
+            notes.append(f"CLIP {name}: {choice.reason}.")
+    model = _freeze(model, dev, prec.weights)
     tokenizer = open_clip.get_tokenizer(name)
     return ClipModel(model=model, tokenizer=tokenizer, name=name, pretrained=pretrained, device=dev,
-                     dtype=dtype, is_test=False)
+                     dtype=prec.weights, is_test=False, precision=prec, notes=notes)
 
 
-def _seeded_random(name: str, device: torch.device, dtype: torch.dtype) -> ClipModel:
+def _seeded_random(name: str, device: torch.device, precision: Precision) -> ClipModel:
     # fork_rng keeps the caller's global RNG untouched while making the weights reproducible.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TEST_SEEDS[name])
         model = _create(name)
-    model = _freeze(model, device, dtype)
+    model = _freeze(model, device, precision.weights)
     return ClipModel(model=model, tokenizer=open_clip.get_tokenizer(name), name=name, pretrained=None,
-                     device=device, dtype=dtype, is_test=True)
+                     device=device, dtype=precision.weights, is_test=True, precision=precision)
 
 
 def load_test_models(device: str | torch.device = "auto", precision: str = "auto") -> tuple[ClipModel, ClipModel]:
-    """The tiny seeded (proposal, classifier) models for tests and demos: fast, deterministic, meaningless."""
+    """The tiny seeded (proposal, classifier) models for tests and demos: fast, deterministic, meaningless.
+
+    ``auto`` means fp32 off CUDA (no bf16 probe): tests compare their numbers exactly, and the models
+    are too small for bf16 to pay. bf16 can still be forced.
+    """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    dtype = resolve_dtype(precision, dev)
+    if (precision or "auto").lower() == "auto" and dev.type != "cuda":
+        precision = "fp32"
+    prec = resolve_precision(precision, dev)
     log.warning(
         "Using tiny random-weight TEST CLIP models (%s, %s): the masks and scores they produce are "
         "MEANINGLESS. Install real weights for actual segmentation.", TEST_PROPOSAL_MODEL, TEST_CLASSIFIER_MODEL,
     )
-    return _seeded_random(TEST_PROPOSAL_MODEL, dev, dtype), _seeded_random(TEST_CLASSIFIER_MODEL, dev, dtype)
+    return _seeded_random(TEST_PROPOSAL_MODEL, dev, prec), _seeded_random(TEST_CLASSIFIER_MODEL, dev, prec)

@@ -86,7 +86,8 @@ def block_forward(
     q, k, v = (t.reshape(bsz, length, heads, hd).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
     weights = None
     if need_weights:
-        scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-1, -2)
+        # Scaled as torch's MultiheadAttention does with need_weights (q * sqrt(1 / E)), to the last bit.
+        scores = (q * math.sqrt(1.0 / float(hd))) @ k.transpose(-1, -2)
         probs = scores.float().softmax(dim=-1)
         weights = probs.mean(dim=1)
         out = probs.to(v.dtype) @ v
@@ -109,27 +110,41 @@ def native_grid(visual: nn.Module) -> tuple[int, int]:
     return int(gh), int(gw)
 
 
-def interpolate_pos_embed(pos: torch.Tensor, native: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
-    """(1 + gh*gw, C) positional embedding for ``grid``: patch part resized bilinearly, CLS apart."""
-    if tuple(grid) == tuple(native):
-        return pos
-    cls, patches = pos[:1], pos[1:]
-    c = patches.shape[-1]
-    img = patches.float().reshape(1, native[0], native[1], c).permute(0, 3, 1, 2)
-    img = F.interpolate(img, size=tuple(grid), mode="bilinear", align_corners=False)
-    patches = img.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], c).to(pos.dtype)
-    return torch.cat([cls, patches], dim=0)
+def interpolate_pos_embed(
+    pos: torch.Tensor, native: tuple[int, int], grid: tuple[int, int], fp16_round: bool = False
+) -> torch.Tensor:
+    """(1 + gh*gw, C) positional embedding for ``grid``: patch part resized bilinearly, CLS apart.
+
+    ``fp16_round`` rounds the whole result (CLS included) to fp16 and back, as the released code does
+    with every embedding it interpolates, also at the native grid (a resize to the same size is exact).
+    """
+    if tuple(grid) != tuple(native):
+        cls, patches = pos[:1], pos[1:]
+        c = patches.shape[-1]
+        img = patches.float().reshape(1, native[0], native[1], c).permute(0, 3, 1, 2)
+        img = F.interpolate(img, size=tuple(grid), mode="bilinear", align_corners=False)
+        patches = img.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], c).to(pos.dtype)
+        pos = torch.cat([cls, patches], dim=0)
+    return pos.half().to(pos.dtype) if fp16_round else pos
 
 
-def embed_image(visual: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Tokens entering the first block (B, 1 + gh*gw, C), and the grid, for normalised ``pixels``."""
+def embed_image(
+    visual: nn.Module, pixels: torch.Tensor, pos_fp16: bool = False
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Tokens entering the first block (B, 1 + gh*gw, C), and the grid, for normalised ``pixels``.
+
+    ``pos_fp16``: round the positional embedding to fp16 (see ``interpolate_pos_embed``).
+    """
     dtype = visual.conv1.weight.dtype
-    x = visual.conv1(pixels.to(dtype))                       # (B, C, gh, gw)
+    # The residual stream stays in the weights' dtype even under autocast (which lowers only the
+    # matrix products): a bf16 stream sends torch's attention in-projection of the transposed tokens
+    # to a batched-matmul path that copies the weight per batch, ten times slower on a CPU.
+    x = visual.conv1(pixels.to(dtype)).to(dtype)             # (B, C, gh, gw)
     grid = (int(x.shape[-2]), int(x.shape[-1]))
     x = x.flatten(2).transpose(1, 2)                        # (B, gh*gw, C), row-major patches
     cls = visual.class_embedding.to(x.dtype).reshape(1, 1, -1).expand(x.shape[0], 1, -1)
     x = torch.cat([cls, x], dim=1)
-    pos = interpolate_pos_embed(visual.positional_embedding, native_grid(visual), grid)
+    pos = interpolate_pos_embed(visual.positional_embedding, native_grid(visual), grid, fp16_round=pos_fp16)
     x = x + pos.to(x.dtype)
     # patch_dropout is an identity in eval mode; ln_pre may be an Identity (no_ln_pre configs).
     return layer_norm(visual.ln_pre, x), grid

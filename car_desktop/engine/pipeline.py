@@ -8,7 +8,8 @@ attention matrix, the SAM embedding) and text embeddings are cached inside the s
 run on the same image with other concepts only pays for what is new.
 
 Very large images are processed at a working resolution (long side ``config.work_long_side``) and the
-final masks are resized back to full resolution, so memory and CRF time stay bounded.
+final masks are resized back to full resolution, so memory and CRF time stay bounded. docs/engine.md
+walks through the whole run; ``CaRConfig.released()`` makes it behave as the authors' released code.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ ProgressFn = Callable[[Progress], None]
 TEST_MODELS_WARNING = "TEST MODELS: tiny random-weight models are in use; the masks mean nothing."
 
 
-def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
+def resize_long_side(image: np.ndarray, long_side: int | None) -> np.ndarray:
+    """``image`` shrunk (area interpolation) so its long side is at most ``long_side`` (None: unchanged)."""
     h, w = image.shape[:2]
-    if max(h, w) <= long_side:
+    if long_side is None or max(h, w) <= long_side:
         return image
     scale = long_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -52,7 +54,12 @@ def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def effective_background(config: CaRConfig, concepts: Sequence[Concept], warnings: list[str]) -> list[str]:
-    """Background words minus any that the user asked for (otherwise "sky" would suppress "sky")."""
+    """Background words minus any that the user asked for (otherwise "sky" would suppress "sky").
+
+    With ``config.drop_asked_background`` off (the released code) the list is used as it is.
+    """
+    if not config.drop_asked_background:
+        return list(config.background_words)
     asked = {s.strip().casefold() for c in concepts for s in c.synonyms}
     kept = [b for b in config.background_words if b.strip().casefold() not in asked]
     dropped = [b for b in config.background_words if b.strip().casefold() in asked]
@@ -77,9 +84,13 @@ class _Timer:
 class CaRPipeline:
     """CaR with its models. Create once, reuse for many images; thread-safe (one run at a time)."""
 
-    def __init__(self, config: CaRConfig | None = None, *, test_models: bool = False) -> None:
+    def __init__(self, config: CaRConfig | None = None, *, test_models: bool = False,
+                 text_disk_cache: bool | None = None) -> None:
         self.config = config or CaRConfig()
         self.test_models = test_models
+        #: Keep text embeddings on disk too (user cache folder), so a new start does not re-encode them.
+        #: None: on for real models, off for the tiny test models (instant to encode).
+        self.text_disk_cache = (not test_models) if text_disk_cache is None else text_disk_cache
         self.counter = PassCounter()
         self._lock = threading.RLock()
         self._clips: dict[tuple, object] = {}
@@ -93,17 +104,19 @@ class CaRPipeline:
     def _clip(self, name: str, pretrained: str | None, role: str, config: CaRConfig):
         from . import clip_models
 
+        key: tuple
         if self.test_models:
-            key = ("test", role if not (role == "classifier" and config.referring) else "proposal")
+            key = ("test", role if not (role == "classifier" and config.referring) else "proposal",
+                   config.precision)
             if key not in self._clips:
-                proposal, classifier = clip_models.load_test_models(device=config.device)
-                self._clips[("test", "proposal")] = proposal
-                self._clips[("test", "classifier")] = classifier
+                proposal, classifier = clip_models.load_test_models(device=config.device, precision=config.precision)
+                self._clips[("test", "proposal", config.precision)] = proposal
+                self._clips[("test", "classifier", config.precision)] = classifier
             return self._clips[key]
-        key = (name, pretrained, config.device, config.precision)
+        key = (name, pretrained, config.device, config.precision, config.quick_gelu)
         if key not in self._clips:
             self._clips[key] = clip_models.load_clip(name, pretrained, device=config.device,
-                                                     precision=config.precision)
+                                                     precision=config.precision, quick_gelu=config.quick_gelu)
         return self._clips[key]
 
     def _stages(self, config: CaRConfig):
@@ -112,14 +125,16 @@ class CaRPipeline:
         from .text_encoder import TextEncoder
 
         if self._text_encoder is None:
-            self._text_encoder = TextEncoder(self.counter)
+            self._text_encoder = TextEncoder(self.counter, disk_cache=self.text_disk_cache)
         p_clip = self._clip(config.proposal_model, config.proposal_pretrained, "proposal", config)
         c_clip = self._clip(config.classifier_model, config.classifier_pretrained, "classifier", config)
         # Stages cache per-image work; they are kept per model and refreshed only for a new config.
-        gen_key = f"{p_clip.key}|{config.proposal_long_side}|{config.refine_layers}|{config.refine_box_edge_quirk}"
+        gen_key = (f"{p_clip.key}|{config.proposal_long_side}|{config.refine_layers}|{config.refine_box_edge_quirk}"
+                   f"|{config.pos_embed_fp16}|{config.logit_scale}")
         if gen_key not in self._generators:
             self._generators[gen_key] = ProposalGenerator(p_clip, config, self._text_encoder, self.counter)
-        cls_key = f"{c_clip.key}|{config.classifier_cls_block}"
+        cls_key = (f"{c_clip.key}|{config.classifier_cls_block}|{config.pos_embed_fp16}|{config.logit_scale}"
+                   f"|{config.double_softmax}")
         if cls_key not in self._classifiers:
             self._classifiers[cls_key] = MaskClassifier(c_clip, config, self._text_encoder, self.counter)
         return self._generators[gen_key], self._classifiers[cls_key]
@@ -163,16 +178,19 @@ class CaRPipeline:
         config = config or self.config
         with self._lock:
             wanted = "tiny" if self.test_models else config.sam_model
-            if self._sam_session is not None and self._sam_session.handle.model_type != wanted:
-                self._sam_session = None  # another SAM model was chosen
+            # The tiny test SAM is too small for bf16 to pay: "auto" means fp32 there (as for test CLIP).
+            precision = "fp32" if self.test_models and config.precision == "auto" else config.precision
+            if self._sam_session is not None and (self._sam_session.handle.model_type != wanted
+                                                  or self._sam_session.handle.precision_choice != precision):
+                self._sam_session = None  # another SAM model or precision was chosen
             if self._sam_session is None:
                 if self.test_models:
-                    handle = load_sam("tiny", None, device=config.device)
+                    handle = load_sam("tiny", None, device=config.device, precision=precision)
                 else:
                     from .model_manager import resolve_sam_checkpoint
 
                     handle = load_sam(config.sam_model, resolve_sam_checkpoint(config.sam_model),
-                                      device=config.device)
+                                      device=config.device, precision=precision)
                 self._sam_session = SamSession(handle, self.counter)
             return self._sam_session
 
@@ -216,6 +234,8 @@ class CaRPipeline:
 
                     start_helper()  # starts while the proposals run
                 generator, classifier = self._stages(config)
+            for clip in {id(c): c for c in (generator.clip, classifier.clip)}.values():
+                warnings.extend(n for n in clip.notes if n not in warnings)
             check(cancel)
             work = resize_long_side(full, config.work_long_side)
             background = [config.proposal_template.format(b) for b in effective_background(config, concept_list, warnings)]
@@ -242,7 +262,8 @@ class CaRPipeline:
                     images = [
                         apply_visual_prompts(work, maps[r] > config.eta, config.prompts_for(concept_list[i].name),
                                              soft_map=maps[r], blur_kernel=config.blur_kernel,
-                                             correct_gray=config.gray_correct_luminance)
+                                             correct_gray=config.gray_correct_luminance,
+                                             rectangle_on_bbox=config.rectangle_on_bbox)
                         for r, i in enumerate(surviving)
                     ]
                     check(cancel)
@@ -250,16 +271,26 @@ class CaRPipeline:
                 return np.diag(scores)
 
             outcome = run_car_loop(len(concept_list), propose, classify, config.theta, config.max_steps,
-                                   cancel=cancel, keep_soft_maps=keep_soft_maps)
+                                   cancel=cancel, keep_soft_maps=keep_soft_maps,
+                                   reuse_empty_proposals=config.reuse_empty_proposals)
             if not outcome.converged:
                 warnings.append(f"The loop stopped at the step cap ({config.max_steps}) before converging.")
             check(cancel)
 
             with timer("crf"):
                 report("crf")
-                work_masks = self._masks_from_maps(work, outcome.soft_maps, config, cancel)
+                crf_maps = outcome.crf_maps if outcome.crf_maps is not None else outcome.soft_maps
+                rows = self._masks_from_maps(work, crf_maps, config, cancel)
             check(cancel)
-            masks = {i: resize_mask(m, full.shape[:2]) for i, m in zip(outcome.survivors, work_masks)}
+            # Row r goes to the r-th survivor (more rows than survivors only when an earlier step's
+            # maps were reused). Fewer rows only with crf_label_quirk: the rest get no mask, score 0.
+            empty = np.zeros(full.shape[:2], bool)
+            masks = {i: resize_mask(rows[r], full.shape[:2]) if r < len(rows) else empty
+                     for r, i in enumerate(outcome.survivors)}
+            zeroed = set(outcome.survivors[len(rows):])
+            if zeroed:
+                names = ", ".join(concept_list[i].name for i in sorted(zeroed))
+                warnings.append(f"Released behaviour: no CRF label left for {names}, so score 0 and no mask.")
 
             sam_info: dict[int, tuple[bool, float]] = {}
             if config.sam_mode != "off" and masks:
@@ -268,7 +299,7 @@ class CaRPipeline:
                     masks, sam_info = self._refine_with_sam(full, masks, config, cancel)
             check(cancel)
 
-            result = self._assemble(full, concept_list, outcome, masks, sam_info, warnings, config)
+            result = self._assemble(full, concept_list, outcome, masks, sam_info, warnings, config, zeroed)
             result.timings = dict(timer.timings)
             result.passes = self.counter.since(before)
             report("done")
@@ -276,27 +307,36 @@ class CaRPipeline:
 
     def _masks_from_maps(self, work: np.ndarray, maps: np.ndarray, config: CaRConfig,
                          cancel: CancelToken | None = None) -> list[np.ndarray]:
+        """One mask row per map (the r-th survivor's), from the CRF or, without it, the argmax.
+
+        With ``config.crf_label_quirk`` the rows are the released code's: one per label up to the
+        highest label present (so trailing survivors may get none), and in referring mode only the
+        phrases whose CRF kept pixels, moved up in order.
+        """
         from .crf import dense_crf, dense_crf_isolated
 
         def crf(probs: np.ndarray) -> np.ndarray:
             if config.crf_in_subprocess:
-                return dense_crf_isolated(work, probs, config.crf, cancel)
-            return dense_crf(work, probs, config.crf)
+                return dense_crf_isolated(work, probs, config.crf, cancel, colour=config.crf_colour)
+            return dense_crf(work, probs, config.crf, colour=config.crf_colour)
 
         k = maps.shape[0]
         if k == 0:
             return []
+        quirk = config.crf_label_quirk and config.use_crf
         if config.referring:
             # Each phrase is its own 2-label problem: phrases may overlap.
-            if config.use_crf:
-                return [crf(maps[r:r + 1]) == 1 for r in range(k)]
-            return [maps[r] > config.eta for r in range(k)]
+            if not config.use_crf:
+                return [maps[r] > config.eta for r in range(k)]
+            per_phrase = [crf(maps[r:r + 1]) == 1 for r in range(k)]
+            return [m for m in per_phrase if m.any()] if quirk else per_phrase
         if config.use_crf:
             labels = crf(maps)
         else:
             stacked = np.concatenate([1.0 - maps.max(axis=0, keepdims=True), maps], axis=0)
             labels = stacked.argmax(axis=0)
-        return [labels == r + 1 for r in range(k)]
+        present = int(labels.max()) if quirk else k
+        return [labels == r + 1 for r in range(present)]
 
     def _refine_with_sam(self, image, masks, config, cancel):
         from . import sam_refine
@@ -316,7 +356,7 @@ class CaRPipeline:
         info = {i: (bool(o.accepted), float(o.iou)) for i, o in zip(order, outcomes)}
         return refined, info
 
-    def _assemble(self, full, concept_list, outcome, masks, sam_info, warnings, config) -> CaRResult:
+    def _assemble(self, full, concept_list, outcome, masks, sam_info, warnings, config, zeroed=frozenset()) -> CaRResult:
         h, w = full.shape[:2]
         alone = len(outcome.survivors) == 1
         results: list[ConceptResult] = []
@@ -328,7 +368,7 @@ class CaRPipeline:
                 continue
             accepted, iou = sam_info.get(idx, (None, None))
             results.append(ConceptResult(
-                idx, concept, masks[idx], outcome.scores[idx],
+                idx, concept, masks[idx], 0.0 if idx in zeroed else outcome.scores[idx],
                 ConceptStatus.KEPT_ALONE if alone else ConceptStatus.KEPT, sam_accepted=accepted, sam_iou=iou))
         label_map = np.zeros((h, w), np.int32)
         for c in sorted((c for c in results if c.status is not ConceptStatus.REMOVED), key=lambda c: c.score):

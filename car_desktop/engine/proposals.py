@@ -5,8 +5,11 @@ keeps what does not depend on the text: the input of the last block and the CLIP
 from the last blocks' attention. ``propose`` then costs one batched last-block forward/backward for
 all queries of a step: the last block's input is replicated k times, the sum of the k target
 probabilities is backpropagated once, and each query's Grad-CAM (on the last block's ln_1 output) is
-refined through the affinity and resized to the original image. Behaviour follows
-shared/car-algorithm.md, "Proposal generator", and the authors' released code.
+refined through the affinity and resized to the original image. Behaviour follows the authors'
+released code; docs/engine.md ("Proposals") describes each step and the named deviations.
+
+Precision: on a CPU with bfloat16 the image pass (all blocks, no gradient) runs under autocast; the
+Grad-CAM pass, the softmax it differentiates and the CLIP-ES refinement always run in fp32.
 """
 
 from __future__ import annotations
@@ -25,16 +28,26 @@ from PIL import Image
 
 from . import cam_refine
 from .clip_models import ClipModel
-from .clip_tower import block_forward, check_block, embed_image, layer_norm, pool_patches, run_blocks
+from .clip_tower import (
+    block_forward,
+    check_block,
+    embed_image,
+    layer_norm,
+    pool_patches,
+    run_blocks,
+)
 from .config import CaRConfig
+from .device import FP32, Precision, full_precision
 from .image_io import as_rgb_uint8, content_hash
 from .results import PassCounter
 from .text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
-#: CLIP's logit scale as used by CaR (exp of the trained OpenAI value, 100).
-LOGIT_SCALE = 100.0
+
+def logit_scale_for(clip: ClipModel, config: CaRConfig) -> float:
+    """The softmax temperature: the config's fixed value, else the model's own exp(logit_scale)."""
+    return float(config.logit_scale) if config.logit_scale is not None else clip.logit_scale
 
 
 @dataclass
@@ -51,11 +64,14 @@ class ImageFeatures:
     affinity: torch.Tensor            # (N, N) fp32 CLIP-ES refinement matrix (A^2)
 
 
-def proposal_input_size(height: int, width: int, patch: int, long_side: int) -> tuple[int, int]:
+def proposal_input_size(height: int, width: int, patch: int, long_side: int | None) -> tuple[int, int]:
     """(h, w) fed to CLIP: each side rounded up to the patch size after capping the long side.
 
-    A side never exceeds ``long_side`` rounded down to a whole patch (at least one patch).
+    A side never exceeds ``long_side`` rounded down to a whole patch (at least one patch). Without a
+    cap (None, the released code) each side is simply rounded up to whole patches.
     """
+    if long_side is None:
+        return max(1, math.ceil(height / patch)) * patch, max(1, math.ceil(width / patch)) * patch
     scale = min(1.0, long_side / max(height, width))
     max_cells = max(1, long_side // patch)
     rows = min(max_cells, max(1, math.ceil(height * scale / patch)))
@@ -94,6 +110,7 @@ class ProposalGenerator:
         # Named deviation (see cam_refine.cam_boxes): off unless the config asks for the released
         # code's off-by-one box edges.
         self.box_edge_quirk = config.refine_box_edge_quirk
+        self.logit_scale = logit_scale_for(clip, config)
         self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
         self._lock = threading.RLock()
 
@@ -124,24 +141,25 @@ class ProposalGenerator:
     @torch.no_grad()
     def _compute_features(self, image: np.ndarray, key: str) -> ImageFeatures:
         pixels = self.preprocess(image)
-        x, grid = embed_image(self.visual, pixels)
         n_blocks = len(self.blocks)
         keep = max(1, min(int(self.config.refine_layers), n_blocks))
         attn_sum = None
-        for i, blk in enumerate(self.blocks):
-            if i == n_blocks - 1:
-                last_input = x
-            if i >= n_blocks - keep:
-                out = block_forward(blk, x, need_weights=True)
-                patch_attn = out.attn[0, 1:, 1:].float()
-                attn_sum = patch_attn if attn_sum is None else attn_sum + patch_attn
-                x = out.x
-            else:
-                x = run_blocks([blk], x)
+        with self.clip.precision.context():  # bf16 autocast where it pays (device.resolve_precision)
+            x, grid = embed_image(self.visual, pixels, pos_fp16=self.config.pos_embed_fp16)
+            for i, blk in enumerate(self.blocks):
+                if i == n_blocks - 1:
+                    last_input = x
+                if i >= n_blocks - keep:
+                    out = block_forward(blk, x, need_weights=True)
+                    patch_attn = out.attn[0, 1:, 1:].float()
+                    attn_sum = patch_attn if attn_sum is None else attn_sum + patch_attn
+                    x = out.x
+                else:
+                    x = run_blocks([blk], x)
         # The last block's attention does not depend on the text, so it is taken here (no grad)
         # rather than from the gradient pass: the whole affinity is then once per image.
         attn_mean = attn_sum / keep
-        affinity = cam_refine.refinement_matrix(attn_mean)
+        affinity = cam_refine.refinement_matrix(attn_mean)  # fp32
         self.counter.proposal_image_passes += 1
         return ImageFeatures(
             key=key, clip_key=self.clip.key, image_size=(int(image.shape[0]), int(image.shape[1])),
@@ -165,6 +183,7 @@ class ProposalGenerator:
         background_emb: torch.Tensor | None,
         indices: list[int] | None = None,
         referring: bool = False,
+        precision: Precision = FP32,
     ) -> np.ndarray:
         """(len(indices), rows, cols) min-max normalised Grad-CAMs, no fallback, no refinement.
 
@@ -172,7 +191,8 @@ class ProposalGenerator:
         Referring mode: each query's own softmax over [that query; background]. The last block runs
         forward once (its input is the same for every query) and one batched backward gives every
         target's gradient at once (autograd's ``is_grads_batched``): the same numbers as replicating
-        the block per query, without repeating its forward pass.
+        the block per query, without repeating its forward pass. It runs in fp32; ``precision`` exists
+        so the engine benchmark can measure what bf16 would change here (it is not used otherwise).
         """
         n = query_emb.shape[0]
         indices = list(range(n)) if indices is None else list(indices)
@@ -185,17 +205,20 @@ class ProposalGenerator:
         idx = torch.tensor(indices, device=x0.device)
         k = len(indices)
         out_cams = []
-        with torch.enable_grad():
+        scale = self.logit_scale
+        # fp32 whatever the models' precision: the softmax, its gradient and the CAM stay exact.
+        with torch.enable_grad(), full_precision(x0.device.type), precision.context():
             ln1 = layer_norm(block.ln_1, x0).detach().requires_grad_(True)
             tokens = block_forward(block, x0, ln1=ln1).x
-            img = F.normalize(pool_patches(self.visual, tokens), dim=-1)[0]           # (d,)
+            # The image embedding is scaled before the products, in the released code's order.
+            img = scale * F.normalize(pool_patches(self.visual, tokens), dim=-1)[0]   # (d,)
             if referring:
                 own = (query_emb[idx] @ img)[:, None]                                 # (k, 1)
                 logits = own if bg is None else torch.cat([own, (bg @ img)[None].expand(k, -1)], dim=1)
-                targets = (LOGIT_SCALE * logits).softmax(dim=-1)[:, 0]
+                targets = logits.softmax(dim=-1)[:, 0]
             else:
                 texts = query_emb if bg is None else torch.cat([query_emb, bg], dim=0)
-                targets = (LOGIT_SCALE * (texts @ img)).softmax(dim=-1)[idx]          # (k,)
+                targets = (texts @ img).softmax(dim=-1)[idx]                          # (k,)
             step = self._chunk_size(feats)
             for start in range(0, k, step):
                 m = min(step, k - start)
@@ -205,8 +228,8 @@ class ProposalGenerator:
                                               retain_graph=start + m < k)
                 acts = ln1.detach()[0, 1:]                                            # (N, C)
                 weights = grad[:, 0, 1:].mean(dim=1)                                  # (m, C)
-                cam = torch.relu(weights @ acts.T)                                    # (m, N)
-                out_cams.append(cam.reshape(m, rows, cols).cpu().numpy())
+                cam = torch.relu(weights.float() @ acts.float().T)                    # (m, N)
+                out_cams.append(cam.float().reshape(m, rows, cols).cpu().numpy())
         return cam_refine.minmax(np.concatenate(out_cams, axis=0))
 
     def cams(

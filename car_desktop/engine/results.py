@@ -28,7 +28,8 @@ class PassCounter:
     proposal_image_passes: int = 0   # visual tower through all blocks but the last (per image)
     last_block_passes: int = 0       # batched last-block forward/backward (one per step)
     classifier_image_passes: int = 0  # prompted images encoded by the classifier (images, not batches)
-    text_encodes: int = 0            # texts encoded (cache misses), proposal and classifier together
+    text_encodes: int = 0            # texts run through a text tower (memory and disk cache misses)
+    text_disk_hits: int = 0          # texts read back from the on-disk embedding cache
     sam_image_encodes: int = 0       # SAM image-encoder runs
     sam_decodes: int = 0             # SAM prompt-decoder runs
 

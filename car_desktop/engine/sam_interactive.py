@@ -139,7 +139,7 @@ class SamSession:
                     self._cache.move_to_end(key)
                     return emb
             log.debug("SAM %s: encoding a %dx%d image", self.handle.model_type, rgb.shape[1], rgb.shape[0])
-            self._encoder.set_image(rgb, image_format="RGB")
+            self.handle.encode(self._encoder.set_image, self._encoder, rgb, image_format="RGB")
             emb = _Embedding(
                 features=self._encoder.features,
                 original_size=tuple(self._encoder.original_size),

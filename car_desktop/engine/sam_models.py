@@ -8,8 +8,11 @@ becomes a ``WeightsCorruptError`` that names the file and says what to do, never
 Where the checkpoint comes from (download, hash check, the user's cache folder) is the model manager's
 business (``model_manager.resolve_sam_checkpoint``); this module takes a path.
 
-SAM always runs in float32: segment_anything's predictor mixes float32 prompt coordinates with the
-model's parameters, so a half-precision model fails in the prompt encoder.
+SAM's weights stay float32: segment_anything's predictor mixes float32 prompt coordinates with the
+model's parameters, so a half-precision model fails in the prompt encoder. On a CPU with bfloat16
+(``device.resolve_precision``) the image encoder -- seconds per image, the only heavy part -- runs
+under bf16 autocast (``SamHandle.set_image``) and its embedding is turned back into float32, so the
+prompt decoder is untouched.
 
 MobileSAM (``vit_t``) is an optional branch: used only when the ``mobile_sam`` package is importable.
 """
@@ -27,7 +30,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from .device import resolve_device
+from .device import FP32, Precision, resolve_device, resolve_precision
 from .errors import ConfigError, WeightsCorruptError, WeightsMissingError
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,17 @@ class SamHandle:
     #: segment_anything's (or mobile_sam's) SamPredictor / SamAutomaticMaskGenerator classes.
     predictor_cls: Any = field(default=None, repr=False)
     generator_cls: Any = field(default=None, repr=False)
+    #: The image encoder's precision (bf16 autocast on a CPU that has it, else fp32).
+    precision: Precision = FP32
+    #: The user's precision choice this handle was loaded for ("auto", "fp32", "bf16", "fp16").
+    precision_choice: str = "auto"
+
+    def encode(self, set_image: Callable, predictor: Any, *args: Any, **kwargs: Any) -> None:
+        """Run a predictor's ``set_image`` in this handle's precision, leaving its features in fp32."""
+        with self.precision.context():
+            set_image(*args, **kwargs)
+        if predictor.features is not None and predictor.features.dtype != torch.float32:
+            predictor.features = predictor.features.float()
 
     def new_predictor(self):
         """A fresh ``SamPredictor`` over this model (cheap: it only holds a reference)."""
@@ -175,17 +189,27 @@ def _model_key(model_type: str, checkpoint: Path | None, model: torch.nn.Module 
     return f"{model_type}:{checkpoint.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def sam_precision(choice: str, device: torch.device) -> Precision:
+    """SAM's image-encoder precision: bf16 autocast where CLIP would get it on a CPU, fp32 elsewhere."""
+    if device.type != "cpu":
+        return FP32
+    prec = resolve_precision(choice, device)
+    return prec if prec.autocast else FP32
+
+
 def load_sam(
     model_type: SamModelType | str,
     checkpoint: Path | str | os.PathLike | None,
     device: str | torch.device = "auto",
+    precision: str = "fp32",
 ) -> SamHandle:
     """Build SAM ``model_type`` on ``device`` and load ``checkpoint`` (a SAM ``.pth`` state dict).
 
     ``checkpoint=None`` keeps random weights and marks the handle ``is_test`` (logged as a warning for
     real architectures). Raises ``WeightsMissingError`` for a missing file, ``WeightsCorruptError`` for
     an unreadable file or one whose tensors do not fit ``model_type``, ``ConfigError`` for an unknown
-    type, an unavailable device or MobileSAM without its package.
+    type, an unavailable device or MobileSAM without its package. ``precision`` is the user's choice
+    (see ``sam_precision``; fp32 by default).
     """
     model_type = str(model_type)
     if model_type not in SAM_MODEL_TYPES:
@@ -213,9 +237,11 @@ def load_sam(
     model = model.to(dev).float().eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    prec = sam_precision(precision, dev)
     return SamHandle(
-        model=model, model_type=model_type, device=dev, key=_model_key(model_type, path, model),
+        model=model, model_type=model_type, device=dev, key=f"{_model_key(model_type, path, model)}:{prec.name}",
         is_test=path is None, checkpoint=path, predictor_cls=predictor_cls, generator_cls=generator_cls,
+        precision=prec, precision_choice=precision,
     )
 
 
@@ -227,21 +253,22 @@ def get_sam(
     model_type: SamModelType | str,
     checkpoint: Path | str | os.PathLike | None,
     device: str | torch.device = "auto",
+    precision: str = "fp32",
 ) -> SamHandle:
-    """``load_sam`` once per process per (type, file, device): later calls return the same handle.
+    """``load_sam`` once per process per (type, file, device, precision): later calls return the same handle.
 
     Thread-safe; a file replaced on disk (new size or modification time) is loaded again.
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.is_file():
-        key = (str(model_type), _model_key(str(model_type), path), str(dev))
+        key = (str(model_type), _model_key(str(model_type), path), str(dev), precision)
     else:
-        key = (str(model_type), str(path), str(dev))
+        key = (str(model_type), str(path), str(dev), precision)
     with _loaded_lock:
         handle = _loaded.get(key)
         if handle is None:
-            handle = load_sam(model_type, path, dev)
+            handle = load_sam(model_type, path, dev, precision)
             _loaded[key] = handle
         return handle
 

@@ -1,4 +1,4 @@
-"""SAM refinement of CaR's masks, the two modes of ../shared/car-algorithm.md ("Post-processing").
+"""SAM refinement of CaR's masks, the two modes of docs/engine.md ("Post-processing").
 
 * prompted (the app's default, cheap): one cached image embedding (``SamSession``), then per CaR mask
   one decoder run prompted with the mask's box and a few positive points inside each sizeable
@@ -22,9 +22,10 @@ from typing import Any, Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
+from ..arrays import check_mask
 from .cancel import CancelToken, check
-from .results import PassCounter
 from .image_io import as_rgb_uint8
+from .results import PassCounter
 from .sam_interactive import SamPrediction
 from .sam_models import SamHandle
 
@@ -139,13 +140,6 @@ def _distance_maxima(comp: np.ndarray, count: int) -> list[tuple[int, int]]:
     return found
 
 
-def _check_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    mask = np.asarray(mask, bool)
-    if mask.shape != shape:
-        raise ValueError(f"A CaR mask of shape {mask.shape} does not match the image's {shape}.")
-    return mask
-
-
 def refine_prompted(
     session: PromptedSession,
     image: np.ndarray,
@@ -165,7 +159,7 @@ def refine_prompted(
     """
     image = as_rgb_uint8(image)
     shape = image.shape[:2]
-    masks = [_check_mask(m, shape) for m in masks]
+    masks = [check_mask(m, shape, "CaR mask") for m in masks]
     outcomes: list[RefineOutcome] = []
     image_set = False
     for n, car in enumerate(masks):
@@ -285,7 +279,7 @@ def automatic_sam_masks(
         check(cancel)
         if counter is not None:
             counter.sam_image_encodes += 1
-        return set_image(*args, **kwargs)
+        handle.encode(set_image, predictor, *args, **kwargs)  # bf16 encoder where the handle has it
 
     def counted_predict_torch(*args, **kwargs):
         check(cancel)
@@ -320,7 +314,7 @@ def refine_automatic(
     """
     image = as_rgb_uint8(image)
     shape = image.shape[:2]
-    masks = [_check_mask(m, shape) for m in masks]
+    masks = [check_mask(m, shape, "CaR mask") for m in masks]
     if sam_masks is None and any(m.any() for m in masks):
         sam_masks = automatic_sam_masks(handle, image, points_per_side, counter, cancel, **generator_options)
     outcomes = []

@@ -2,10 +2,10 @@
 
 Before CLIP scores a proposal, the image is edited so the region stands out: the outside blurred,
 greyed or blacked out, and/or a red ellipse, box or outline drawn around the region. This module draws
-those prompts exactly as ../shared/car-algorithm.md ("Mask classifier") describes, following the
-authors' released code, with two named differences: grey uses the correct RGB luminance unless
-``correct_gray=False`` (the released code converts RGB as if it were BGR), and the rectangle is the
-mask's true bounding box (the released code centres a box of the bounding box's size on the mask's
+those prompts as the authors' released code does (docs/engine.md, "Classifier"), with two named
+differences: grey uses the correct RGB luminance unless ``correct_gray=False`` (the released code
+converts RGB as if it were BGR), and the rectangle is the mask's true bounding box unless
+``rectangle_on_bbox=False`` (the released code centres a box of the bounding box's size on the mask's
 centroid, which shifts it for lopsided masks; no preset uses the rectangle).
 """
 
@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
+from ..arrays import check_mask, check_rgb_image
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ def apply_visual_prompts(
     soft_map: np.ndarray | None = None,
     blur_kernel: int = 15,
     correct_gray: bool = True,
+    rectangle_on_bbox: bool = True,
 ) -> np.ndarray:
     """A prompted uint8 RGB copy of ``image`` marking ``mask``; the inputs are never modified.
 
@@ -47,14 +50,15 @@ def apply_visual_prompts(
     - black: outside the mask set to zero;
     - circle: red 1 px ellipse centred on the mask centroid (integer part, as the released code),
       semi-axes half the bounding box's width and height (integer division);
-    - rectangle: red 1 px box on the mask's bounding box (its edge pixels);
+    - rectangle: red 1 px box on the mask's bounding box (its edge pixels); ``rectangle_on_bbox=False``
+      draws the released code's box instead: from centroid - size // 2 to centroid + size // 2;
     - contour: red 1 px outline of the mask with its holes filled (outer boundaries only).
 
     An empty mask, or a ``soft_map`` whose sum is <= 1 (the proposal had essentially no support),
     gets no prompt: an unprompted copy is returned, as in the released code.
     """
-    img = _check_image(image)
-    m = _check_mask(mask, img.shape[:2])
+    img = check_rgb_image(image)
+    m = check_mask(mask, img.shape[:2])
     unknown = [p for p in prompts if p not in PROMPT_ORDER]
     if unknown:
         raise ValueError(f"Unknown visual prompt(s) {unknown}; choose from {', '.join(PROMPT_ORDER)}.")
@@ -85,13 +89,17 @@ def apply_visual_prompts(
     if wanted & {"circle", "rectangle"}:
         rows, cols = np.nonzero(m)
         y0, y1, x0, x1 = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+        # int() truncation of the centroid and // of the sizes match the released mask2chw.
+        centre = (int(np.mean(cols)), int(np.mean(rows)))
+        half = ((x1 - x0 + 1) // 2, (y1 - y0 + 1) // 2)
         if "circle" in wanted:
-            # int() truncation of the centroid and // of the axes match the released mask2chw.
-            centre = (int(np.mean(cols)), int(np.mean(rows)))
-            axes = ((x1 - x0 + 1) // 2, (y1 - y0 + 1) // 2)
-            cv2.ellipse(out, centre, axes, 0, 0, 360, PROMPT_COLOR, LINE_THICKNESS)
+            cv2.ellipse(out, centre, half, 0, 0, 360, PROMPT_COLOR, LINE_THICKNESS)
         if "rectangle" in wanted:
-            cv2.rectangle(out, (x0, y0), (x1, y1), PROMPT_COLOR, LINE_THICKNESS)
+            if rectangle_on_bbox:
+                cv2.rectangle(out, (x0, y0), (x1, y1), PROMPT_COLOR, LINE_THICKNESS)
+            else:
+                cv2.rectangle(out, (centre[0] - half[0], centre[1] - half[1]),
+                              (centre[0] + half[0], centre[1] + half[1]), PROMPT_COLOR, LINE_THICKNESS)
     if "contour" in wanted:
         # RETR_EXTERNAL traces only outer boundaries: the same outline as the contours of the
         # hole-filled mask that the released code draws, without needing scipy's fill_holes.
@@ -99,16 +107,3 @@ def apply_visual_prompts(
         cv2.drawContours(out, contours, -1, PROMPT_COLOR, LINE_THICKNESS)
     return out
 
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"image must be a uint8 (H, W, 3) RGB array (got {desc}).")
-    return image
-
-
-def _check_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.shape != hw:
-        raise ValueError(f"mask shape {m.shape} does not match the image's {hw}.")
-    return m.astype(bool, copy=False)

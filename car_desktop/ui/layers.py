@@ -14,6 +14,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from ..annotations.models import Rect
+from ..arrays import check_mask
 
 log = logging.getLogger(__name__)
 
@@ -168,5 +169,4 @@ class LayerStack(QObject):
         return layer
 
     def _check_mask(self, mask: np.ndarray) -> None:
-        if mask.shape != self._size:
-            raise ValueError(f"mask shape {mask.shape} does not match the image {self._size}")
+        check_mask(mask, self._size)
