@@ -31,7 +31,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .annotations import Project
+from .annotations import ImageRecord, Project
 from .annotations.errors import ProjectError
 from .annotations.store import IMAGE_EXTENSIONS
 from .engine.cancel import CancelToken
@@ -284,6 +284,39 @@ class _Clock:
                                  elapsed, rate, eta, current, image_id, tuple(r.failed))
 
 
+def plan_autolabel(project: Project, job: AutoLabelJob,
+                   test_models: bool) -> tuple[list[str], str, AutoLabelReport, list[int]]:
+    """The resume rule, shared by every way of running a job: (concept entries, run key, a report with
+    the skipped images counted, the image ids still to do in job order). An image is skipped when a
+    person reviewed or edited it, or (without ``overwrite``) when it already has this run key.
+    Raises ConceptError before reading anything."""
+    entries = concept_entries(job.concepts)
+    key = run_key(entries, job.config, test_models=test_models)
+    report = AutoLabelReport(run_key=key)
+    ids = [r.id for r in project.list_images()] if job.image_ids is None else list(dict.fromkeys(job.image_ids))
+    report.total = len(ids)
+    todo: list[int] = []
+    for image_id in ids:
+        reason = _protection(project, image_id)
+        if reason is None and not job.overwrite and image_run_key(project, image_id) == key:
+            reason = SKIP_DONE
+        if reason is None:
+            todo.append(image_id)
+        else:
+            report.skipped += 1
+            report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
+    log.info("auto-label %d images: %d to do, %d skipped (%s)", len(ids), len(todo), report.skipped,
+             report.skipped_by_reason)
+    return entries, key, report, todo
+
+
+def begin_run(project: Project, job: AutoLabelJob, entries: list[str], key: str) -> dict[str, int]:
+    """Record the run (for the GUI's dialog) and return the category id of each concept entry."""
+    project.set_setting(LAST_RUN_SETTING, {"concepts": entries, "preset": job.config.preset,
+                                           "sam_mode": job.config.sam_mode, "run_key": key})
+    return {e: project.get_or_create_category(e).id for e in entries}
+
+
 def run_autolabel(
     pipeline: Any,
     project: Project,
@@ -301,26 +334,9 @@ def run_autolabel(
     True. Broken images are in ``report.failed``. Raises only for problems that would fail every image
     (no concepts, missing model weights, a closed or unwritable project): ``CaRDesktopError`` subclasses.
     """
-    entries = concept_entries(job.concepts)  # ConceptError before anything else happens
     test_models = getattr(pipeline, "test_models", False) if job.test_models is None else job.test_models
-    key = run_key(entries, job.config, test_models=bool(test_models))
-    report = AutoLabelReport(run_key=key)
     t0 = time.monotonic()
-    ids = [r.id for r in project.list_images()] if job.image_ids is None else list(dict.fromkeys(job.image_ids))
-    report.total = len(ids)
-
-    todo: list[int] = []
-    for image_id in ids:
-        reason = _protection(project, image_id)
-        if reason is None and not job.overwrite and image_run_key(project, image_id) == key:
-            reason = SKIP_DONE
-        if reason is None:
-            todo.append(image_id)
-        else:
-            report.skipped += 1
-            report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
-    log.info("auto-label %d images: %d to do, %d skipped (%s)", len(ids), len(todo), report.skipped,
-             report.skipped_by_reason)
+    entries, key, report, todo = plan_autolabel(project, job, bool(test_models))
     clock = _Clock(report, len(todo))
 
     def emit(event: str, current: str | None = None, image_id: int | None = None) -> None:
@@ -329,9 +345,7 @@ def run_autolabel(
 
     emit("planned")
     if todo:
-        project.set_setting(LAST_RUN_SETTING, {"concepts": entries, "preset": job.config.preset,
-                                               "sam_mode": job.config.sam_mode, "run_key": key})
-        categories = {e: project.get_or_create_category(e).id for e in entries}
+        categories = begin_run(project, job, entries, key)
         _loop(pipeline, project, job, todo, entries, categories, key, report, clock, emit, cancel, stop,
               max(1, prefetch))
     report.elapsed = time.monotonic() - t0
@@ -400,17 +414,40 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
     failure reason otherwise. Raises Cancelled."""
     try:
         image = future.result()
-    except ImageLoadError as exc:
-        log.warning("auto-label: %s", exc)
-        return _short_reason(str(exc), rel)
-    except MemoryError:
+    except (ImageLoadError, MemoryError) as exc:
+        return load_failure(exc, rel)
+    reason = size_changed(image.shape[:2], project.get_image(image_id))
+    if reason is not None:
+        return reason
+    result = segment_image(pipeline, image, entries, job.config, cancel, rel)
+    del image
+    if isinstance(result, str):
+        return result
+    return save_car_result(project, image_id, rel, result, entries, categories, key, job.config, report)
+
+
+def load_failure(exc: Exception, rel: str) -> str:
+    """The failure reason of an image that could not be decoded (ImageLoadError or MemoryError)."""
+    if isinstance(exc, MemoryError):
         return "not enough memory to decode this image"
-    record = project.get_image(image_id)
-    if image.shape[:2] != (record.height, record.width):
-        return (f"the file changed since it was added to the project: it is {image.shape[1]}x{image.shape[0]}, "
+    log.warning("auto-label: %s", exc)
+    return _short_reason(str(exc), rel)
+
+
+def size_changed(shape: tuple[int, ...], record: ImageRecord) -> str | None:
+    """Why the decoded (height, width) cannot be stored on the image record, or None."""
+    if tuple(shape) != (record.height, record.width):
+        return (f"the file changed since it was added to the project: it is {shape[1]}x{shape[0]}, "
                 f"the project has {record.width}x{record.height}")
+    return None
+
+
+def segment_image(pipeline, image: np.ndarray, entries: list[str], config: CaRConfig,
+                  cancel: CancelToken | None, rel: str) -> CaRResult | str:
+    """Run CaR on one decoded image: the result, or the reason this image failed. Raises Cancelled, and
+    ``CaRDesktopError`` for problems every image would share (weights, config)."""
     try:
-        result = pipeline.run(image, entries, config=job.config, cancel=cancel)
+        return pipeline.run(image, entries, config=config, cancel=cancel)
     except (Cancelled, KeyboardInterrupt):
         raise Cancelled("Cancelled by the user.") from None
     except ImageLoadError as exc:
@@ -424,7 +461,13 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
             raise  # weights, config: every image would fail the same way
         log.exception("auto-label: the engine failed on %s", rel)
         return f"engine error: {type(exc).__name__}: {exc}"
-    del image
+
+
+def save_car_result(project: Project, image_id: int, rel: str, result: CaRResult, entries: list[str],
+                    categories: dict[str, int], key: str, config: CaRConfig, report: AutoLabelReport) -> str | None:
+    """Store one image's CaR result (masks, provenance, 'auto' status, run key) in one transaction, unless
+    a person reviewed or edited the image meanwhile (checked inside the transaction): then returns
+    ``_SKIPPED`` and counts it as skipped. Returns None when saved."""
     for stage, seconds in result.timings.items():
         report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + seconds
     rows = []
@@ -432,7 +475,7 @@ def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel
         if c.status is ConceptStatus.REMOVED:
             continue
         rows.append((categories[entries[c.index]], c.mask, float(c.score),
-                     provenance(result, c.index, job.config, key)))
+                     provenance(result, c.index, config, key)))
     with project.batch():
         # Checked again inside the transaction: the GUI may have reviewed or edited it meanwhile.
         reason = _protection(project, image_id)
