@@ -21,6 +21,7 @@ from ..autolabel import (AutoLabelJob, AutoLabelProgress, AutoLabelReport, add_f
 from ..engine.cancel import CancelToken
 from ..engine.errors import CaRDesktopError, ConceptError
 from .engine_options import add_engine_options, config_from_args, wants_test_models
+from .ray_options import add_ray_options, ray_options_from_args
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="redo images already labelled with these concepts and settings (reviewed or edited "
                         "images are still left alone)")
+    add_ray_options(p)
     p.set_defaults(handler=run_batch)
 
     m = sub.add_parser(
@@ -192,14 +194,15 @@ def run_batch(args: argparse.Namespace) -> int:
     config = config_from_args(args, crf_in_subprocess=False)
     test_models = wants_test_models(args)
     concept_entries(concepts)  # bad concepts fail here, before the project is created or changed
+    ray_options = ray_options_from_args(args)  # likewise a missing Ray or a bad --workers
     if test_models:
         print("WARNING: test models (tiny, random weights): the masks mean nothing.", file=sys.stderr)
 
-    return _batch(args, concepts, config, shard, test_models)
+    return _batch(args, concepts, config, shard, test_models, ray_options)
 
 
 def _batch(args: argparse.Namespace, concepts: str, config, shard: tuple[int, int] | None,
-           test_models: bool) -> int:
+           test_models: bool, ray_options=None) -> int:
     from ..engine.pipeline import CaRPipeline
 
     bar = ProgressBar()
@@ -207,10 +210,15 @@ def _batch(args: argparse.Namespace, concepts: str, config, shard: tuple[int, in
     with open_or_create(args.project, args.images) as project:
         ids, add_failures = add_folder(project, args.images, shard)
         job = AutoLabelJob(concepts, config, image_ids=ids, overwrite=args.overwrite, test_models=test_models)
-        pipeline = CaRPipeline(config, test_models=test_models)
         start = time.monotonic()
         with _InterruptHandler(stop, cancel, bar):
-            report = run_autolabel(pipeline, project, job, progress=bar, cancel=cancel, stop=stop)
+            if ray_options is not None:  # --ray: the same job on a Ray cluster (car_desktop.autolabel_ray)
+                from ..autolabel_ray import run_autolabel_ray
+
+                report = run_autolabel_ray(project, job, ray_options, progress=bar, cancel=cancel, stop=stop)
+            else:
+                pipeline = CaRPipeline(config, test_models=test_models)
+                report = run_autolabel(pipeline, project, job, progress=bar, cancel=cancel, stop=stop)
         report.failed[:0] = add_failures
         report.total += len(add_failures)
         report.elapsed = time.monotonic() - start
