@@ -310,11 +310,36 @@ def plan_autolabel(project: Project, job: AutoLabelJob,
     return entries, key, report, todo
 
 
-def begin_run(project: Project, job: AutoLabelJob, entries: list[str], key: str) -> dict[str, int]:
-    """Record the run (for the GUI's dialog) and return the category id of each concept entry."""
-    project.set_setting(LAST_RUN_SETTING, {"concepts": entries, "preset": job.config.preset,
-                                           "sam_mode": job.config.sam_mode, "run_key": key})
-    return {e: project.get_or_create_category(e).id for e in entries}
+#: A run's image loop, given ``(todo, entries, categories, key, report, clock, emit)``: labels the images
+#: to do, counts each on ``clock`` and emits "image done" / "image failed" (see ``run_job``).
+ImageLoop = Callable[[list[int], list[str], dict[str, int], str, AutoLabelReport, _Clock, Callable[..., None]],
+                     None]
+
+
+def run_job(project: Project, job: AutoLabelJob, test_models: bool, loop: ImageLoop,
+            progress: ProgressFn | None = None) -> AutoLabelReport:
+    """The frame shared by every way of running a job (here, and on Ray): plan with the resume rule,
+    emit "planned", record the run (for the GUI's dialog) and create the categories, hand the images
+    to do to ``loop``, then emit "finished" and return the report."""
+    t0 = time.monotonic()
+    entries, key, report, todo = plan_autolabel(project, job, test_models)
+    clock = _Clock(report, len(todo))
+
+    def emit(event: str, current: str | None = None, image_id: int | None = None) -> None:
+        if progress is not None:
+            progress(clock.snapshot(event, current, image_id))
+
+    emit("planned")
+    if todo:
+        project.set_setting(LAST_RUN_SETTING, {"concepts": entries, "preset": job.config.preset,
+                                               "sam_mode": job.config.sam_mode, "run_key": key})
+        categories = {e: project.get_or_create_category(e).id for e in entries}
+        loop(todo, entries, categories, key, report, clock, emit)
+    report.elapsed = time.monotonic() - t0
+    emit("finished")
+    log.info("auto-label finished: %d done, %d skipped, %d failed, %.1f s%s", report.done, report.skipped,
+             len(report.failed), report.elapsed, " (stopped)" if report.stopped else "")
+    return report
 
 
 def run_autolabel(
@@ -335,24 +360,12 @@ def run_autolabel(
     (no concepts, missing model weights, a closed or unwritable project): ``CaRDesktopError`` subclasses.
     """
     test_models = getattr(pipeline, "test_models", False) if job.test_models is None else job.test_models
-    t0 = time.monotonic()
-    entries, key, report, todo = plan_autolabel(project, job, bool(test_models))
-    clock = _Clock(report, len(todo))
 
-    def emit(event: str, current: str | None = None, image_id: int | None = None) -> None:
-        if progress is not None:
-            progress(clock.snapshot(event, current, image_id))
-
-    emit("planned")
-    if todo:
-        categories = begin_run(project, job, entries, key)
+    def loop(todo, entries, categories, key, report, clock, emit) -> None:
         _loop(pipeline, project, job, todo, entries, categories, key, report, clock, emit, cancel, stop,
               max(1, prefetch))
-    report.elapsed = time.monotonic() - t0
-    emit("finished")
-    log.info("auto-label finished: %d done, %d skipped, %d failed, %.1f s%s", report.done, report.skipped,
-             len(report.failed), report.elapsed, " (stopped)" if report.stopped else "")
-    return report
+
+    return run_job(project, job, bool(test_models), loop, progress)
 
 
 def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entries: list[str],

@@ -24,7 +24,6 @@ import os
 import queue
 import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,8 +37,7 @@ from .autolabel import (
     Failure,
     ProgressFn,
     _Clock,
-    begin_run,
-    plan_autolabel,
+    run_job,
     save_car_result,
     size_changed,
 )
@@ -241,27 +239,15 @@ def run_autolabel_ray(project: Project, job: AutoLabelJob, options: RayOptions, 
     """Auto-label ``job`` into ``project`` on Ray; same report, progress events and errors as
     ``run_autolabel`` (no "image started" events: the driver only sees images finish)."""
     ray = require_ray()
-    t0 = time.monotonic()
-    entries, key, report, todo = plan_autolabel(project, job, bool(job.test_models))
-    clock = _Clock(report, len(todo))
 
-    def emit(event: str, current: str | None = None, image_id: int | None = None) -> None:
-        if progress is not None:
-            progress(clock.snapshot(event, current, image_id))
-
-    emit("planned")
-    if todo:
-        categories = begin_run(project, job, entries, key)
+    def loop(todo, entries, categories, key, report, clock, emit) -> None:
         worker_args = {"config": job.config, "entries": entries, "test_models": bool(job.test_models),
                        "pipeline_factory": pipeline_factory}
         with connected(ray, options), _quiet_ray_data(ray, options.verbose):
             _drive(ray, project, job, todo, entries, categories, key, report, clock, emit, options, worker_args,
                    cancel, stop)
-    report.elapsed = time.monotonic() - t0
-    emit("finished")
-    log.info("auto-label on Ray finished: %d done, %d skipped, %d failed, %.1f s%s", report.done, report.skipped,
-             len(report.failed), report.elapsed, " (stopped)" if report.stopped else "")
-    return report
+
+    return run_job(project, job, bool(job.test_models), loop, progress)
 
 
 def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], entries: list[str],
@@ -327,8 +313,9 @@ def _store(project: Project, image_id: int, rel: str, answer: dict[str, Any], en
         raise CaRDesktopError(answer["error"])
     if answer["status"] != "done":
         return str(answer["error"])
-    result = expand_result(answer["result"])
-    reason = size_changed(result.image_size, project.get_image(image_id))
+    # The size is checked before the masks are decoded: it is what sizes their memory.
+    reason = size_changed(tuple(answer["result"]["image_size"]), project.get_image(image_id))
     if reason is not None:
         return reason
+    result = expand_result(answer["result"])
     return save_car_result(project, image_id, rel, result, entries, categories, key, job.config, report)

@@ -27,7 +27,7 @@ import numpy as np
 from .autolabel import _decode, load_failure, segment_image
 from .compact_result import compact_result
 from .engine.config import CaRConfig
-from .engine.errors import CaRDesktopError, ImageLoadError
+from .engine.errors import Cancelled, CaRDesktopError, ImageLoadError
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class CaRWorker:
         t1 = time.perf_counter()
         try:
             result = segment_image(self.pipeline, image, self.entries, self.config, None, path)
+        except Cancelled:
+            raise  # the worker process is being interrupted: Ray retries the image elsewhere
         except CaRDesktopError as exc:
             return {"status": "fatal", "error": str(exc)}
         if isinstance(result, str):

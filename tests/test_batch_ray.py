@@ -199,8 +199,8 @@ def test_ray_batch_equals_local_batch_reruns_skip_and_reviewed_images_are_untouc
 def test_unreadable_files_are_listed_and_exit_1(ray_address, folder, tmp_path, capsys):
     images = tmp_path / "imgs"
     images.mkdir()
-    for name in ("im00.png", "im01.png"):
-        shutil.copy(folder / name, images / name)
+    for name, to in (("im00.png", "im00.png"), ("im01.png", "odd #1 ü%20,name.png")):
+        shutil.copy(folder / name, images / to)  # the answer for an odd file name finds its image
     (images / "empty.jpg").write_bytes(b"")
     (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     jpeg = tmp_path / "whole.jpg"
@@ -214,7 +214,7 @@ def test_unreadable_files_are_listed_and_exit_1(ray_address, folder, tmp_path, c
     assert set(failures) == {"empty.jpg", "corrupt.png", "truncated.jpg"}
     assert "0 bytes" in failures["empty.jpg"] and "corrupt or truncated" in failures["truncated.jpg"]
     assert str(tmp_path) not in failures["truncated.jpg"]  # no worker temporary path in the reason
-    assert {k: s for k, (s, _, _) in state(project).items()} == {"im00.png": "auto", "im01.png": "auto",
+    assert {k: s for k, (s, _, _) in state(project).items()} == {"im00.png": "auto", "odd #1 ü%20,name.png": "auto",
                                                                  "truncated.jpg": "new"}
 
 

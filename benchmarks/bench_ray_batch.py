@@ -1,0 +1,235 @@
+"""Benchmark of ``batch --ray`` against the local batch, and of the driver's write rate (SAM off, CPU).
+
+On one folder of N distinct images (bench_batch's crops of the test photos) and the real ViT-B-16 +
+ViT-L-14 architectures with random weights, it measures, all in one run:
+
+1. the local batch (``run_autolabel``, models loaded beforehand): images/min after the first image;
+2. ``run_autolabel_ray`` on a local Ray with 1 worker (all CPUs) and with 2 workers (half each):
+   images/min after the first answer, and the start-up (Ray, actors, model loading) until it;
+3. the per-image overhead Ray adds: the same Ray run with a stub pipeline that answers at once with
+   realistic masks (reading, scheduling, the actor call, RLE, transport, the driver's save), as
+   seconds per image, and as a fraction of the local batch's time per image;
+4. the driver's write rate: images/s it saves from worker answers (JSON -> masks -> one transaction
+   each), at the benchmark's size and at 1920x1080 - the ceiling of any cluster fed by one driver.
+
+It ends with the arithmetic of how many workers of a given speed one driver can feed.
+
+Usage: .venv/bin/python benchmarks/bench_ray_batch.py [--images 12] [--size 512x384] [--writes 300]
+Random weights make the loop's removals arbitrary; the figures are about cost, not quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_batch import CONCEPTS, write_folder
+
+from car_desktop.annotations import Project
+from car_desktop.autolabel import (
+    AutoLabelJob,
+    AutoLabelReport,
+    add_folder,
+    plan_autolabel,
+    run_autolabel,
+    save_car_result,
+)
+from car_desktop.autolabel_ray import RayOptions, run_autolabel_ray
+from car_desktop.compact_result import compact_result, expand_result
+from car_desktop.engine.config import preset
+from car_desktop.engine.pipeline import CaRPipeline
+from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus
+
+
+def blob_result(height: int, width: int, n_concepts: int = 4, seed: int = 0) -> CaRResult:
+    """A CaR-like result: all concepts but the last kept, each an ellipse or two (one with a hole)."""
+    rng = np.random.default_rng(seed)
+    concepts = []
+    for i in range(n_concepts):
+        mask = np.zeros((height, width), np.uint8)
+        kept = i < n_concepts - 1
+        for _ in range(1 + i % 2 if kept else 0):
+            centre = (int(rng.integers(width // 5, 4 * width // 5)), int(rng.integers(height // 5, 4 * height // 5)))
+            axes = (int(rng.integers(width // 12, width // 4)), int(rng.integers(height // 12, height // 4)))
+            cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        if i == 0:
+            cv2.circle(mask, (width // 2, height // 2), max(2, width // 40), 0, -1)
+        status = ConceptStatus.KEPT if kept else ConceptStatus.REMOVED
+        concepts.append(ConceptResult(i, f"c{i}", f"c{i}", mask.astype(bool), 0.5 + 0.1 * i if kept else 0.0, status))
+    return CaRResult(concepts, [], np.zeros((height, width), np.int32), (height, width), timings={"stub": 0.0})
+
+
+class StubPipeline:
+    """Answers at once with ``blob_result`` at the image's size: what is left is Ray's and the driver's cost."""
+
+    test_models = False
+
+    def __init__(self, config, *, test_models: bool = False) -> None:
+        self.cache: dict[tuple[int, int], CaRResult] = {}
+
+    def load_models(self) -> None:
+        pass
+
+    def run(self, image, concepts, **kwargs) -> CaRResult:
+        size = image.shape[:2]
+        if size not in self.cache:
+            self.cache[size] = blob_result(*size, n_concepts=len(concepts))
+        return self.cache[size]
+
+
+def steady_rate(times: list[float]) -> float:
+    """Images per minute between the first and the last finished image."""
+    return 60 * (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
+
+
+def timed_run(run, folder: Path, project_path: Path, job_args: dict) -> tuple[AutoLabelReport, list[float], float]:
+    times: list[float] = []
+
+    def progress(p) -> None:
+        if p.event in ("image done", "image failed"):
+            times.append(time.perf_counter())
+
+    with Project.create(project_path, folder) as project:
+        ids, failures = add_folder(project, folder)
+        assert not failures, failures
+        start = time.perf_counter()
+        report = run(project, AutoLabelJob(image_ids=ids, **job_args), progress)
+    assert report.done == len(ids) and not report.failed, report.failed
+    return report, times, start
+
+
+def run_local(config, folder: Path, project_path: Path, job_args: dict) -> float:
+    """The local batch's images/min after the first image (models loaded beforehand, freed after)."""
+    pipeline = CaRPipeline(config)
+    pipeline.load_models()
+    _, times, _ = timed_run(lambda p, j, cb, pl=pipeline: run_autolabel(pl, p, j, progress=cb), folder, project_path,
+                            job_args)
+    del pipeline
+    gc.collect()
+    return steady_rate(times)
+
+
+def write_rate(tmp: Path, size: tuple[int, int], n: int) -> tuple[float, float, int]:
+    """(images/s, ms per image, answer bytes) of the driver's side: parse a worker answer, decode its
+    masks, save the image in one transaction - n images of ``size`` (WxH) in a fresh project."""
+    width, height = size
+    folder = tmp / f"write-{width}x{height}"
+    folder.mkdir()
+    config = preset("objects", sam_mode="off")
+    answers = [json.dumps({"status": "done", "result": compact_result(blob_result(height, width, seed=s))})
+               for s in range(8)]
+    with Project.create(tmp / f"write-{width}x{height}.cardesk", folder) as project:
+        ids = [project.add_image_entry(f"img{i:05d}.jpg", width, height).id for i in range(n)]
+        job = AutoLabelJob("a, b, c, d", config, image_ids=ids)
+        entries, key, report, todo = plan_autolabel(project, job, False)
+        categories = {e: project.get_or_create_category(e).id for e in entries}
+        start = time.perf_counter()
+        for i, image_id in enumerate(todo):
+            result = expand_result(json.loads(answers[i % len(answers)])["result"])
+            save_car_result(project, image_id, f"img{i:05d}.jpg", result, entries, categories, key, config, report)
+        elapsed = time.perf_counter() - start
+    return n / elapsed, 1000 * elapsed / n, int(np.mean([len(a) for a in answers]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=12)
+    ap.add_argument("--size", default="512x384", help="image size WxH")
+    ap.add_argument("--writes", type=int, default=300, help="images saved in the write-rate measurement")
+    ap.add_argument("--stub-images", type=int, default=200, help="images of the stub (overhead) Ray run")
+    args = ap.parse_args()
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    cpus = os.cpu_count() or 2
+    torch.manual_seed(0)
+    config = preset("objects", proposal_pretrained=None, classifier_pretrained=None, sam_mode="off",
+                    device="cpu", crf_in_subprocess=False)
+    job_args = {"concepts": CONCEPTS, "config": config, "test_models": False}
+    import ray
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        folder = tmp / "images"
+        folder.mkdir()
+        write_folder(folder, args.images, size)
+        print(f"{args.images} images {size[0]}x{size[1]}, ViT-B-16 + ViT-L-14 (random weights), SAM off, "
+              f"{cpus} CPUs, concepts: {CONCEPTS}")
+
+        # 1. and 2., local runs before and after the Ray runs: this machine's load changes between runs.
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR,
+                 log_to_driver=False)
+        try:
+            local: list[float] = []
+            rates: dict[int, float] = {}
+            for step in ("local", 1, 2, "local"):
+                if step == "local":
+                    local.append(run_local(config, folder, tmp / f"local{len(local)}.cardesk", job_args))
+                    print(f"local batch:      {local[-1]:6.2f} images/min after the first image")
+                    continue
+                workers = int(step)
+                opts = RayOptions(workers=workers, cpus_per_worker=cpus / workers)
+                report, times, start = timed_run(lambda p, j, cb, o=opts: run_autolabel_ray(p, j, o, progress=cb),
+                                                 folder, tmp / f"ray{workers}.cardesk", job_args)
+                rates[workers] = steady_rate(times)
+                wall_per_image = 60 / rates[workers]
+                worker_per_image = sum(report.stage_seconds.values()) / report.done / workers
+                print(f"--ray, {workers} worker{'s' if workers > 1 else ' '}: {rates[workers]:6.2f} images/min after "
+                      f"the first answer; start-up to the first answer {times[0] - start:.1f} s; "
+                      f"{wall_per_image:.2f} s of wall time per image against {worker_per_image:.2f} s of the "
+                      f"workers' own time (decode, engine, RLE) / {workers}: Ray adds "
+                      f"{wall_per_image - worker_per_image:+.2f} s")
+            mean_local = float(np.mean(local))
+            print(f"ratios to the mean local rate ({mean_local:.2f} images/min; runs {local[0]:.2f} and "
+                  f"{local[1]:.2f}): 1 worker {rates[1] / mean_local:.2f}x, 2 workers {rates[2] / mean_local:.2f}x")
+
+            # 3. Ray's own cost per image: a stub pipeline that answers at once.
+            stub_folder = tmp / "stub"
+            stub_folder.mkdir()
+            write_folder(stub_folder, args.stub_images, size)
+            stub_opts = RayOptions(workers=1, cpus_per_worker=1)
+            _, times, _ = timed_run(lambda p, j, cb: run_autolabel_ray(p, j, stub_opts, progress=cb,
+                                                                       pipeline_factory=StubPipeline),
+                                    stub_folder, tmp / "stub.cardesk", job_args)
+            per_image = 60 / steady_rate(times)
+            local_per_image = 60 / mean_local
+            print(f"Ray overhead:     {1000 * per_image:6.1f} ms per image with a stub pipeline ({args.stub_images} "
+                  f"images, 1 worker): {per_image / local_per_image:.2%} of the local batch's "
+                  f"{local_per_image:.1f} s per image")
+        finally:
+            ray.shutdown()
+
+        # 4. the driver's write rate
+        print("driver write rate (parse answer + decode masks + one transaction per image, 3 masks each):")
+        writes = {}
+        for wsize in (size, (1920, 1080)):
+            per_s, ms, nbytes = write_rate(tmp, wsize, args.writes)
+            writes[wsize] = per_s
+            print(f"  {wsize[0]}x{wsize[1]}: {per_s:7.1f} images/s ({ms:.2f} ms per image; "
+                  f"answer {nbytes / 1024:.1f} kB)")
+
+    worker_per_s = rates[1] / 60
+    ceiling = min(writes.values())
+    print(f"\nsizing: one driver saves at most {ceiling:.0f} images/s (1920x1080 answers), so it keeps up with "
+          f"N workers of r images/s each while N * r < {ceiling:.0f}: at this machine's CPU worker rate "
+          f"({worker_per_s:.3f} images/s) N = {ceiling / worker_per_s:.0f}; at 1, 2 and 5 images/s per GPU "
+          f"worker N = {ceiling / 1:.0f}, {ceiling / 2:.0f} and {ceiling / 5:.0f}.")
+
+
+if __name__ == "__main__":
+    main()
