@@ -404,20 +404,27 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
                 except Cancelled:
                     report.stopped = True
                     break
-                if failure == _SKIPPED:
-                    clock.todo -= 1
-                    continue
-                clock.processed += 1
-                if failure is None:
-                    emit("image done", rel, image_id)
-                else:
-                    report.failed.append(Failure(rel, failure))
-                    emit("image failed", rel, image_id)
+                count_outcome(failure, rel, image_id, report, clock, emit)
                 del future
         finally:
             for _, f in pending:
                 f.cancel()
             pending.clear()
+
+
+def count_outcome(failure: str | None, rel: str, image_id: int, report: AutoLabelReport, clock: _Clock,
+                  emit: Callable[..., None]) -> None:
+    """Count one image's outcome (None: saved; ``_SKIPPED``: a person took it over; else the failure
+    reason, listed in the report) and emit its progress event."""
+    if failure == _SKIPPED:
+        clock.todo -= 1
+        return
+    clock.processed += 1
+    if failure is None:
+        emit("image done", rel, image_id)
+    else:
+        report.failed.append(Failure(rel, failure))
+        emit("image failed", rel, image_id)
 
 
 def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel: str, future: Future,

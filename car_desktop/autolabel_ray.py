@@ -31,12 +31,11 @@ from typing import Any
 
 from .annotations import Project
 from .autolabel import (
-    _SKIPPED,
     AutoLabelJob,
     AutoLabelReport,
-    Failure,
     ProgressFn,
     _Clock,
+    count_outcome,
     run_job,
     save_car_result,
     size_changed,
@@ -256,11 +255,13 @@ def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], entri
            stop: CancelToken | None) -> None:
     records = {image_id: project.get_image(image_id) for image_id in todo}
     by_file = {os.path.normpath(project.image_root / rec.rel_path): image_id for image_id, rec in records.items()}
-    answers = _Answers(build_dataset(ray, list(by_file), options, worker_args))
     handled: set[int] = set()
+    # Ray's reader refuses a list of missing files only; one that vanishes later it drops (listed below).
+    present = [f for f in by_file if os.path.isfile(f)]
+    answers = _Answers(build_dataset(ray, present, options, worker_args)) if present else None
     clean = False
     try:
-        while not answers.finished:
+        while answers is not None and not answers.finished:
             if cancel is not None and cancel.cancelled:
                 report.stopped = True
                 return
@@ -281,29 +282,19 @@ def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], entri
             handled.add(image_id)
             rel = records[image_id].rel_path
             failure = _store(project, image_id, rel, json.loads(answer[1]), entries, categories, key, job, report)
-            if failure == _SKIPPED:
-                clock.todo -= 1
-                continue
-            clock.processed += 1
-            if failure is None:
-                emit("image done", rel, image_id)
-            else:
-                report.failed.append(Failure(rel, failure))
-                emit("image failed", rel, image_id)
+            count_outcome(failure, rel, image_id, report, clock, emit)
         clean = True
     finally:
-        if clean:
+        if answers is not None and clean:
             answers.close()
             answers.join()
-        else:  # cancelled or failed: do not wait for the workers' current images
+        elif answers is not None:  # cancelled or failed: do not wait for the workers' current images
             answers.abandon()
     if not report.stopped:
-        # Files that vanished after the plan are dropped by the reader (ignore_missing_paths).
         for image_id in todo:
             if image_id not in handled:
-                clock.processed += 1
-                report.failed.append(Failure(records[image_id].rel_path, "the file could not be read (missing?)"))
-                emit("image failed", records[image_id].rel_path, image_id)
+                count_outcome("the file could not be read (missing?)", records[image_id].rel_path, image_id,
+                              report, clock, emit)
 
 
 def _store(project: Project, image_id: int, rel: str, answer: dict[str, Any], entries: list[str],

@@ -199,7 +199,7 @@ def test_ray_batch_equals_local_batch_reruns_skip_and_reviewed_images_are_untouc
 def test_unreadable_files_are_listed_and_exit_1(ray_address, folder, tmp_path, capsys):
     images = tmp_path / "imgs"
     images.mkdir()
-    for name, to in (("im00.png", "im00.png"), ("im01.png", "odd #1 ü%20,name.png")):
+    for name, to in (("im00.png", "im00.png"), ("im01.png", "_odd #1 ü%20,name.png")):
         shutil.copy(folder / name, images / to)  # the answer for an odd file name finds its image
     (images / "empty.jpg").write_bytes(b"")
     (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
@@ -214,7 +214,7 @@ def test_unreadable_files_are_listed_and_exit_1(ray_address, folder, tmp_path, c
     assert set(failures) == {"empty.jpg", "corrupt.png", "truncated.jpg"}
     assert "0 bytes" in failures["empty.jpg"] and "corrupt or truncated" in failures["truncated.jpg"]
     assert str(tmp_path) not in failures["truncated.jpg"]  # no worker temporary path in the reason
-    assert {k: s for k, (s, _, _) in state(project).items()} == {"im00.png": "auto", "odd #1 ü%20,name.png": "auto",
+    assert {k: s for k, (s, _, _) in state(project).items()} == {"im00.png": "auto", "_odd #1 ü%20,name.png": "auto",
                                                                  "truncated.jpg": "new"}
 
 
@@ -341,3 +341,30 @@ def test_compact_result_round_trip_keeps_masks_and_scores_exactly():
         assert np.array_equal(a.mask, b.mask) and b.mask.dtype == bool
         assert (a.score, a.status, a.removed_at_step, a.removed_score, a.sam_accepted, a.sam_iou) == \
                (b.score, b.status, b.removed_at_step, b.removed_score, b.sam_accepted, b.sam_iou)
+
+
+@pytest.mark.slow
+def test_a_file_gone_after_the_plan_is_listed_as_failed(ray_address, folder, reference, tmp_path):
+    images = tmp_path / "imgs"
+    shutil.copytree(folder, images)
+    config = preset("objects", sam_mode="off", crf_in_subprocess=False)
+
+    def delete_one(p) -> None:
+        if p.event == "planned":
+            (images / "im03.png").unlink()  # after the plan, before the workers read it
+
+    with Project.create(tmp_path / "p.cardesk", images) as proj:
+        ids, _ = add_folder(proj, images)
+        job = AutoLabelJob(CONCEPTS, config, image_ids=ids, test_models=True)
+        report = autolabel_ray.run_autolabel_ray(proj, job, autolabel_ray.RayOptions(workers=1), progress=delete_one)
+        # Every file gone: no Ray work at all, each listed.
+        gone = proj.find_image("im05.png").id
+        (images / "im05.png").unlink()
+        again = autolabel_ray.run_autolabel_ray(proj, AutoLabelJob(CONCEPTS, config, image_ids=[gone], overwrite=True,
+                                                                   test_models=True), autolabel_ray.RayOptions())
+    assert again.done == 0 and [f.path for f in again.failed] == ["im05.png"]
+    assert report.done == 9 and [f.path for f in report.failed] == ["im03.png"]
+    assert "could not be read" in report.failed[0].reason
+    got = state(tmp_path / "p.cardesk")
+    assert got.pop("im03.png")[:2] == ("new", None)
+    assert_same(got, {k: v for k, v in reference.items() if k != "im03.png"})
