@@ -11,8 +11,9 @@ batch's ``save_car_result``, so the project has exactly one writer.
 Faults: Ray Data creates its actors with unlimited restarts and task retries, so an actor that dies is
 replaced and its images are labelled again; the driver ignores a second answer for an image it already
 handled, so nothing is written twice. Killing the driver loses only the images in flight (each saved
-image is committed): the next run's plan skips them. ``stop`` saves the next answer to arrive, then ends
-the run; ``cancel`` ends it at once. Ray itself is optional (``pip install 'car-desktop[ray]'``) and is
+image is committed): the next run's plan skips them. ``stop`` ends the run once the answers already
+received, and the next one to arrive, are saved (work still on the workers is dropped); ``cancel`` ends
+it at once. Ray itself is optional (``pip install 'car-desktop[ray]'``) and is
 imported only when a run starts.
 """
 
