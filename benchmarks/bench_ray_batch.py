@@ -1,20 +1,24 @@
 """Benchmark of ``batch --ray`` against the local batch, and of the driver's write rate (SAM off, CPU).
 
 On one folder of N distinct images (bench_batch's crops of the test photos) and the real ViT-B-16 +
-ViT-L-14 architectures with random weights, it measures, all in one run:
+ViT-L-14 architectures with random weights (seeded alike in every process: random weights decide how many
+steps the CaR loop runs), it measures, all in one run:
 
-1. the local batch (``run_autolabel``, models loaded beforehand): images/min after the first image;
-2. ``run_autolabel_ray`` on a local Ray with 1 worker (all CPUs) and with 2 workers (half each):
-   images/min after the first answer, and the start-up (Ray, actors, model loading) until it;
-3. the per-image overhead Ray adds: the same Ray run with a stub pipeline that answers at once with
-   realistic masks (reading, scheduling, the actor call, RLE, transport, the driver's save), as
-   seconds per image, and as a fraction of the local batch's time per image;
+1. the local batch (``run_autolabel``, models loaded beforehand), before and after the Ray runs (the load
+   of a shared machine changes): images/min after the first image, wall and engine seconds per image;
+2. ``run_autolabel_ray`` on a local Ray with 1 and with 2 workers: the same, plus the start-up (Ray,
+   actors, model loading) until the first answer. Every pipeline, local or worker, uses one CPU thread
+   (a worker of 1 CPU): 1 worker is the local batch moved onto Ray, 2 workers scale it out, and no
+   thread pool waits for a core another pool holds (on a busy 2-core machine that distorts everything);
+3. the per-image overhead Ray adds: the wall time per image outside the engine, Ray against local; and
+   a Ray run with a stub pipeline that answers at once with realistic masks (reading, scheduling, the
+   actor call, RLE, transport, the driver's save), in ms per image;
 4. the driver's write rate: images/s it saves from worker answers (JSON -> masks -> one transaction
    each), at the benchmark's size and at 1920x1080 - the ceiling of any cluster fed by one driver.
 
 It ends with the arithmetic of how many workers of a given speed one driver can feed.
 
-Usage: .venv/bin/python benchmarks/bench_ray_batch.py [--images 12] [--size 512x384] [--writes 300]
+Usage: .venv/bin/python benchmarks/bench_ray_batch.py [--images 12] [--size 512x384] [--writes 300] [--tiny]
 Random weights make the loop's removals arbitrary; the figures are about cost, not quality.
 """
 
@@ -28,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,10 +47,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_batch import CONCEPTS, write_folder
 
+from car_desktop import autolabel, autolabel_ray
 from car_desktop.annotations import Project
 from car_desktop.autolabel import (
     AutoLabelJob,
-    AutoLabelReport,
     add_folder,
     plan_autolabel,
     run_autolabel,
@@ -94,36 +99,73 @@ class StubPipeline:
         return self.cache[size]
 
 
-def steady_rate(times: list[float]) -> float:
-    """Images per minute between the first and the last finished image."""
-    return 60 * (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
+def seeded_pipeline(config, *, test_models: bool = False) -> CaRPipeline:
+    """A pipeline whose random weights are the same in every process (the worker loads the models right
+    after building it): random weights decide how many steps the CaR loop runs, so every run must share them."""
+    torch.manual_seed(0)
+    return CaRPipeline(config, test_models=test_models)
 
 
-def timed_run(run, folder: Path, project_path: Path, job_args: dict) -> tuple[AutoLabelReport, list[float], float]:
-    times: list[float] = []
+@dataclass
+class Run:
+    """One timed run: per finished image, when it was saved and the engine seconds it took."""
 
-    def progress(p) -> None:
-        if p.event in ("image done", "image failed"):
-            times.append(time.perf_counter())
+    start: float
+    saved_at: list[float] = field(default_factory=list)
+    engine_s: list[float] = field(default_factory=list)
+    worker_extra_s: list[float] = field(default_factory=list)  # Ray workers: decode + RLE encode
 
-    with Project.create(project_path, folder) as project:
-        ids, failures = add_folder(project, folder)
-        assert not failures, failures
-        start = time.perf_counter()
-        report = run(project, AutoLabelJob(image_ids=ids, **job_args), progress)
+    @property
+    def steady_wall(self) -> float:
+        """Seconds per image between the first and the last saved image (start-up left out)."""
+        return (self.saved_at[-1] - self.saved_at[0]) / (len(self.saved_at) - 1)
+
+    @property
+    def steady_engine(self) -> float:
+        """Mean engine seconds of the images after the first (the first also encodes the concepts' texts)."""
+        return float(np.mean(self.engine_s[1:]))
+
+    @property
+    def steady_extra(self) -> float:
+        return float(np.mean(self.worker_extra_s[1:])) if self.worker_extra_s else 0.0
+
+
+def timed_run(run, folder: Path, project_path: Path, job_args: dict) -> Run:
+    """``run(project, job)`` on a new project of ``folder``, timing each image's save (both batches save
+    through ``save_car_result``, which is wrapped here to read each result's timings)."""
+    timing = Run(0.0)
+    real = autolabel.save_car_result
+
+    def timed_save(project, image_id, rel, result, *args):
+        extra = {"decode", "encode"}
+        timing.engine_s.append(sum(v for k, v in result.timings.items() if k not in extra))
+        if extra & set(result.timings):
+            timing.worker_extra_s.append(sum(result.timings.get(k, 0.0) for k in extra))
+        out = real(project, image_id, rel, result, *args)
+        timing.saved_at.append(time.perf_counter())
+        return out
+
+    autolabel.save_car_result = autolabel_ray.save_car_result = timed_save
+    try:
+        with Project.create(project_path, folder) as project:
+            ids, failures = add_folder(project, folder)
+            assert not failures, failures
+            timing.start = time.perf_counter()
+            report = run(project, AutoLabelJob(image_ids=ids, **job_args))
+    finally:
+        autolabel.save_car_result = autolabel_ray.save_car_result = real
     assert report.done == len(ids) and not report.failed, report.failed
-    return report, times, start
+    return timing
 
 
-def run_local(config, folder: Path, project_path: Path, job_args: dict) -> float:
-    """The local batch's images/min after the first image (models loaded beforehand, freed after)."""
-    pipeline = CaRPipeline(config)
+def run_local(config, folder: Path, project_path: Path, job_args: dict) -> Run:
+    """The local batch, models loaded beforehand (and freed after)."""
+    pipeline = seeded_pipeline(config, test_models=job_args["test_models"])
     pipeline.load_models()
-    _, times, _ = timed_run(lambda p, j, cb, pl=pipeline: run_autolabel(pl, p, j, progress=cb), folder, project_path,
-                            job_args)
+    timing = timed_run(lambda p, j, pl=pipeline: run_autolabel(pl, p, j), folder, project_path, job_args)
     del pipeline
     gc.collect()
-    return steady_rate(times)
+    return timing
 
 
 def write_rate(tmp: Path, size: tuple[int, int], n: int) -> tuple[float, float, int]:
@@ -154,13 +196,15 @@ def main() -> None:
     ap.add_argument("--size", default="512x384", help="image size WxH")
     ap.add_argument("--writes", type=int, default=300, help="images saved in the write-rate measurement")
     ap.add_argument("--stub-images", type=int, default=200, help="images of the stub (overhead) Ray run")
+    ap.add_argument("--tiny", action="store_true", help="the tiny test models (a quick check of this script)")
     args = ap.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     cpus = os.cpu_count() or 2
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # the local pipeline, as a Ray worker of 1 CPU
     config = preset("objects", proposal_pretrained=None, classifier_pretrained=None, sam_mode="off",
                     device="cpu", crf_in_subprocess=False)
-    job_args = {"concepts": CONCEPTS, "config": config, "test_models": False}
+    job_args = {"concepts": CONCEPTS, "config": config, "test_models": args.tiny}
     import ray
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -169,48 +213,50 @@ def main() -> None:
         folder.mkdir()
         write_folder(folder, args.images, size)
         print(f"{args.images} images {size[0]}x{size[1]}, ViT-B-16 + ViT-L-14 (random weights), SAM off, "
-              f"{cpus} CPUs, concepts: {CONCEPTS}")
+              f"{cpus} CPUs, 1 thread per pipeline, concepts: {CONCEPTS}")
 
         # 1. and 2., local runs before and after the Ray runs: this machine's load changes between runs.
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR,
                  log_to_driver=False)
         try:
-            local: list[float] = []
-            rates: dict[int, float] = {}
+            local: list[Run] = []
+            rays: dict[int, Run] = {}
             for step in ("local", 1, 2, "local"):
                 if step == "local":
                     local.append(run_local(config, folder, tmp / f"local{len(local)}.cardesk", job_args))
-                    print(f"local batch:      {local[-1]:6.2f} images/min after the first image")
+                    r = local[-1]
+                    print(f"local batch:      {60 / r.steady_wall:6.2f} images/min after the first image; "
+                          f"{r.steady_wall:.2f} s of wall time per image, {r.steady_engine:.2f} s in the engine")
                     continue
                 workers = int(step)
-                opts = RayOptions(workers=workers, cpus_per_worker=cpus / workers)
-                report, times, start = timed_run(lambda p, j, cb, o=opts: run_autolabel_ray(p, j, o, progress=cb),
-                                                 folder, tmp / f"ray{workers}.cardesk", job_args)
-                rates[workers] = steady_rate(times)
-                wall_per_image = 60 / rates[workers]
-                worker_per_image = sum(report.stage_seconds.values()) / report.done / workers
-                print(f"--ray, {workers} worker{'s' if workers > 1 else ' '}: {rates[workers]:6.2f} images/min after "
-                      f"the first answer; start-up to the first answer {times[0] - start:.1f} s; "
-                      f"{wall_per_image:.2f} s of wall time per image against {worker_per_image:.2f} s of the "
-                      f"workers' own time (decode, engine, RLE) / {workers}: Ray adds "
-                      f"{wall_per_image - worker_per_image:+.2f} s")
-            mean_local = float(np.mean(local))
-            print(f"ratios to the mean local rate ({mean_local:.2f} images/min; runs {local[0]:.2f} and "
-                  f"{local[1]:.2f}): 1 worker {rates[1] / mean_local:.2f}x, 2 workers {rates[2] / mean_local:.2f}x")
+                opts = RayOptions(workers=workers, cpus_per_worker=1)
+                r = rays[workers] = timed_run(
+                    lambda p, j, o=opts: run_autolabel_ray(p, j, o, pipeline_factory=seeded_pipeline),
+                    folder, tmp / f"ray{workers}.cardesk", job_args)
+                print(f"--ray, {workers} worker{'s' if workers > 1 else ' '}: {60 / r.steady_wall:6.2f} images/min "
+                      f"after the first answer (start-up to it {r.saved_at[0] - r.start:.1f} s); "
+                      f"{r.steady_wall:.2f} s of wall time per image, {r.steady_engine:.2f} s in the engine "
+                      f"+ {r.steady_extra:.3f} s decode and RLE on the worker, per worker")
+            local_wall = float(np.mean([r.steady_wall for r in local]))
+            local_gap = float(np.mean([r.steady_wall - r.steady_engine for r in local]))
+            print(f"ratios to the mean local rate ({60 / local_wall:.2f} images/min; runs "
+                  f"{60 / local[0].steady_wall:.2f} and {60 / local[1].steady_wall:.2f}): "
+                  f"1 worker {local_wall / rays[1].steady_wall:.2f}x, "
+                  f"2 workers {local_wall / rays[2].steady_wall:.2f}x")
+            ray_gap = rays[1].steady_wall - rays[1].steady_engine
+            print(f"time per image outside the engine: local {local_gap:.2f} s, --ray with 1 worker {ray_gap:.2f} s "
+                  f"(Ray adds {ray_gap - local_gap:+.2f} s, {(ray_gap - local_gap) / local_wall:+.1%} of an image)")
 
             # 3. Ray's own cost per image: a stub pipeline that answers at once.
             stub_folder = tmp / "stub"
             stub_folder.mkdir()
             write_folder(stub_folder, args.stub_images, size)
             stub_opts = RayOptions(workers=1, cpus_per_worker=1)
-            _, times, _ = timed_run(lambda p, j, cb: run_autolabel_ray(p, j, stub_opts, progress=cb,
-                                                                       pipeline_factory=StubPipeline),
-                                    stub_folder, tmp / "stub.cardesk", job_args)
-            per_image = 60 / steady_rate(times)
-            local_per_image = 60 / mean_local
-            print(f"Ray overhead:     {1000 * per_image:6.1f} ms per image with a stub pipeline ({args.stub_images} "
-                  f"images, 1 worker): {per_image / local_per_image:.2%} of the local batch's "
-                  f"{local_per_image:.1f} s per image")
+            r = timed_run(lambda p, j: run_autolabel_ray(p, j, stub_opts, pipeline_factory=StubPipeline),
+                          stub_folder, tmp / "stub.cardesk", job_args)
+            print(f"Ray overhead:     {1000 * r.steady_wall:6.1f} ms per image with a stub pipeline "
+                  f"({args.stub_images} images, 1 worker; read, schedule, call, RLE, transport, save): "
+                  f"{r.steady_wall / local_wall:.2%} of the local batch's {local_wall:.1f} s per image")
         finally:
             ray.shutdown()
 
@@ -223,7 +269,7 @@ def main() -> None:
             print(f"  {wsize[0]}x{wsize[1]}: {per_s:7.1f} images/s ({ms:.2f} ms per image; "
                   f"answer {nbytes / 1024:.1f} kB)")
 
-    worker_per_s = rates[1] / 60
+    worker_per_s = 1 / rays[1].steady_wall
     ceiling = min(writes.values())
     print(f"\nsizing: one driver saves at most {ceiling:.0f} images/s (1920x1080 answers), so it keeps up with "
           f"N workers of r images/s each while N * r < {ceiling:.0f}: at this machine's CPU worker rate "
