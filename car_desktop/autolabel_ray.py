@@ -141,6 +141,7 @@ def pool_shape(resources: dict[str, float], options: RayOptions) -> tuple[int, f
 def build_dataset(ray: Any, files: list[str], options: RayOptions, worker_args: dict[str, Any]) -> Any:
     """The lazy Ray Dataset: the files' bytes, read on this node, mapped by a pool of CaRWorker actors."""
     workers, gpus, cpus = pool_shape(ray.cluster_resources(), options)
+    workers = min(workers, len(files))  # an actor with no image would only load models
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     # One file per block, so a block is one image of work: answers stream image by image and a retry
     # after a worker died redoes one image. Reads take no CPU slot (they would compete with the actors
