@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from car_desktop.annotations import Project, export_coco, import_coco  # noqa: E402
+from car_desktop.annotations import Project, Provenance, export_coco, import_coco  # noqa: E402
+from car_desktop.annotations.car_results import CarMask, replace_car_masks  # noqa: E402
 
 W, H = 1024, 768
 log = logging.getLogger("bench_annotations")
@@ -53,18 +54,19 @@ def mask_pool(n: int, seed: int = 0) -> list[np.ndarray]:
 
 def run_size(n_images: int, n_masks: int, pool: list[np.ndarray], workdir: Path) -> dict[str, float]:
     rng = np.random.default_rng(n_images)
-    path = workdir / f"bench_{n_images}.cardesk"
+    path = workdir / f"bench_{n_images}.cardb"
     res: dict[str, float] = {}
     t = time.perf_counter()
     with Project.create(path, workdir) as p:
-        cats = [p.get_or_create_category(f"concept {k}").id for k in range(n_masks)]
+        for k in range(n_masks):
+            p.get_or_create_category(f"concept {k}")
         for start in range(0, n_images, 500):
             with p.batch():
                 for i in range(start, min(n_images, start + 500)):
                     im = p.add_image_entry(f"dir{i // 1000:03d}/img{i:06d}.jpg", W, H, f"hash{i}")
                     picks = rng.integers(0, len(pool), n_masks)
-                    p.replace_car_results(im.id, [(cats[k], pool[j], float(rng.random()), {"concept": f"c{k}"})
-                                                  for k, j in enumerate(picks)])
+                    replace_car_masks(p, im.id, [CarMask(pool[j], float(rng.random()), Provenance(concept=f"concept {k}"))
+                                                 for k, j in enumerate(picks)])
         res["annotations"] = p.count_annotations()
         res["create_s"] = time.perf_counter() - t
         res["rss_after_create_mb"] = peak_rss_mb()
@@ -89,7 +91,7 @@ def run_size(n_images: int, n_masks: int, pool: list[np.ndarray], workdir: Path)
             res[f"export_{fmt}_mb"] = out.stat().st_size / 1e6
             res[f"export_{fmt}_polygons"] = rep.polygons
             res[f"rss_after_export_{fmt}_mb"] = peak_rss_mb()
-    with Project.create(workdir / f"bench_{n_images}_import.cardesk", workdir) as q:
+    with Project.create(workdir / f"bench_{n_images}_import.cardb", workdir) as q:
         t = time.perf_counter()
         rep = import_coco(q, workdir / f"bench_{n_images}_auto.json", workdir)
         res["import_s"] = time.perf_counter() - t

@@ -115,7 +115,7 @@ def main() -> None:
             print(f"  {p.processed:3d}/{p.todo}  {p.rate_per_min or 0:5.1f} img/min  "
                   f"RSS {rss[-1]:6.0f} MB  {p.current}", flush=True)
 
-        with Project.create(Path(tmp) / "bench.cardesk", folder) as project:
+        with Project.create(Path(tmp) / "bench.cardb", folder) as project:
             ids, failures = add_folder(project, folder)
             assert not failures, failures
             job = AutoLabelJob(args.concepts, config, image_ids=ids)

@@ -58,6 +58,7 @@ from car_desktop.autolabel import (
 )
 from car_desktop.autolabel_ray import RayOptions, run_autolabel_ray
 from car_desktop.compact_result import compact_result, expand_result
+from car_desktop.engine.concepts import Concept
 from car_desktop.engine.config import preset
 from car_desktop.engine.pipeline import CaRPipeline
 from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus
@@ -77,7 +78,9 @@ def blob_result(height: int, width: int, n_concepts: int = 4, seed: int = 0) -> 
         if i == 0:
             cv2.circle(mask, (width // 2, height // 2), max(2, width // 40), 0, -1)
         status = ConceptStatus.KEPT if kept else ConceptStatus.REMOVED
-        concepts.append(ConceptResult(i, f"c{i}", f"c{i}", mask.astype(bool), 0.5 + 0.1 * i if kept else 0.0, status))
+        concepts.append(ConceptResult(i, Concept((f"c{i}",)), mask.astype(bool), 0.5 + 0.1 * i if kept else 0.0,
+                                      status, removed_at_step=None if kept else 1,
+                                      removed_score=None if kept else 0.1))
     return CaRResult(concepts, [], np.zeros((height, width), np.int32), (height, width), timings={"stub": 0.0})
 
 
@@ -180,12 +183,12 @@ def write_rate(tmp: Path, size: tuple[int, int], n: int) -> tuple[float, float, 
     with Project.create(tmp / f"write-{width}x{height}.cardesk", folder) as project:
         ids = [project.add_image_entry(f"img{i:05d}.jpg", width, height).id for i in range(n)]
         job = AutoLabelJob("a, b, c, d", config, image_ids=ids)
-        entries, key, report, todo = plan_autolabel(project, job, False)
-        categories = {e: project.get_or_create_category(e).id for e in entries}
+        key, report, todo = plan_autolabel(project, job, False)
+        owner = project.new_claim_owner()
         start = time.perf_counter()
         for i, image_id in enumerate(todo):
             result = expand_result(json.loads(answers[i % len(answers)])["result"])
-            save_car_result(project, image_id, f"img{i:05d}.jpg", result, entries, categories, key, config, report)
+            save_car_result(project, image_id, f"img{i:05d}.jpg", result, key, report, owner)
         elapsed = time.perf_counter() - start
     return n / elapsed, 1000 * elapsed / n, int(np.mean([len(a) for a in answers]))
 

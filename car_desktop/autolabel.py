@@ -5,15 +5,20 @@ same concepts and settings (the *run key*, stored per image in the project's set
 transaction as the masks), skips images a person reviewed or edited, runs CaR on the rest and stores
 each image's masks, provenance and 'auto' status as one transaction, so stopping at any moment loses
 at most the image in progress. A background thread decodes the next image while the current one runs;
-the pipeline keeps its models and its text-embedding cache across the whole folder. A broken image is
-logged and listed in the report, never raised. Progress goes to a callback (count, rate, time left,
+the pipeline keeps its models and its text-embedding cache across the whole folder. A broken image
+(unreadable, truncated, over the pixel limit) is listed in the report and kept in the project's
+failure list with the file's hash, never raised; with ``skip_failed`` a file that failed before and
+has not changed since is skipped instead of failing again. Each image is claimed in the project
+before it is labelled, so two runs on one project share the images instead of both labelling all of
+them (a claim of a process that died is taken over). Progress goes to a callback (count, rate, time left,
 current image, failures); two tokens stop the loop: ``stop`` after the current image, ``cancel`` at
 once (the current image's work is discarded). No Qt, no printing: the CLI and the GUI worker format
 the progress themselves.
 
 ``add_folder`` puts a folder's images into the project (optionally one shard of them, chosen by a
 stable hash of the relative path, so several processes can split a folder) and reports the files that
-cannot be read; ``merge_projects`` combines the projects those processes wrote.
+cannot be read (``scan_folder`` also says how many were skipped as failed and unchanged);
+``merge_projects`` combines the projects those processes wrote.
 """
 
 from __future__ import annotations
@@ -27,18 +32,22 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
 from .annotations import ImageRecord, Project
+from .annotations.car_results import REMOVED_SETTING, apply_car_result
 from .annotations.errors import ProjectError
-from .annotations.store import IMAGE_EXTENSIONS
-from .engine.cancel import CancelToken
-from .engine.concepts import parse_concepts
+from .annotations.provenance import ORIGIN_AUTOLABEL
+from .cancel import CancelToken
+from .engine.concepts import ConceptList
 from .engine.config import CaRConfig
 from .engine.errors import Cancelled, ImageLoadError
-from .engine.results import CaRResult, ConceptStatus
+from .errors import CaRDesktopError
+
+if TYPE_CHECKING:
+    from .engine.results import CaRResult
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,8 @@ _RUN_KEY_IGNORED = frozenset({"device", "crf_in_subprocess"})
 SKIP_DONE = "already labelled with these concepts and settings"
 SKIP_REVIEWED = "reviewed by a person"
 SKIP_EDITED = "has annotations a person made, edited or imported"
+SKIP_FAILED = "failed before and unchanged since (--skip-failed)"
+SKIP_CLAIMED = "being labelled by another run"
 
 
 class Failure(NamedTuple):
@@ -64,20 +75,28 @@ class Failure(NamedTuple):
 
 @dataclass(frozen=True)
 class AutoLabelJob:
-    """What to auto-label: ``concepts`` (typed text or a list, "car | automobile" for synonyms) on
-    ``image_ids`` (None: every image of the project) with ``config``.
+    """What to auto-label: ``concepts`` on ``image_ids`` (None: every image of the project) with ``config``.
 
-    ``overwrite`` also redoes images already labelled with the same run key. Images with status
-    'reviewed' or with annotations a person made or edited are never touched, whatever the options.
+    ``concepts`` is a ``ConceptList``; typed text or a list of entries ("car | automobile" for
+    synonyms) is parsed into one when the job is made, so a typing mistake raises ConceptError here.
+
+    ``overwrite`` also redoes images already labelled with the same run key. ``skip_failed`` skips
+    images whose labelling failed before if the file has not changed since (same size and SHA-256).
+    Images with status 'reviewed' or with annotations a person made or edited are never touched,
+    whatever the options.
     ``test_models`` (part of the run key) says whether the pipeline uses the tiny test models; None
     takes the pipeline's own ``test_models`` attribute.
     """
 
-    concepts: str | Sequence[str]
+    concepts: ConceptList
     config: CaRConfig
     image_ids: Sequence[int] | None = None
     overwrite: bool = False
     test_models: bool | None = None
+    skip_failed: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "concepts", ConceptList.parse(self.concepts))
 
 
 @dataclass(frozen=True)
@@ -132,19 +151,23 @@ class AutoLabelReport:
 ProgressFn = Callable[[AutoLabelProgress], None]
 
 
+class Pipeline(Protocol):
+    """What the loop asks of a CaR pipeline (``engine.pipeline.CaRPipeline``)."""
+
+    @property
+    def test_models(self) -> bool: ...
+    def run(self, image: np.ndarray, concepts: ConceptList, *, config: CaRConfig | None = ...,
+            cancel: CancelToken | None = ...) -> CaRResult: ...
+
+
 # ---------------------------------------------------------------------------------------- run key
-def concept_entries(concepts: str | Sequence[str]) -> list[str]:
-    """The parsed concepts as engine entries ("car | automobile"), in the order given. Raises ConceptError."""
-    return [" | ".join(c.synonyms) for c in parse_concepts(concepts if isinstance(concepts, str) else list(concepts))]
-
-
-def run_key(concepts: str | Sequence[str], config: CaRConfig, *, test_models: bool = False) -> str:
-    """A short stable digest of what decides an image's auto-labels: the parsed concepts (order kept),
-    every config field that changes the computation, and whether the test models are used."""
+def run_key(concepts: ConceptList, config: CaRConfig, *, test_models: bool = False) -> str:
+    """A short stable digest of what decides an image's auto-labels: the concepts (order kept, in the
+    user's form), every config field that changes the computation, and whether the test models are used."""
     cfg = {k: v for k, v in config.to_dict().items() if k not in _RUN_KEY_IGNORED}
-    payload = {"concepts": concept_entries(concepts), "config": cfg, "test_models": bool(test_models)}
+    payload = {"concepts": ConceptList.parse(concepts).labels, "config": cfg, "test_models": bool(test_models)}
     text = json.dumps(payload, sort_keys=True, default=list, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def image_run_key(project: Project, image_id: int) -> str | None:
@@ -172,65 +195,47 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------- folder
-def list_image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files (by extension) under ``folder``, recursively, sorted."""
-    root = Path(folder)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+@dataclass
+class FolderScan:
+    """What ``scan_folder`` found: the images to work on (ids sorted by relative path), the files
+    that could not be added (each with its reason), and how many were skipped because they failed
+    before and have not changed (only with ``skip_failed``)."""
+
+    ids: list[int] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    skipped_unchanged: int = 0
+
+
+def scan_folder(project: Project, folder: str | os.PathLike, shard: tuple[int, int] | None = None, *,
+                skip_failed: bool = False) -> FolderScan:
+    """Add the image files under ``folder`` (inside the project's image root) to the project.
+
+    With ``shard=(i, n)`` only the files whose ``shard_index(rel_path, n) == i``. Known images are not
+    read again; new ones are added 200 per transaction. A file that cannot be added (unreadable,
+    empty, not an image, over the pixel limit) is a failure with its reason, kept in the project;
+    with ``skip_failed`` such a file is not even tried again while it is unchanged.
+    """
+    result = FolderScan()
+
+    def select(rel: str) -> bool:
+        if shard is not None and shard_index(rel, shard[1]) != shard[0]:
+            return False
+        if skip_failed and project.find_image(rel) is None and project.failure_unchanged(rel) is not None:
+            result.skipped_unchanged += 1
+            return False
+        return True
+
+    records, failures = project.add_folder(folder, select=select)
+    result.ids = [r.id for r in records]
+    result.failures = [Failure(f.rel_path, f.reason) for f in failures]
+    return result
 
 
 def add_folder(project: Project, folder: str | os.PathLike,
                shard: tuple[int, int] | None = None) -> tuple[list[int], list[Failure]]:
-    """Add the image files under ``folder`` (inside the project's image root) to the project.
-
-    With ``shard=(i, n)`` only the files whose ``shard_index(rel_path, n) == i``. Returns the image ids
-    (sorted by relative path) and the files that could not be added (unreadable, empty, not an image),
-    each with its reason. Known images are not read again; new ones are added 200 per transaction.
-    """
-    root = project.image_root.resolve()
-    base = Path(folder).resolve()
-    try:
-        base_rel = base.relative_to(root)
-    except ValueError:
-        raise ProjectError(f"{folder} is not inside the project's image folder {root}; "
-                           f"use a new project for {folder}") from None
-    ids: list[int] = []
-    failures: list[Failure] = []
-    new: list[str] = []
-    # Relative paths are built without resolving each file, so symlinked images keep their own name.
-    for path in list_image_files(base):
-        rel = (base_rel / path.relative_to(base)).as_posix()
-        if shard is not None and shard_index(rel, shard[1]) != shard[0]:
-            continue
-        known = project.find_image(rel)
-        if known is not None:
-            ids.append(known.id)
-        else:
-            new.append(rel)
-    for start in range(0, len(new), 200):
-        chunk = new[start:start + 200]
-        try:
-            ids.extend(r.id for r in project.add_images(chunk))
-            continue
-        except ProjectError:
-            pass  # one bad file spoils the chunk: add them one at a time to name it
-        for rel in chunk:
-            try:
-                ids.extend(r.id for r in project.add_images([rel]))
-            except ProjectError as exc:
-                reason = _unreadable_reason(root / rel, exc)
-                log.warning("skipping %s: %s", rel, reason)
-                failures.append(Failure(rel, reason))
-    order = {rec.id: rec.rel_path for rec in (project.get_image(i) for i in set(ids))}
-    return sorted(order, key=order.get), failures
-
-
-def _unreadable_reason(path: Path, exc: Exception) -> str:
-    try:
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
-    except OSError:
-        pass
-    return f"not a readable image ({str(exc).rpartition(': ')[2]})"
+    """``scan_folder`` without the skip count: (image ids sorted by relative path, failures)."""
+    scan = scan_folder(project, folder, shard)
+    return scan.ids, scan.failures
 
 
 # ---------------------------------------------------------------------------------------- the loop
@@ -248,19 +253,6 @@ def _decode(path: Path) -> np.ndarray:
     from .engine.pipeline import as_rgb_uint8
 
     return as_rgb_uint8(load_image(path))
-
-
-def provenance(result: CaRResult, index: int, config: CaRConfig, key: str) -> dict[str, Any]:
-    """What is stored with each auto-label: concept, score, status, models, thresholds, run key."""
-    c = result.concepts[index]
-    return {
-        "concept": c.name, "query_text": c.query_text, "score": float(c.score), "status": c.status.value,
-        "sam_accepted": c.sam_accepted, "sam_iou": c.sam_iou, "models": dict(result.model_names),
-        "thresholds": {"eta": config.eta, "theta": config.theta, "lam": config.lam,
-                       "phi_iou": config.phi_iou, "phi_iom": config.phi_iom},
-        "preset": config.preset, "sam_mode": config.sam_mode, "use_crf": config.use_crf,
-        "steps": len(result.steps), "test_models": result.test_models, "run_key": key, "origin": "autolabel",
-    }
 
 
 class _Clock:
@@ -285,13 +277,12 @@ class _Clock:
 
 
 def plan_autolabel(project: Project, job: AutoLabelJob,
-                   test_models: bool) -> tuple[list[str], str, AutoLabelReport, list[int]]:
-    """The resume rule, shared by every way of running a job: (concept entries, run key, a report with
-    the skipped images counted, the image ids still to do in job order). An image is skipped when a
-    person reviewed or edited it, or (without ``overwrite``) when it already has this run key.
-    Raises ConceptError before reading anything."""
-    entries = concept_entries(job.concepts)
-    key = run_key(entries, job.config, test_models=test_models)
+                   test_models: bool) -> tuple[str, AutoLabelReport, list[int]]:
+    """The resume rule, shared by every way of running a job: (run key, a report with the skipped
+    images counted, the image ids still to do in job order). An image is skipped when a person reviewed
+    or edited it, when (without ``overwrite``) it already has this run key, or (with ``skip_failed``)
+    when it failed before and has not changed since."""
+    key = run_key(job.concepts, job.config, test_models=test_models)
     report = AutoLabelReport(run_key=key)
     ids = [r.id for r in project.list_images()] if job.image_ids is None else list(dict.fromkeys(job.image_ids))
     report.total = len(ids)
@@ -300,29 +291,30 @@ def plan_autolabel(project: Project, job: AutoLabelJob,
         reason = _protection(project, image_id)
         if reason is None and not job.overwrite and image_run_key(project, image_id) == key:
             reason = SKIP_DONE
+        if reason is None and job.skip_failed and project.failure_unchanged(project.get_image(image_id).rel_path):
+            reason = SKIP_FAILED
         if reason is None:
             todo.append(image_id)
         else:
-            report.skipped += 1
-            report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
+            _skip(report, reason)
     log.info("auto-label %d images: %d to do, %d skipped (%s)", len(ids), len(todo), report.skipped,
              report.skipped_by_reason)
-    return entries, key, report, todo
+    return key, report, todo
 
 
-#: A run's image loop, given ``(todo, entries, categories, key, report, clock, emit)``: labels the images
-#: to do, counts each on ``clock`` and emits "image done" / "image failed" (see ``run_job``).
-ImageLoop = Callable[[list[int], list[str], dict[str, int], str, AutoLabelReport, _Clock, Callable[..., None]],
-                     None]
+#: A run's image loop, given ``(todo, key, report, clock, emit, owner)``: claims and labels the images to
+#: do, and counts each one with ``count_outcome`` (see ``run_job``).
+ImageLoop = Callable[[list[int], str, AutoLabelReport, "_Clock", Callable[..., None], str], None]
 
 
 def run_job(project: Project, job: AutoLabelJob, test_models: bool, loop: ImageLoop,
             progress: ProgressFn | None = None) -> AutoLabelReport:
-    """The frame shared by every way of running a job (here, and on Ray): plan with the resume rule,
-    emit "planned", record the run (for the GUI's dialog) and create the categories, hand the images
-    to do to ``loop``, then emit "finished" and return the report."""
+    """The frame shared by every way of running a job (``run_autolabel`` here, ``run_autolabel_ray``):
+    plan with the resume rule, emit "planned", record the run (for the GUI's dialog), hand the images to
+    do to ``loop`` under a new claim owner, release that owner's claims however the loop ended, then
+    emit "finished" and return the report."""
     t0 = time.monotonic()
-    entries, key, report, todo = plan_autolabel(project, job, test_models)
+    key, report, todo = plan_autolabel(project, job, test_models)
     clock = _Clock(report, len(todo))
 
     def emit(event: str, current: str | None = None, image_id: int | None = None) -> None:
@@ -331,10 +323,16 @@ def run_job(project: Project, job: AutoLabelJob, test_models: bool, loop: ImageL
 
     emit("planned")
     if todo:
-        project.set_setting(LAST_RUN_SETTING, {"concepts": entries, "preset": job.config.preset,
+        project.set_setting(LAST_RUN_SETTING, {"concepts": job.concepts.labels, "preset": job.config.preset,
                                                "sam_mode": job.config.sam_mode, "run_key": key})
-        categories = {e: project.get_or_create_category(e).id for e in entries}
-        loop(todo, entries, categories, key, report, clock, emit)
+        owner = project.new_claim_owner()
+        try:
+            loop(todo, key, report, clock, emit, owner)
+        finally:
+            try:
+                project.release_claims(owner)
+            except ProjectError as exc:  # the project is gone or busy: the claims expire on their own
+                log.warning("could not release this run's claims: %s", exc)
     report.elapsed = time.monotonic() - t0
     emit("finished")
     log.info("auto-label finished: %d done, %d skipped, %d failed, %.1f s%s", report.done, report.skipped,
@@ -343,7 +341,7 @@ def run_job(project: Project, job: AutoLabelJob, test_models: bool, loop: ImageL
 
 
 def run_autolabel(
-    pipeline: Any,
+    pipeline: Pipeline,
     project: Project,
     job: AutoLabelJob,
     *,
@@ -359,19 +357,36 @@ def run_autolabel(
     True. Broken images are in ``report.failed``. Raises only for problems that would fail every image
     (no concepts, missing model weights, a closed or unwritable project): ``CaRDesktopError`` subclasses.
     """
-    test_models = getattr(pipeline, "test_models", False) if job.test_models is None else job.test_models
+    test_models = pipeline.test_models if job.test_models is None else job.test_models
 
-    def loop(todo, entries, categories, key, report, clock, emit) -> None:
-        _loop(pipeline, project, job, todo, entries, categories, key, report, clock, emit, cancel, stop,
-              max(1, prefetch))
+    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: _Clock, emit: Callable[..., None],
+             owner: str) -> None:
+        _loop(pipeline, project, job, todo, key, report, clock, emit, cancel, stop, max(1, prefetch), owner)
 
     return run_job(project, job, bool(test_models), loop, progress)
 
 
-def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entries: list[str],
-          categories: dict[str, int], key: str, report: AutoLabelReport, clock: _Clock,
+def _skip(report: AutoLabelReport, reason: str) -> None:
+    report.skipped += 1
+    report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
+
+
+def _claim(project: Project, image_id: int, owner: str, key: str, overwrite: bool) -> str | None:
+    """Claim the image for this run; None when it is ours to label, else the skip reason."""
+    holder = project.claim_image(image_id, owner)
+    if holder is not None:
+        log.info("auto-label: image %d is being labelled by %s; left to it", image_id, holder)
+        return SKIP_CLAIMED
+    if not overwrite and image_run_key(project, image_id) == key:  # another run finished it meanwhile
+        project.release_claim(image_id, owner)
+        return SKIP_DONE
+    return None
+
+
+def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[int], key: str, report: AutoLabelReport,
+          clock: _Clock,
           emit: Callable[..., None], cancel: CancelToken | None, stop: CancelToken | None,
-          prefetch: int) -> None:
+          prefetch: int, owner: str) -> None:
     records = {}
     paths = {}
     for image_id in todo:
@@ -380,12 +395,18 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
     pending: deque[tuple[int, Future]] = deque()
     queue = iter(todo)
     # One decoder thread, ``prefetch`` images ahead: decoding overlaps the engine, memory stays bounded.
+    # An image is claimed before it is decoded; one another run holds is skipped.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="autolabel-decode") as decoder:
         def refill() -> None:
             while len(pending) < prefetch:
                 nxt = next(queue, None)
                 if nxt is None:
                     return
+                skip = _claim(project, nxt, owner, key, job.overwrite)
+                if skip is not None:
+                    _skip(report, skip)
+                    clock.todo -= 1
+                    continue
                 pending.append((nxt, decoder.submit(_decode, paths[nxt])))
 
         try:
@@ -399,12 +420,11 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
                 rel = records[image_id].rel_path
                 emit("image started", rel, image_id)
                 try:
-                    failure = _label_one(pipeline, project, job, image_id, rel, future, entries, categories,
-                                         key, report, cancel)
+                    failure = _label_one(pipeline, project, job, image_id, rel, future, key, report, cancel, owner)
                 except Cancelled:
                     report.stopped = True
                     break
-                count_outcome(failure, rel, image_id, report, clock, emit)
+                count_outcome(project, failure, rel, image_id, key, owner, report, clock, emit)
                 del future
         finally:
             for _, f in pending:
@@ -412,10 +432,11 @@ def _loop(pipeline, project: Project, job: AutoLabelJob, todo: list[int], entrie
             pending.clear()
 
 
-def count_outcome(failure: str | None, rel: str, image_id: int, report: AutoLabelReport, clock: _Clock,
-                  emit: Callable[..., None]) -> None:
-    """Count one image's outcome (None: saved; ``_SKIPPED``: a person took it over; else the failure
-    reason, listed in the report) and emit its progress event."""
+def count_outcome(project: Project, failure: str | None, rel: str, image_id: int, key: str, owner: str,
+                  report: AutoLabelReport, clock: _Clock, emit: Callable[..., None]) -> None:
+    """Count one image's outcome and emit its progress event. ``failure``: None when saved, ``_SKIPPED``
+    when a person took the image over meanwhile, else the reason, kept in the project's failure list
+    and the report (and the image's claim is released)."""
     if failure == _SKIPPED:
         clock.todo -= 1
         return
@@ -423,51 +444,55 @@ def count_outcome(failure: str | None, rel: str, image_id: int, report: AutoLabe
     if failure is None:
         emit("image done", rel, image_id)
     else:
+        project.record_failure(rel, failure, "label", key)
+        project.release_claim(image_id, owner)
         report.failed.append(Failure(rel, failure))
         emit("image failed", rel, image_id)
 
 
-def _label_one(pipeline, project: Project, job: AutoLabelJob, image_id: int, rel: str, future: Future,
-               entries: list[str], categories: dict[str, int], key: str, report: AutoLabelReport,
-               cancel: CancelToken | None) -> str | None:
+def _label_one(pipeline: Pipeline, project: Project, job: AutoLabelJob, image_id: int, rel: str, future: Future,
+               key: str, report: AutoLabelReport, cancel: CancelToken | None, owner: str) -> str | None:
     """Label one image; returns None on success, ``_SKIPPED`` if a person took it over meanwhile, the
     failure reason otherwise. Raises Cancelled."""
     try:
         image = future.result()
-    except (ImageLoadError, MemoryError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a decoder failure is this image's, not the run's
         return load_failure(exc, rel)
     reason = size_changed(image.shape[:2], project.get_image(image_id))
     if reason is not None:
         return reason
-    result = segment_image(pipeline, image, entries, job.config, cancel, rel)
+    result = segment_image(pipeline, image, job, cancel, rel)
     del image
     if isinstance(result, str):
         return result
-    return save_car_result(project, image_id, rel, result, entries, categories, key, job.config, report)
+    return save_car_result(project, image_id, rel, result, key, report, owner)
 
 
 def load_failure(exc: Exception, rel: str) -> str:
-    """The failure reason of an image that could not be decoded (ImageLoadError or MemoryError)."""
+    """The failure reason of an image whose decoding raised ``exc``."""
+    if isinstance(exc, ImageLoadError):
+        log.warning("auto-label: %s", exc)
+        return _short_reason(str(exc), rel)
     if isinstance(exc, MemoryError):
         return "not enough memory to decode this image"
-    log.warning("auto-label: %s", exc)
-    return _short_reason(str(exc), rel)
+    log.error("auto-label: decoding %s failed", rel, exc_info=exc)
+    return f"cannot be decoded: {type(exc).__name__}: {exc}"
 
 
 def size_changed(shape: tuple[int, ...], record: ImageRecord) -> str | None:
-    """Why the decoded (height, width) cannot be stored on the image record, or None."""
+    """Why a decoded (height, width) cannot be stored on the image record, or None."""
     if tuple(shape) != (record.height, record.width):
         return (f"the file changed since it was added to the project: it is {shape[1]}x{shape[0]}, "
                 f"the project has {record.width}x{record.height}")
     return None
 
 
-def segment_image(pipeline, image: np.ndarray, entries: list[str], config: CaRConfig,
-                  cancel: CancelToken | None, rel: str) -> CaRResult | str:
-    """Run CaR on one decoded image: the result, or the reason this image failed. Raises Cancelled, and
+def segment_image(pipeline: Pipeline, image: np.ndarray, job: AutoLabelJob, cancel: CancelToken | None,
+                  rel: str) -> CaRResult | str:
+    """CaR on one decoded image: the result, or the reason this image failed. Raises Cancelled, and
     ``CaRDesktopError`` for problems every image would share (weights, config)."""
     try:
-        return pipeline.run(image, entries, config=config, cancel=cancel)
+        return pipeline.run(image, job.concepts, config=job.config, cancel=cancel)
     except (Cancelled, KeyboardInterrupt):
         raise Cancelled("Cancelled by the user.") from None
     except ImageLoadError as exc:
@@ -475,37 +500,33 @@ def segment_image(pipeline, image: np.ndarray, entries: list[str], config: CaRCo
     except MemoryError:
         return "not enough memory to segment this image"
     except Exception as exc:  # noqa: BLE001 - one image's engine failure must not end the folder
-        from .engine.errors import CaRDesktopError
-
         if isinstance(exc, CaRDesktopError):
             raise  # weights, config: every image would fail the same way
         log.exception("auto-label: the engine failed on %s", rel)
         return f"engine error: {type(exc).__name__}: {exc}"
 
 
-def save_car_result(project: Project, image_id: int, rel: str, result: CaRResult, entries: list[str],
-                    categories: dict[str, int], key: str, config: CaRConfig, report: AutoLabelReport) -> str | None:
-    """Store one image's CaR result (masks, provenance, 'auto' status, run key) in one transaction, unless
-    a person reviewed or edited the image meanwhile (checked inside the transaction): then returns
-    ``_SKIPPED`` and counts it as skipped. Returns None when saved."""
+def save_car_result(project: Project, image_id: int, rel: str, result: CaRResult, key: str,
+                    report: AutoLabelReport, owner: str) -> str | None:
+    """Store one image's CaR result with its run key in one transaction (``apply_car_result``), clear its
+    failure and release its claim. Returns None when saved, ``_SKIPPED`` (counted as skipped) when a
+    person reviewed or edited the image meanwhile - checked inside the transaction."""
     for stage, seconds in result.timings.items():
         report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + seconds
-    rows = []
-    for c in result.concepts:
-        if c.status is ConceptStatus.REMOVED:
-            continue
-        rows.append((categories[entries[c.index]], c.mask, float(c.score),
-                     provenance(result, c.index, config, key)))
     with project.batch():
-        # Checked again inside the transaction: the GUI may have reviewed or edited it meanwhile.
-        reason = _protection(project, image_id)
-        if reason is not None:
-            report.skipped += 1
-            report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
+        # The protection is checked again inside the transaction: the GUI may have reviewed or edited
+        # the image meanwhile.
+        applied = apply_car_result(project, image_id, result, origin=ORIGIN_AUTOLABEL, run_key=key,
+                                   skip_if=lambda: _protection(project, image_id))
+        if applied.skipped is not None:
+            reason = applied.skipped
+            _skip(report, reason)
             log.info("auto-label: %s was %s while it ran; left as it is", rel, reason)
+            project.release_claim(image_id, owner)
             return _SKIPPED
-        project.replace_car_results(image_id, rows)
         project.set_setting(f"{RUN_KEY_SETTING}{image_id}", key)
+        project.clear_failure(rel)
+        project.release_claim(image_id, owner)
     report.done += 1
     report.done_ids.append(image_id)
     return None
@@ -543,23 +564,28 @@ def merge_projects(out: Project, sources: Sequence[Project]) -> MergeReport:
     When an image already has annotations or a non-'new' status in ``out``, the incoming copy wins
     only if its status ranks higher (reviewed > auto > new); otherwise the image is kept as it is.
     Either way the clash is listed in ``conflicts``; so is a content-hash mismatch (two different files
-    under one path). Each image is one transaction, run keys travel with their images.
+    under one path), and an image that cannot be merged at all (a stored path that leaves the image
+    folder, a size over the pixel limit). Each image is one transaction, run keys travel with their images.
     """
     rep = MergeReport()
     for src in sources:
         cat_map: dict[int, int] = {}
         for cat in src.list_categories():
             existed = out.find_category(cat.name) is not None
-            cat_map[cat.id] = out.get_or_create_category(cat.query_text).id
+            cat_map[cat.id] = out.get_or_create_category(cat.label).id
             rep.categories_added += not existed
         for rec in src.list_images():
-            _merge_image(out, src, rec, cat_map, rep)
+            try:
+                _merge_image(out, src, rec, cat_map, rep)
+            except ProjectError as exc:  # e.g. a stored path that leaves the image folder: skip that image
+                rep.conflicts.append(f"{rec.rel_path[:200]} (from {src.path.name}): not merged: {exc}")
     return rep
 
 
 def _merge_image(out: Project, src: Project, rec, cat_map: dict[int, int], rep: MergeReport) -> None:
     anns = src.list_annotations(rec.id)
     src_key = src.get_setting(f"{RUN_KEY_SETTING}{rec.id}")
+    src_removed = src.get_setting(f"{REMOVED_SETTING}{rec.id}")
     existing = out.find_image(rec.rel_path)
     with out.batch():
         if existing is None:
@@ -591,6 +617,7 @@ def _merge_image(out: Project, src: Project, rec, cat_map: dict[int, int], rep: 
                 out.set_image_status(existing.id, rec.status)
         for a in anns:
             out.add_annotation(target.id, cat_map[a.category_id], src.get_mask(a.id), a.score, a.source,
-                               a.provenance, edited=a.edited)
+                               a.provenance, edited=a.edited, auto_mask=src.get_auto_mask(a.id))
             rep.annotations_copied += 1
         out.set_setting(f"{RUN_KEY_SETTING}{target.id}", src_key)
+        out.set_setting(f"{REMOVED_SETTING}{target.id}", src_removed)

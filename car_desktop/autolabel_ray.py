@@ -1,12 +1,14 @@
 """``batch --ray``: auto-label a project's images on a Ray cluster, with the local batch's rules.
 
-The driver (this process) plans the run with the local batch's resume rule (``plan_autolabel``: reviewed
-and edited images are protected, images with this run key are skipped), builds a Ray Dataset of the
+The driver (this process) plans the run with the local batch's resume rule (``run_job``: reviewed and
+edited images are protected, images with this run key, or with ``skip_failed`` failed and unchanged,
+are skipped), claims the images to do in the project (so another run on it leaves them alone), builds a Ray Dataset of the
 files still to do with ``ray.data.read_binary_files`` (read on the driver's own node, so the worker
 machines need no access to the folder), and ``map_batches`` a fixed pool of ``CaRWorker`` actors (one
 CaR pipeline each; ``workers`` actors of ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs). Answers
 stream back in the order they finish; the driver writes each image in one transaction with the local
-batch's ``save_car_result``, so the project has exactly one writer.
+batch's ``save_car_result``, so the project has exactly one writer; a failure goes to the project's
+failure list as in the local batch.
 
 Faults: Ray Data creates its actors with unlimited restarts and task retries, so an actor that dies is
 replaced and its images are labelled again; the driver ignores a second answer for an image it already
@@ -19,13 +21,14 @@ imported only when a run starts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import queue
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +38,9 @@ from .autolabel import (
     AutoLabelJob,
     AutoLabelReport,
     ProgressFn,
+    _claim,
     _Clock,
+    _skip,
     count_outcome,
     run_job,
     save_car_result,
@@ -241,22 +246,23 @@ def run_autolabel_ray(project: Project, job: AutoLabelJob, options: RayOptions, 
     ``run_autolabel`` (no "image started" events: the driver only sees images finish)."""
     ray = require_ray()
 
-    def loop(todo, entries, categories, key, report, clock, emit) -> None:
-        worker_args = {"config": job.config, "entries": entries, "test_models": bool(job.test_models),
+    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: _Clock, emit: Callable[..., None],
+             owner: str) -> None:
+        # Workers get the job without its image list: they are handed images, not ids.
+        worker_args = {"job": dataclasses.replace(job, image_ids=None), "test_models": bool(job.test_models),
                        "pipeline_factory": pipeline_factory}
         with connected(ray, options), _quiet_ray_data(ray, options.verbose):
-            _drive(ray, project, job, todo, entries, categories, key, report, clock, emit, options, worker_args,
-                   cancel, stop)
+            _drive(ray, project, job, todo, key, report, clock, emit, owner, options, worker_args, cancel, stop)
 
     return run_job(project, job, bool(job.test_models), loop, progress)
 
 
-def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], entries: list[str],
-           categories: dict[str, int], key: str, report: AutoLabelReport, clock: _Clock, emit: Any,
-           options: RayOptions, worker_args: dict[str, Any], cancel: CancelToken | None,
-           stop: CancelToken | None) -> None:
+def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], key: str, report: AutoLabelReport,
+           clock: _Clock, emit: Callable[..., None], owner: str, options: RayOptions, worker_args: dict[str, Any],
+           cancel: CancelToken | None, stop: CancelToken | None) -> None:
     records = {image_id: project.get_image(image_id) for image_id in todo}
-    by_file = {os.path.normpath(project.image_root / rec.rel_path): image_id for image_id, rec in records.items()}
+    mine = _claim_all(project, todo, owner, key, job.overwrite, report, clock)
+    by_file = {os.path.normpath(project.image_root / records[i].rel_path): i for i in mine}
     handled: set[int] = set()
     # Ray's reader refuses a list of missing files only; one that vanishes later it drops (listed below).
     present = [f for f in by_file if os.path.isfile(f)]
@@ -283,8 +289,8 @@ def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], entri
                 continue
             handled.add(image_id)
             rel = records[image_id].rel_path
-            failure = _store(project, image_id, rel, json.loads(answer[1]), entries, categories, key, job, report)
-            count_outcome(failure, rel, image_id, report, clock, emit)
+            failure = _store(project, image_id, rel, json.loads(answer[1]), key, report, owner)
+            count_outcome(project, failure, rel, image_id, key, owner, report, clock, emit)
         clean = True
     finally:
         if answers is not None and clean:
@@ -293,14 +299,32 @@ def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], entri
         elif answers is not None:  # cancelled or failed: do not wait for the workers' current images
             answers.abandon()
     if not report.stopped:
-        for image_id in todo:
+        for image_id in mine:
             if image_id not in handled:
-                count_outcome("the file could not be read (missing?)", records[image_id].rel_path, image_id,
-                              report, clock, emit)
+                count_outcome(project, "the file could not be read (missing?)", records[image_id].rel_path,
+                              image_id, key, owner, report, clock, emit)
 
 
-def _store(project: Project, image_id: int, rel: str, answer: dict[str, Any], entries: list[str],
-           categories: dict[str, int], key: str, job: AutoLabelJob, report: AutoLabelReport) -> str | None:
+def _claim_all(project: Project, todo: list[int], owner: str, key: str, overwrite: bool, report: AutoLabelReport,
+               clock: _Clock) -> list[int]:
+    """Claim the images to do for this run before any is sent out (the local batch claims each just
+    before decoding it); those another run holds, or finished meanwhile, are skipped. A few hundred
+    claims per transaction."""
+    mine: list[int] = []
+    for start in range(0, len(todo), 500):
+        with project.batch():
+            for image_id in todo[start:start + 500]:
+                skip = _claim(project, image_id, owner, key, overwrite)
+                if skip is None:
+                    mine.append(image_id)
+                else:
+                    _skip(report, skip)
+                    clock.todo -= 1
+    return mine
+
+
+def _store(project: Project, image_id: int, rel: str, answer: dict[str, Any], key: str, report: AutoLabelReport,
+           owner: str) -> str | None:
     """Save one worker answer as the local batch would; None when saved, else ``_SKIPPED`` or the reason."""
     if answer["status"] == "fatal":
         raise CaRDesktopError(answer["error"])
@@ -310,5 +334,4 @@ def _store(project: Project, image_id: int, rel: str, answer: dict[str, Any], en
     reason = size_changed(tuple(answer["result"]["image_size"]), project.get_image(image_id))
     if reason is not None:
         return reason
-    result = expand_result(answer["result"])
-    return save_car_result(project, image_id, rel, result, entries, categories, key, job.config, report)
+    return save_car_result(project, image_id, rel, expand_result(answer["result"]), key, report, owner)

@@ -1,7 +1,7 @@
 """A CaR result as a small JSON-ready dict: what a remote worker sends back instead of full-resolution arrays.
 
 ``compact_result`` keeps what saving an auto-label needs: each concept's mask as a COCO RLE (pycocotools),
-its score, status and SAM verdict, the step trace without its soft maps, the per-stage timings, pass
+its concept (synonyms), score, status and SAM verdict, the step trace without its soft maps, the per-stage timings, pass
 counts, warnings and model names. ``expand_result`` turns it back into a ``CaRResult`` whose masks equal
 the originals pixel for pixel and whose scores are the same floats (JSON keeps a float's exact value).
 The label map is not carried (nothing that saves a result reads it): the expanded result's is empty.
@@ -15,6 +15,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .annotations.mask_codec import decode_full_rle, fortran_u8
+from .engine.concepts import Concept
 from .engine.results import CaRResult, ConceptResult, ConceptStatus, StepTrace
 
 
@@ -28,7 +29,7 @@ def compact_result(result: CaRResult) -> dict[str, Any]:
     return {
         "image_size": list(result.image_size),
         "concepts": [
-            {"index": c.index, "name": c.name, "query_text": c.query_text, "rle": encode_mask(c.mask),
+            {"index": c.index, "synonyms": list(c.concept.synonyms), "rle": encode_mask(c.mask),
              "score": float(c.score), "status": c.status.value, "removed_at_step": c.removed_at_step,
              "removed_score": None if c.removed_score is None else float(c.removed_score),
              "sam_accepted": c.sam_accepted, "sam_iou": None if c.sam_iou is None else float(c.sam_iou)}
@@ -49,7 +50,7 @@ def expand_result(data: dict[str, Any]) -> CaRResult:
     """The ``CaRResult`` of a ``compact_result`` dict (masks decoded, label map empty)."""
     height, width = (int(v) for v in data["image_size"])
     concepts = [
-        ConceptResult(index=c["index"], name=c["name"], query_text=c["query_text"],
+        ConceptResult(index=c["index"], concept=Concept(tuple(c["synonyms"])),
                       mask=decode_full_rle(height, width, c["rle"]), score=c["score"],
                       status=ConceptStatus(c["status"]), removed_at_step=c["removed_at_step"],
                       removed_score=c["removed_score"], sam_accepted=c["sam_accepted"], sam_iou=c["sam_iou"])

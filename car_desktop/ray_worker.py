@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .autolabel import _decode, load_failure, segment_image
+from .autolabel import AutoLabelJob, _decode, load_failure, segment_image
 from .compact_result import compact_result
-from .engine.config import CaRConfig
 from .engine.errors import Cancelled, CaRDesktopError, ImageLoadError
 
 log = logging.getLogger(__name__)
@@ -38,17 +37,15 @@ PipelineFactory = Callable[..., Any]
 class CaRWorker:
     """One CaR pipeline, labelling the images of the batches Ray Data hands to this actor."""
 
-    def __init__(self, config: CaRConfig, entries: list[str], test_models: bool,
-                 pipeline_factory: PipelineFactory | None = None) -> None:
-        self.config = config
-        self.entries = list(entries)
+    def __init__(self, job: AutoLabelJob, test_models: bool, pipeline_factory: PipelineFactory | None = None) -> None:
+        self.job = job
         self.fatal: str | None = None
         self.tmp = Path(tempfile.mkdtemp(prefix="car-desktop-ray-"))
         if pipeline_factory is None:
             from .engine.pipeline import CaRPipeline
 
             pipeline_factory = CaRPipeline
-        self.pipeline = pipeline_factory(config, test_models=test_models)
+        self.pipeline = pipeline_factory(job.config, test_models=test_models)
         try:
             self.pipeline.load_models()
         except CaRDesktopError as exc:
@@ -70,7 +67,7 @@ class CaRWorker:
             return {"status": "failed", "error": image}
         t1 = time.perf_counter()
         try:
-            result = segment_image(self.pipeline, image, self.entries, self.config, None, path)
+            result = segment_image(self.pipeline, image, self.job, None, path)
         except Cancelled:
             raise  # the worker process is being interrupted: Ray retries the image elsewhere
         except CaRDesktopError as exc:
@@ -92,10 +89,10 @@ class CaRWorker:
             return _decode(tmp)
         except ImageLoadError as exc:
             return load_failure(ImageLoadError(str(exc).replace(str(tmp), path)), path)
-        except MemoryError as exc:
-            return load_failure(exc, path)
         except OSError as exc:
             return f"cannot be written to the worker's temporary folder: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a decoder failure is this image's, not the run's
+            return load_failure(exc, path)
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -7,62 +7,34 @@ test_batch_cli.py runs the same loop with the real (tiny) engine through the com
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import fakes
+
 from car_desktop.annotations import Project
+from car_desktop.annotations.car_results import removed_concepts
+from car_desktop.annotations.errors import ProjectError
 from car_desktop.autolabel import (LAST_RUN_SETTING, SKIP_DONE, SKIP_EDITED, SKIP_REVIEWED, AutoLabelJob,
                                    add_folder, image_run_key, merge_projects, parse_shard, run_autolabel,
                                    run_key, shard_index)
-from car_desktop.annotations.errors import ProjectError
-from car_desktop.engine.cancel import CancelToken, check
-from car_desktop.engine.concepts import parse_concepts
+from car_desktop.cancel import CancelToken
 from car_desktop.engine.config import preset
 from car_desktop.engine.errors import ConceptError, WeightsMissingError
-from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus
 
 CONFIG = preset("objects", sam_mode="off")
 
 
-class FakePipeline:
+def last_removed(index: int, count: int, concept) -> bool:
+    return count > 1 and index == count - 1
+
+
+def FakePipeline(**options) -> fakes.FakePipeline:
     """Concept i keeps the pixels whose channel i % 3 is above 127; the last concept is removed."""
-
-    def __init__(self, delay: float = 0.0, fail_on: set[int] | None = None) -> None:
-        self.delay = delay
-        self.calls: list[tuple[int, int]] = []   # image shapes seen
-        self.threads: set[str] = set()
-        self.fail_on = fail_on or set()          # call numbers (0-based) that raise
-        self.before_return = None                # hook(call_number) run inside run()
-
-    def run(self, image, concepts, *, config=None, progress=None, cancel=None):
-        n = len(self.calls)
-        self.calls.append(image.shape[:2])
-        if self.delay:
-            end = time.monotonic() + self.delay
-            while time.monotonic() < end:
-                check(cancel)
-                time.sleep(0.005)
-        check(cancel)
-        if n in self.fail_on:
-            raise RuntimeError("boom")
-        if self.before_return:
-            self.before_return(n)
-        parsed = parse_concepts(list(concepts))
-        out = []
-        for i, c in enumerate(parsed):
-            if i == len(parsed) - 1 and len(parsed) > 1:
-                out.append(ConceptResult(i, c.name, c.text, np.zeros(image.shape[:2], bool), 0.0,
-                                         ConceptStatus.REMOVED, removed_at_step=1, removed_score=0.1))
-            else:
-                out.append(ConceptResult(i, c.name, c.text, image[:, :, i % 3] > 127, 0.5 + i / 10,
-                                         ConceptStatus.KEPT))
-        h, w = image.shape[:2]
-        return CaRResult(out, [], np.zeros((h, w), np.int32), (h, w), timings={"proposals": 0.01, "crf": 0.002},
-                         config=config.to_dict(), model_names={"proposal": "fake"})
+    return fakes.FakePipeline(masks="channels", removed=last_removed, sam=None, **options)
 
 
 def write_images(folder: Path, n: int, size=(24, 32)) -> list[Path]:
@@ -80,7 +52,7 @@ def write_images(folder: Path, n: int, size=(24, 32)) -> list[Path]:
 @pytest.fixture
 def project(tmp_path):
     write_images(tmp_path / "imgs", 6)
-    with Project.create(tmp_path / "p.cardesk", tmp_path / "imgs") as proj:
+    with Project.create(tmp_path / "p.cardb", tmp_path / "imgs") as proj:
         ids, failures = add_folder(proj, tmp_path / "imgs")
         assert len(ids) == 6 and not failures
         yield proj
@@ -109,11 +81,15 @@ def test_labels_every_image_with_provenance_and_status(project):
         assert np.array_equal(project.get_mask(anns[0].id), arr[:, :, 0] > 127)
         assert np.array_equal(project.get_mask(anns[1].id), arr[:, :, 1] > 127)
         prov = anns[1].provenance
-        assert prov["concept"] == "dog" and prov["query_text"] == "dog, puppy" and prov["status"] == "kept"
-        assert prov["score"] == pytest.approx(0.6) and anns[1].score == pytest.approx(0.6)
-        assert prov["thresholds"] == {"eta": 0.4, "theta": 0.6, "lam": 0.4, "phi_iou": 0.7, "phi_iom": 0.7}
-        assert prov["models"] == {"proposal": "fake"} and prov["run_key"] == rep.run_key
+        assert prov.concept == "dog | puppy" and prov.status == "kept" and prov.origin == "autolabel"
+        assert anns[1].score == pytest.approx(0.6)
+        assert {k: prov.config[k] for k in ("eta", "theta", "lam", "phi_iou", "phi_iom")} == \
+            {"eta": 0.4, "theta": 0.6, "lam": 0.4, "phi_iou": 0.7, "phi_iom": 0.7}
+        assert prov.config["preset"] == "objects" and prov.config["sam_mode"] == "off"
+        assert prov.models == {"proposal": "fake"} and prov.run_key == rep.run_key
         assert anns[0].source == "car" and not anns[0].edited
+        assert np.array_equal(project.get_auto_mask(anns[0].id), arr[:, :, 0] > 127)
+        assert [r.concept for r in removed_concepts(project, rec.id)] == ["sky"]
         assert image_run_key(project, rec.id) == rep.run_key
     assert project.get_setting(LAST_RUN_SETTING)["concepts"] == ["cat", "dog | puppy", "sky"]
     # progress: planned, then started/done per image with counts, rate and time left, then finished
@@ -131,7 +107,7 @@ def test_rerun_skips_same_key_and_redoes_other_concepts(project):
     run_autolabel(FakePipeline(), project, job)
     fake = FakePipeline()
     rep = run_autolabel(fake, project, job)
-    assert (rep.done, rep.skipped) == (0, 6) and rep.skipped_by_reason == {SKIP_DONE: 6} and not fake.calls
+    assert (rep.done, rep.skipped) == (0, 6) and rep.skipped_by_reason == {SKIP_DONE: 6} and not fake.shapes
     rep = run_autolabel(fake, project, AutoLabelJob("cat, dog", CONFIG, overwrite=True))
     assert rep.done == 6 and project.count_annotations() == 6
     # Other concepts: a new key, the image's unedited CaR masks are replaced (not added to).
@@ -199,12 +175,9 @@ def test_stop_finishes_current_image_and_resume_completes(project):
 
 def test_cancel_drops_the_current_image_only(project):
     cancel = CancelToken()
-    fake = FakePipeline(delay=0.2)
-    timer = threading.Timer(0.3, cancel.cancel)  # during the second image
-    timer.start()
+    fake = FakePipeline(before_return=lambda n: cancel.cancel() if n == 1 else None)   # during the second image
     rep = run_autolabel(fake, project, AutoLabelJob("cat, dog", CONFIG), cancel=cancel)
-    timer.join()
-    assert rep.stopped and rep.done == 1 and len(fake.calls) == 2
+    assert rep.stopped and rep.done == 1 and len(fake.shapes) == 2
     statuses = [i.status for i in project.list_images()]
     assert statuses == ["auto"] + ["new"] * 5 and project.count_annotations() == 1
 
@@ -228,7 +201,7 @@ def test_broken_and_changed_images_are_failures_not_crashes(tmp_path):
     paths = write_images(tmp_path / "imgs", 4)
     (tmp_path / "imgs" / "empty.png").write_bytes(b"")
     (tmp_path / "imgs" / "junk.jpg").write_bytes(b"not a jpeg at all")
-    with Project.create(tmp_path / "p.cardesk", tmp_path / "imgs") as proj:
+    with Project.create(tmp_path / "p.cardb", tmp_path / "imgs") as proj:
         ids, failures = add_folder(proj, tmp_path / "imgs")
         assert len(ids) == 4
         assert {f.path: f.reason for f in failures}.keys() == {"empty.png", "junk.jpg"}
@@ -248,14 +221,11 @@ def test_broken_and_changed_images_are_failures_not_crashes(tmp_path):
 
 
 def test_errors_every_image_would_share_are_raised(project):
-    class NoWeights(FakePipeline):
-        def run(self, *a, **k):
-            raise WeightsMissingError("ViT-B-16 weights are missing")
-
+    no_weights = FakePipeline(fail_with=WeightsMissingError("ViT-B-16 weights are missing"))
     with pytest.raises(WeightsMissingError):
-        run_autolabel(NoWeights(), project, AutoLabelJob("cat", CONFIG))
-    with pytest.raises(ConceptError):
-        run_autolabel(FakePipeline(), project, AutoLabelJob(" ,", CONFIG))
+        run_autolabel(no_weights, project, AutoLabelJob("cat", CONFIG))
+    with pytest.raises(ConceptError):      # a typing mistake fails when the job is made, before any work
+        AutoLabelJob(" ,", CONFIG)
     assert project.count_annotations() == 0
 
 
@@ -277,14 +247,14 @@ def test_merge_matches_categories_and_images_and_reports_conflicts(tmp_path):
     write_images(tmp_path / "imgs", 4)
     projects = []
     for name, concepts, status in (("a", "cat, dog, sky", None), ("b", "Dog, cat, tree", "reviewed")):
-        proj = Project.create(tmp_path / f"{name}.cardesk", tmp_path / "imgs")
+        proj = Project.create(tmp_path / f"{name}.cardb", tmp_path / "imgs")
         ids, _ = add_folder(proj, tmp_path / "imgs")
         keep = ids[:3] if name == "a" else ids[2:]
         run_autolabel(FakePipeline(), proj, AutoLabelJob(concepts, CONFIG, image_ids=keep))
         if status:
             proj.set_image_status(proj.find_image("img03.png").id, status)
         projects.append(proj)
-    with Project.create(tmp_path / "out.cardesk", tmp_path / "imgs") as out:
+    with Project.create(tmp_path / "out.cardb", tmp_path / "imgs") as out:
         rep = merge_projects(out, projects)
         assert sorted(c.name for c in out.list_categories()) == ["cat", "dog", "sky", "tree"]
         assert out.count_images() == 4
@@ -296,6 +266,14 @@ def test_merge_matches_categories_and_images_and_reports_conflicts(tmp_path):
             assert got[rel].keys() == a[rel].keys()
             assert all(np.array_equal(got[rel][k], a[rel][k]) for k in a[rel])
         assert got["img03.png"].keys() == {"dog", "cat"} and out.find_image("img03.png").status == "reviewed"
+        assert all(np.array_equal(got["img03.png"][k.lower()], b["img03.png"][k]) for k in b["img03.png"])  # Dog = dog
+        # The masks CaR made and the removed concepts travel with their images.
+        a_img = projects[0].find_image("img00.png").id
+        o_img = out.find_image("img00.png").id
+        for src_ann, out_ann in zip(projects[0].list_annotations(a_img), out.list_annotations(o_img), strict=True):
+            assert np.array_equal(out.get_auto_mask(out_ann.id), projects[0].get_auto_mask(src_ann.id))
+            assert out_ann.provenance == src_ann.provenance
+        assert removed_concepts(out, o_img) == removed_concepts(projects[0], a_img) != []
         assert image_run_key(out, out.find_image("img00.png").id) == image_run_key(
             projects[0], projects[0].find_image("img00.png").id)
         # Merging b again over the result: the reviewed image ranks higher than 'auto' and wins.
@@ -314,7 +292,7 @@ def test_add_folder_subfolders_symlinks_shards_and_outside_root(tmp_path):
     write_images(tmp_path / "elsewhere", 1)
     (root / "a" / "link.png").symlink_to(tmp_path / "elsewhere" / "img00.png")
     (root / "notes.txt").write_text("not an image")
-    with Project.create(tmp_path / "p.cardesk", root) as proj:
+    with Project.create(tmp_path / "p.cardb", root) as proj:
         ids, failures = add_folder(proj, root / "a")
         rels = [proj.get_image(i).rel_path for i in ids]
         assert rels == ["a/img00.png", "a/img01.png", "a/img02.png", "a/link.png"] and not failures

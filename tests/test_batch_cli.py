@@ -103,12 +103,13 @@ def folders(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(folders):
     base, f20, _ = folders
-    project, coco = base / "ref.cardesk", base / "ref.json"
+    project, coco = base / "ref.cardb", base / "ref.json"
     code = main(batch_args(f20, project, "--export", str(coco)))
     assert code == 0
     return project, coco, snapshot(project)
 
 
+@pytest.mark.slow
 def test_batch_labels_every_image_exports_and_rerun_skips(reference, folders, capsys):
     from pycocotools.coco import COCO
 
@@ -121,8 +122,9 @@ def test_batch_labels_every_image_exports_and_rerun_skips(reference, folders, ca
         keys = {proj.get_setting(f"{RUN_KEY_SETTING}{r.id}") for r in proj.list_images()}
         assert len(keys) == 1 and None not in keys
         ann = next(a for r in proj.list_images() for a in proj.list_annotations(r.id))
-        assert ann.provenance["status"] in ("kept", "kept_without_competition")
-        assert ann.provenance["thresholds"]["theta"] == 0.6 and "classifier" in ann.provenance["models"]
+        assert ann.provenance.status in ("kept", "kept_without_competition")
+        assert ann.provenance.origin == "autolabel" and ann.provenance.concept in ("cat", "dog", "sky")
+        assert ann.provenance.config["theta"] == 0.6 and "classifier" in ann.provenance.models
     coco = COCO(str(coco_path))
     assert len(coco.getImgIds()) == 20 and {c["name"] for c in coco.loadCats(coco.getCatIds())} <= {"cat", "dog", "sky"}
     capsys.readouterr()
@@ -132,6 +134,7 @@ def test_batch_labels_every_image_exports_and_rerun_skips(reference, folders, ca
     assert_same(snapshot(project), ref)
 
 
+@pytest.mark.slow
 def test_broken_files_are_reported_and_reviewed_images_untouched(tmp_path, folders, capsys):
     _, f20, _ = folders
     images = tmp_path / "imgs"
@@ -145,7 +148,7 @@ def test_broken_files_are_reported_and_reviewed_images_untouched(tmp_path, folde
     (images / "truncated.jpg").write_bytes(jpeg.read_bytes()[:-300])  # header readable, pixels missing
     concepts_file = tmp_path / "concepts.txt"
     concepts_file.write_text("# what to label\ncat\ndog | puppy\nsky\n", encoding="utf-8")
-    project = tmp_path / "p.cardesk"
+    project = tmp_path / "p.cardb"
     args = ["--test-models", "batch", str(images), "--concepts-file", str(concepts_file), "--project", str(project),
             "--sam", "off"]
     assert main(args) == 1
@@ -182,11 +185,12 @@ def test_broken_files_are_reported_and_reviewed_images_untouched(tmp_path, folde
     assert set(after[free.rel_path][1]) <= {"tree", "road"}
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_project(tmp_path, folders, reference, capsys):
     _, _, f10 = folders
     want = {k: v for k, v in reference[2].items() if (f10 / k).exists()}
     assert len(want) == 10
-    project = tmp_path / "p.cardesk"
+    project = tmp_path / "p.cardb"
     env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "-m", "car_desktop", *batch_args(f10, project)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -212,16 +216,17 @@ def test_interrupted_run_resumes_to_the_same_project(tmp_path, folders, referenc
     assert_same(snapshot(project), want)
 
 
+@pytest.mark.slow
 def test_two_shards_merged_equal_the_single_run(tmp_path, folders, reference, capsys):
     _, _, f10 = folders
     want = {k: v for k, v in reference[2].items() if (f10 / k).exists()}
-    shards = [tmp_path / "s1.cardesk", tmp_path / "s2.cardesk"]
+    shards = [tmp_path / "s1.cardb", tmp_path / "s2.cardb"]
     for i, shard in enumerate(shards, 1):
         assert main(batch_args(f10, shard, "--shard", f"{i}/2")) == 0
     parts = [snapshot(s) for s in shards]
     assert parts[0] and parts[1] and not set(parts[0]) & set(parts[1])
     assert set(parts[0]) | set(parts[1]) == set(want)
-    out = tmp_path / "merged.cardesk"
+    out = tmp_path / "merged.cardb"
     capsys.readouterr()
     assert main(["merge", str(out), *map(str, shards)]) == 0
     assert "10 images added" in capsys.readouterr().out
@@ -236,6 +241,7 @@ def test_two_shards_merged_equal_the_single_run(tmp_path, folders, reference, ca
     assert "conflicts" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_text_embeddings_are_computed_once_for_the_folder(tmp_path, folders):
     from car_desktop.engine.pipeline import CaRPipeline
 
@@ -243,7 +249,7 @@ def test_text_embeddings_are_computed_once_for_the_folder(tmp_path, folders):
     config = preset("objects", sam_mode="off", crf_in_subprocess=False)
     pipeline = CaRPipeline(config, test_models=True)
     encodes = []
-    with Project.create(tmp_path / "p.cardesk", f20) as proj:
+    with Project.create(tmp_path / "p.cardb", f20) as proj:
         ids, _ = add_folder(proj, f20)
         job = AutoLabelJob(CONCEPTS, config, image_ids=ids[:3], test_models=True)
         run_autolabel(pipeline, proj, job, progress=lambda p: encodes.append(pipeline.counter.text_encodes)
@@ -267,21 +273,21 @@ def test_batch_help_and_user_errors(tmp_path, folders, capsys):
     help_text = capsys.readouterr().out
     assert "exit codes" in help_text and "130" in help_text and "--shard" in help_text
     cases = [
-        (batch_args(f20, tmp_path / "a.cardesk", "--shard", "3/2"), "1 <= i <= n"),
-        (["--test-models", "batch", str(f20), "--concepts", " , ", "--project", str(tmp_path / "b.cardesk")],
+        (batch_args(f20, tmp_path / "a.cardb", "--shard", "3/2"), "1 <= i <= n"),
+        (["--test-models", "batch", str(f20), "--concepts", " , ", "--project", str(tmp_path / "b.cardb")],
          "No concepts"),
-        (batch_args(tmp_path / "missing", tmp_path / "c.cardesk"), "not a folder"),
-        (["merge", str(tmp_path / "m.cardesk"), str(tmp_path / "nope.cardesk")], "does not exist"),
+        (batch_args(tmp_path / "missing", tmp_path / "c.cardb"), "not a folder"),
+        (["merge", str(tmp_path / "m.cardb"), str(tmp_path / "nope.cardb")], "does not exist"),
     ]
     for args, message in cases:
         assert main(args) == 2
         assert message in capsys.readouterr().err
-    assert not (tmp_path / "b.cardesk").exists() and not (tmp_path / "a.cardesk").exists()
+    assert not (tmp_path / "b.cardb").exists() and not (tmp_path / "a.cardb").exists()
 
 
 def test_project_with_another_image_folder_is_refused(tmp_path, folders, capsys):
     _, f20, f10 = folders
-    project = tmp_path / "p.cardesk"
+    project = tmp_path / "p.cardb"
     Project.create(project, f10).close()
     assert main(batch_args(f20, project)) == 2
     assert "not inside the image folder" in capsys.readouterr().err

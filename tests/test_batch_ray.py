@@ -30,6 +30,7 @@ from car_desktop.annotations import Project
 from car_desktop.autolabel import RUN_KEY_SETTING, AutoLabelJob, add_folder
 from car_desktop.cli import main
 from car_desktop.compact_result import compact_result, expand_result
+from car_desktop.engine.concepts import Concept
 from car_desktop.engine.config import preset
 from car_desktop.engine.results import (
     CaRResult,
@@ -216,6 +217,13 @@ def test_unreadable_files_are_listed_and_exit_1(ray_address, folder, tmp_path, c
     assert str(tmp_path) not in failures["truncated.jpg"]  # no worker temporary path in the reason
     assert {k: s for k, (s, _, _) in state(project).items()} == {"im00.png": "auto", "_odd #1 ü%20,name.png": "auto",
                                                                  "truncated.jpg": "new"}
+    with Project.open(project) as proj:  # the project's failure list, as the local batch keeps it
+        assert ("truncated.jpg", "label") in {(f.rel_path, f.stage) for f in proj.list_failures()}
+        assert proj.claim_image(proj.find_image("truncated.jpg").id, "another run") is None  # claims released
+    # --skip-failed leaves the unchanged failures alone; nothing is left to do.
+    assert main(batch_args(images, project, "--ray", "--workers", "1", "--skip-failed")) == 0
+    out = capsys.readouterr().out
+    assert "labelled 0" in out and "failed 0" in out
 
 
 @pytest.mark.slow
@@ -322,7 +330,7 @@ def test_compact_result_round_trip_keeps_masks_and_scores_exactly():
     rng = np.random.default_rng(0)
     masks = [rng.random((37, 53)) > 0.6, np.zeros((37, 53), bool), np.ones((37, 53), bool)]
     statuses = [ConceptStatus.KEPT, ConceptStatus.REMOVED, ConceptStatus.KEPT]
-    concepts = [ConceptResult(i, f"c{i}", f"c{i}", m, float(np.float32(0.1 + i / 3)), s,
+    concepts = [ConceptResult(i, Concept((f"c{i}", f"d{i}")), m, float(np.float32(0.1 + i / 3)), s,
                               removed_at_step=2 if s is ConceptStatus.REMOVED else None,
                               removed_score=0.25 if s is ConceptStatus.REMOVED else None, sam_accepted=i == 2,
                               sam_iou=0.875 if i == 2 else None)
@@ -338,6 +346,7 @@ def test_compact_result_round_trip_keeps_masks_and_scores_exactly():
     assert back.image_size == (37, 53) and back.test_models and back.model_names == {"proposal": "p"}
     assert back.steps[0].scores == {0: 0.5, 1: 0.1, 2: 0.4} and back.steps[0].kept == [0, 2]
     for a, b in zip(result.concepts, back.concepts):
+        assert b.concept == a.concept and b.label == f"c{a.index} | d{a.index}"
         assert np.array_equal(a.mask, b.mask) and b.mask.dtype == bool
         assert (a.score, a.status, a.removed_at_step, a.removed_score, a.sam_accepted, a.sam_iou) == \
                (b.score, b.status, b.removed_at_step, b.removed_score, b.sam_accepted, b.sam_iou)

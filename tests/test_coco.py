@@ -20,6 +20,7 @@ from pycocotools.coco import COCO
 
 from car_desktop.annotations import (CocoImportError, ExportError, Project, export_coco, export_label_pngs,
                                      import_coco)
+from car_desktop.annotations.provenance import Provenance
 from car_desktop.cli import main as cli_main
 
 H, W = 60, 80
@@ -51,7 +52,7 @@ def project(tmp_path: Path) -> Project:
     for rel in ("straße/猫 1.png", "b.png"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((H, W, 3), 128, np.uint8)).save(root / rel)
-    with Project.create(tmp_path / "p.cardesk", root) as p:
+    with Project.create(tmp_path / "p.cardb", root) as p:
         p.add_images(root)
         yield p
 
@@ -65,7 +66,7 @@ def _fill(project: Project) -> dict[int, np.ndarray]:
     stored = {}
     for i, (name, m) in enumerate(_masks().items()):
         a = project.add_annotation(im1.id if i % 2 == 0 else im2.id, cat_kase.id if i % 3 else cat_cat.id, m,
-                                   score=0.5 + i / 20, source="car", provenance={"shape": name})
+                                   score=0.5 + i / 20, source="car", provenance=Provenance(concept=name))
         stored[a.id] = m
     return stored
 
@@ -303,7 +304,7 @@ def test_coco_project_coco_round_trip(project: Project, tmp_path: Path):
     _fill(project)
     first = tmp_path / "first.json"
     export_coco(project, first, fmt="rle")
-    with Project.create(tmp_path / "q.cardesk", project.image_root) as q:
+    with Project.create(tmp_path / "q.cardb", project.image_root) as q:
         report = import_coco(q, first, project.image_root)
         assert report.problems == [] and report.annotations_added == 6 and report.images_added == 2
         second = tmp_path / "second.json"
@@ -316,7 +317,9 @@ def test_coco_project_coco_round_trip(project: Project, tmp_path: Path):
 def test_import_formats_and_problems(project: Project, tmp_path: Path):
     m = np.zeros((H, W), bool)
     m[5:15, 5:25] = True
-    rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+    m2 = np.zeros((H, W), bool)
+    m2[20:30, 30:50] = True
+    rle = mask_utils.encode(np.asfortranarray(m2.astype(np.uint8)))
     flat = m.ravel(order="F").astype(int)
     runs = np.diff(np.flatnonzero(np.diff(np.r_[0, flat, 1 - flat[-1]]) != 0))
     counts = [int(np.flatnonzero(flat)[0])] + runs.tolist()
@@ -340,23 +343,25 @@ def test_import_formats_and_problems(project: Project, tmp_path: Path):
             {"id": 8, "image_id": 10, "category_id": 1, "segmentation": [[5, 5, 25, 5, 25, 15]]},
             {"id": 9, "image_id": 10, "category_id": 7},
             {"id": 10, "image_id": 10, "category_id": 7, "segmentation": {"size": [H, W], "counts": [5, 3]}},
+            # The same image, category and mask as id 1: already there, skipped (and counted).
+            {"id": 11, "image_id": 10, "category_id": 7, "segmentation": [[5, 5, 25, 5, 25, 15, 5, 15]]},
         ],
     }
-    with Project.create(tmp_path / "imp.cardesk", project.image_root) as q:
+    with Project.create(tmp_path / "imp.cardb", project.image_root) as q:
         report = import_coco(q, coco, project.image_root)
         problems = {(p.kind, p.entry_id) for p in report.problems}
         assert problems == {("image", 13), ("image", 14), ("category", 8), ("annotation", 4),
                             ("annotation", 5), ("annotation", 6), ("annotation", 7), ("annotation", 9),
                             ("annotation", 10)}
-        assert report.annotations_added == 3 and report.images_added == 2
+        assert report.annotations_added == 3 and report.images_added == 2 and report.annotations_skipped == 1
         assert report.images_existing == 1  # id 12 names the same file as id 10: same project image
         assert any("新.png" in n for n in report.notes)
         assert [c.name for c in q.list_categories()] == ["Käse"]
         anns = q.list_annotations(q.find_image("b.png").id)
         assert [a.score for a in anns] == [None, 0.25]
-        assert np.array_equal(q.get_mask(anns[0].id), m) and np.array_equal(q.get_mask(anns[1].id), m)
+        assert np.array_equal(q.get_mask(anns[0].id), m) and np.array_equal(q.get_mask(anns[1].id), m2)
         crowd = q.list_annotations(q.find_image("gone/新.png").id)[0]
-        assert crowd.provenance["iscrowd"] == 1 and np.array_equal(q.get_mask(crowd.id), m)
+        assert crowd.provenance.iscrowd and crowd.provenance.origin == "coco" and np.array_equal(q.get_mask(crowd.id), m)
         export_coco(q, tmp_path / "re.json")
         data = json.loads((tmp_path / "re.json").read_text())
         assert sorted(a["iscrowd"] for a in data["annotations"]) == [0, 0, 1]
@@ -400,14 +405,14 @@ def test_cli_export_and_import(project: Project, tmp_path: Path, capsys):
     _fill(project)
     project.close()
     out = tmp_path / "cli.json"
-    assert cli_main(["export", str(tmp_path / "p.cardesk"), "--coco", str(out), "--format", "rle",
+    assert cli_main(["export", str(tmp_path / "p.cardb"), "--coco", str(out), "--format", "rle",
                      "--mode", "semantic", "--label-pngs", str(tmp_path / "png")]) == 0
     assert "note: 1 empty mask(s) skipped" in capsys.readouterr().out
     data = _quiet_coco(out).dataset
     assert data["info"]["mode"] == "semantic" and (tmp_path / "png" / "b.png").is_file()
-    assert cli_main(["import", str(tmp_path / "new.cardesk"), str(out), "--images",
+    assert cli_main(["import", str(tmp_path / "new.cardb"), str(out), "--images",
                      str(tmp_path / "Bilder")]) == 0
-    with Project.open(tmp_path / "new.cardesk") as q:
+    with Project.open(tmp_path / "new.cardb") as q:
         assert q.count_annotations() == len(data["annotations"])
-    assert cli_main(["export", str(tmp_path / "missing.cardesk"), "--coco", str(out)]) == 2
+    assert cli_main(["export", str(tmp_path / "missing.cardb"), "--coco", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import socket
 import threading
 import zipfile
@@ -21,15 +22,18 @@ import pytest
 @dataclass
 class Served:
     data: bytes
-    mode: str = "ok"  # ok | ignore_range | drop_half | corrupt | stall | status:<code>
+    mode: str = "ok"  # ok | ignore_range | drop_half | corrupt | stall | trickle | status:<code>
     drop_times: int = 1  # how many requests the drop_half mode affects
+    trickle_s: float = 1.5  # trickle: one byte every this many seconds
+    sent: int = 0  # trickle: bytes sent so far (all requests)
 
 
 @dataclass
 class FileServer:
     files: dict[str, Served] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)   # ends every stall
+    stalled: threading.Event = field(default_factory=threading.Event)   # a stall has begun
     port: int = 0
 
     def url(self, name: str) -> str:
@@ -99,10 +103,22 @@ def make_handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
+            if served.mode == "trickle":
+                for i in range(len(body)):
+                    try:
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up: what the test wants
+                        return
+                    served.sent += 1
+                    if state.release.wait(served.trickle_s):
+                        return
+                return
             if served.mode == "stall":
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
-                state.release.wait(10)
+                state.stalled.set()
+                state.release.wait()          # the fixture releases every stall when the test ends
                 try:
                     self.wfile.write(body[len(body) // 2:])
                 except OSError:
@@ -143,11 +159,13 @@ def closed_port() -> int:
 
 
 def fake_checkpoint(n_bytes: int = 200_000, seed: int = 0) -> bytes:
-    """A zip archive shaped like a torch checkpoint (passes the structural check), of about n_bytes."""
+    """A zip archive shaped like a torch checkpoint of a SAM model (passes the structural check and
+    names SAM's weights), of about n_bytes."""
     payload = hashlib.sha256(str(seed).encode()).digest() * (n_bytes // 32 + 1)
     buf = io.BytesIO()
+    keys = {"image_encoder.patch_embed.proj.weight": 0, "mask_decoder.iou_token.weight": 0}
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        zf.writestr("archive/data.pkl", pickle.dumps(keys, protocol=2))
         zf.writestr("archive/data/0", payload[:n_bytes])
     return buf.getvalue()
 

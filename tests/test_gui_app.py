@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import io
 import threading
 from pathlib import Path
 
@@ -11,101 +11,12 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QPointF, QSettings, Qt
 
-from car_desktop.engine.concepts import parse_concepts
-from car_desktop.engine.errors import WeightsMissingError
-from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus, Progress
+from fakes import FakeManager, FakePipeline
+
+from car_desktop.annotations import mask_ops
+from car_desktop.annotations.models import Edit, Rect
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
-
-
-# --------------------------------------------------------------------------- fakes
-class FakeSam:
-    def __init__(self):
-        self.images = 0
-
-    def prefetch(self, image):
-        self.images += 1
-
-    def set_image(self, image):
-        self._shape = image.shape[:2]
-
-    def predict(self, points, labels, multimask=True):
-        from types import SimpleNamespace
-
-        mask = np.zeros(self._shape, bool)
-        x, y = points[0]
-        mask[max(0, int(y) - 5):int(y) + 5, max(0, int(x) - 5):int(x) + 5] = True
-        return SimpleNamespace(mask=mask, iou=0.9, low_res_logits=None)
-
-
-class FakePipeline:
-    """Deterministic CaR: concept i gets a vertical band; 'absent' is removed; a gate can hold a run."""
-
-    def __init__(self, *_args, **_kw):
-        self.gate: threading.Event | None = None
-        self.started = threading.Event()
-        self.fail_with: Exception | None = None
-        self.runs = 0
-        self.model_names = {"proposal": "fake"}
-        self.device = "cpu"
-        self.sam = FakeSam()
-
-    def load_models(self, progress=None, cancel=None):
-        if progress:
-            progress(Progress("load", message="fake"))
-
-    def sam_session(self, config=None):
-        return self.sam
-
-    def run(self, image, concepts, *, config=None, progress=None, cancel=None):
-        self.runs += 1
-        self.started.set()
-        for step in range(1, 4):
-            if progress:
-                progress(Progress("proposals", step, step / 4))
-            if self.gate is not None:
-                while not self.gate.wait(0.01):
-                    if cancel is not None:
-                        cancel.check()
-            if cancel is not None:
-                cancel.check()
-        if self.fail_with is not None:
-            raise self.fail_with
-        h, w = image.shape[:2]
-        results = []
-        cs = parse_concepts(concepts)
-        for i, c in enumerate(cs):
-            mask = np.zeros((h, w), bool)
-            if c.name == "absent" and len(cs) > 1:
-                results.append(ConceptResult(i, c.name, c.text, mask, 0.0, ConceptStatus.REMOVED, 2, 0.12))
-                continue
-            band = w // max(1, len(cs))
-            mask[h // 4: 3 * h // 4, i * band + 2:(i + 1) * band - 2] = True
-            results.append(ConceptResult(i, c.name, c.text, mask, 0.8 - 0.1 * i,
-                                         ConceptStatus.KEPT_ALONE if len(cs) == 1 else ConceptStatus.KEPT))
-        return CaRResult(results, [], np.zeros((h, w), np.int32), (h, w), model_names=self.model_names)
-
-
-class FakeManager:
-    def __init__(self, missing: bool):
-        from types import SimpleNamespace
-
-        self._missing = missing
-        self.local = {}
-        self._st = lambda name, ok: SimpleNamespace(
-            name=name, state="present" if ok else "missing", ok=ok, path=Path("/nowhere") / name, size=10 if ok else None,
-            expected_size=350_000_000, verified=False, detail="", downloaded=None, title=name, optional=False,
-            folder=Path("/nowhere"))
-
-    def list(self):
-        return [self._st("ViT-B-16", not self._missing), self._st("sam_vit_b", not self._missing and True)]
-
-    def set_local_file(self, name, path):
-        self.local[name] = path
-        self._missing = False
-
-    def download(self, name, progress=None, cancel=None):
-        raise WeightsMissingError(f"{name}: no internet; put the file in /nowhere")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -196,8 +107,8 @@ def test_whole_flow_with_test_models(qtbot, settings, tmp_path, data_dir):
 
     # Export COCO and read it back with pycocotools.
     out = tmp_path / "export.json"
-    with qtbot.waitSignal(win.runner.finished, timeout=20000):
-        win.export_coco(out, fmt="rle")
+    with qtbot.waitSignal(win.transfers.done, timeout=20000):
+        win.transfers.export_coco(win.project, out, fmt="rle")
     coco = COCO(str(out))
     anns = coco.loadAnns(coco.getAnnIds())
     assert len(anns) == 1
@@ -210,7 +121,11 @@ def test_whole_flow_with_test_models(qtbot, settings, tmp_path, data_dir):
 def test_sam_clicks_on_the_tiny_sam_reuse_the_background_embedding(qtbot, settings, tmp_path, data_dir,
                                                                     monkeypatch):
     """Real (tiny) SAM: the embedding is made once in the background when the image opens; clicks only decode."""
-    win = MainWindow(test_models=True, settings=settings)
+    from car_desktop.engine.config import preset
+    from car_desktop.engine.pipeline import CaRPipeline
+
+    pipe = CaRPipeline(preset("objects", sam_mode="off", device="cpu"), test_models=True)
+    win = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: pipe)
     qtbot.addWidget(win)
     win.show()
     folder = tmp_path / "photos"
@@ -218,7 +133,7 @@ def test_sam_clicks_on_the_tiny_sam_reuse_the_background_embedding(qtbot, settin
     with qtbot.waitSignal(win.imageShown, timeout=10000):
         win.open_folder(folder)
     qtbot.waitUntil(lambda: win.engine.sam_ready, timeout=60000)
-    counter = win.engine.pipeline().counter
+    counter = pipe.counter
     qtbot.waitUntil(lambda: counter.sam_image_encodes == 1, timeout=30000)
     monkeypatch.setattr(win, "ask_category", lambda *a: "cup")
     win.new_mask_by_sam()
@@ -237,14 +152,14 @@ def test_sam_clicks_on_the_tiny_sam_reuse_the_background_embedding(qtbot, settin
 def test_run_shows_layers_statuses_and_undo_group(fake_window, qtbot):
     win = fake_window
     _run(win, qtbot, "cat, absent, dog")
-    names = {l.name: l for l in win.stack.layers()}
+    names = {ly.name: ly for ly in win.stack.layers()}
     assert set(names) == {"cat", "absent", "dog"}
     assert names["absent"].removed and "removed at step 2" in names["absent"].status_text
     assert win.project.count_annotations(win.image_id) == 2
     # The whole CaR result is one undo step.
     win.annotator.undo()
     assert win.project.count_annotations(win.image_id) == 0
-    assert not [l for l in win.stack.layers() if not l.removed]
+    assert not [ly for ly in win.stack.layers() if not ly.removed]
     win.annotator.redo()
     assert win.project.count_annotations(win.image_id) == 2
     # Force-keep the removed concept: a single-concept run gives it a mask.
@@ -265,7 +180,7 @@ def test_reopen_shows_saved_state(fake_window, qtbot):
     assert win.image_id != first and len(win.stack) == 0
     with qtbot.waitSignal(win.imageShown, timeout=5000):
         win.step_image(-1)
-    names = sorted((l.name, l.removed) for l in win.stack.layers())
+    names = sorted((ly.name, ly.removed) for ly in win.stack.layers())
     assert names == [("absent", True), ("cat", False)]
 
 
@@ -335,20 +250,20 @@ def test_mask_ops_split_delete_fill(fake_window, qtbot):
     _run(win, qtbot, "cat")
     layer = win.stack.find(name="cat")
     win.stack.select(layer.id)
-    layer.mask[40:44, 40:44] = False
-    win.annotator.commit_mask_edit(layer.id, (40, 44, 40, 44), np.ones((4, 4), bool), np.zeros((4, 4), bool), "Eraser")
+    _new, edit = mask_ops.erase(layer.mask, [(41, 41), (42, 42)], 1)
+    win.annotator.commit_mask_edit(layer.id, edit, "Eraser")
+    assert not layer.mask[41, 41]
     win.annotator.apply_op("fill_holes")
     assert layer.mask[41, 41]
     # Cut the band in two and split.
     h, w = layer.mask.shape
-    before = layer.mask[:, 60:64].copy()
-    layer.mask[:, 60:64] = False
-    win.annotator.commit_mask_edit(layer.id, (0, h, 60, 64), before, layer.mask[:, 60:64].copy(), "Eraser")
+    _new, edit = mask_ops.subtract_polygon(layer.mask, [(60, 0), (64, 0), (64, h), (60, h)])
+    win.annotator.commit_mask_edit(layer.id, edit, "Eraser")
     win.annotator.split_selected()
-    cats = [l for l in win.stack.layers() if l.name == "cat"]
+    cats = [ly for ly in win.stack.layers() if ly.name == "cat"]
     assert len(cats) == 2 and win.project.count_annotations(win.image_id) == 2
     win.annotator.merge_into_selected()
-    assert len([l for l in win.stack.layers() if l.name == "cat"]) == 1
+    assert len([ly for ly in win.stack.layers() if ly.name == "cat"]) == 1
     win.delete_selected()
     assert win.project.count_annotations(win.image_id) == 0
     win.annotator.undo()
@@ -362,9 +277,8 @@ def test_hundred_undo_steps(fake_window, qtbot):
     original = layer.mask.copy()
     for i in range(120):
         y, x = i % 90, (i * 7) % 120
-        before = layer.mask[y:y + 1, x:x + 1].copy()
-        layer.mask[y, x] = not layer.mask[y, x]
-        win.annotator.commit_mask_edit(layer.id, (y, y + 1, x, x + 1), before, layer.mask[y:y + 1, x:x + 1].copy(), "Brush")
+        pixel = layer.mask[y:y + 1, x:x + 1]
+        win.annotator.commit_mask_edit(layer.id, Edit(Rect(y, x, y + 1, x + 1), pixel.copy(), ~pixel), "Brush")
     for _ in range(120):
         assert win.annotator.undo()
     assert np.array_equal(layer.mask, original)
@@ -382,6 +296,49 @@ def test_mark_reviewed_and_next_previous(fake_window, qtbot):
     with qtbot.waitSignal(win.imageShown, timeout=5000):
         qtbot.keyClick(win, Qt.Key.Key_A)
     assert win.image_id == first
+
+
+def test_reviewed_is_shown_only_when_saved(fake_window, qtbot, monkeypatch):
+    """The bug: a failed save still marked the image reviewed in the file list."""
+    from car_desktop.annotations.errors import ProjectError
+
+    win = fake_window
+    image_id = win.image_id
+
+    def disk_full(*args):
+        raise ProjectError("disk full")
+
+    monkeypatch.setattr(win.project, "set_image_status", disk_full)
+    qtbot.keyClick(win, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert win.file_list.status(image_id) == "new" and "disk full" in win.last_error
+    assert not win.annotator.mark_reviewed()
+    monkeypatch.undo()
+    assert win.annotator.mark_reviewed() and win.file_list.status(image_id) == "reviewed"
+    assert win.project.get_image(image_id).status == "reviewed"
+
+
+def test_window_and_folder_runs_store_the_same_record(fake_window, qtbot):
+    """A run in the window stores what the folder loop stores: the typed provenance with the concept
+    in the user's form, and the mask CaR made."""
+    win = fake_window
+    _run(win, qtbot, "car | automobile, absent")
+    (ann,) = win.project.list_annotations(win.image_id)
+    assert ann.provenance.concept == "car | automobile" and ann.provenance.origin == "window"
+    assert ann.provenance.status == "kept_without_competition" and ann.provenance.models == {"proposal": "fake"}
+    assert ann.provenance.config["preset"] == "objects"
+    layer = win.stack.find(name="car")
+    assert layer.concept == "car | automobile" and np.array_equal(win.project.get_auto_mask(ann.id), layer.mask)
+    ghost = win.stack.find(name="absent")
+    assert ghost.removed and ghost.status_text == "removed at step 2 (score 0.12)"
+    # An edited mask is protected by its category on the next run, whatever the layer shows.
+    win.stack.select(layer.id)
+    _new, edit = mask_ops.erase(layer.mask, [(40, 48)], 3)
+    win.annotator.commit_mask_edit(layer.id, edit, "Eraser")
+    edited = layer.mask.copy()
+    _run(win, qtbot, "car, absent")
+    assert [a.id for a in win.project.list_annotations(win.image_id)] == [ann.id]
+    assert np.array_equal(win.project.get_mask(ann.id), edited)
+    assert not np.array_equal(win.project.get_auto_mask(ann.id), edited)
 
 
 def test_first_start_without_weights(qtbot, settings, tmp_path, data_dir):
@@ -428,23 +385,27 @@ def test_read_only_folder_gets_project_in_user_data(qtbot, settings, tmp_path, d
 def test_corrupt_image_is_marked_and_skipped(qtbot, settings, tmp_path, data_dir):
     folder = tmp_path / "mixed"
     paths = _write_images(folder, data_dir, 2)
-    # A truncated file: the header (and size) reads, the pixels do not.
-    data = paths[0].read_bytes()
-    bad = folder / "img0b.png"
-    bad.write_bytes(data[: len(data) // 3])
+    # A truncated JPEG: the header (and size) reads, the pixels do not.
+    jpeg = io.BytesIO()
+    Image.open(paths[0]).save(jpeg, "JPEG")
+    (folder / "img0b.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
     (folder / "garbage.jpg").write_bytes(b"not an image at all")
     win = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: FakePipeline())
     qtbot.addWidget(win)
     with qtbot.waitSignal(win.imageShown, timeout=5000):
         win.open_folder(folder)
     first = win.image_id
-    keys = win.file_list.keys()
-    bad_rec = win.project.find_image("img0b.png")
-    if bad_rec is not None:   # listed: opening it marks it and keeps the window usable
-        win.show_image(bad_rec.id)
-        qtbot.waitUntil(lambda: win.file_list.status(bad_rec.id) == "error", timeout=5000)
-        assert win.image_id == first and win.canvas.has_image()
-        # Next / previous skip it.
-        assert win.file_list.neighbour(first, +1) != bad_rec.id
-    assert win.project.find_image("garbage.jpg") is None or "garbage" not in str(keys)
+    # The file that is no image at all is not added but listed as an error with its reason; the
+    # truncated one is added (its header reads).
+    assert win.project.find_image("garbage.jpg") is None and win.file_list.count() == 4
+    assert win.file_list.status(("failed", "garbage.jpg")) == "error"
+    bad_rec = win.project.find_image("img0b.jpg")
+    assert bad_rec is not None and bad_rec.id in win.file_list.keys()
+    # Opening it marks it, says why, and keeps the image that was shown.
+    win.show_image(bad_rec.id)
+    qtbot.waitUntil(lambda: win.file_list.status(bad_rec.id) == "error", timeout=5000)
+    assert "img0b.jpg was skipped" in win.last_error
+    assert win.image_id == first and win.canvas.has_image() and win.canvas.image_size == (96, 128)
+    # Next / previous skip it.
+    assert win.file_list.neighbour(first, +1) not in (bad_rec.id, None)
     win.close()

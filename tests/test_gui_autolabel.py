@@ -11,55 +11,14 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QSettings
 
-from car_desktop.engine.concepts import parse_concepts
+from fakes import FakePipeline
+
+from car_desktop.engine.concepts import ConceptList
 from car_desktop.engine.config import preset
 from car_desktop.engine.errors import WeightsMissingError
-from car_desktop.engine.results import CaRResult, ConceptResult, ConceptStatus, Progress
 from car_desktop.ui.autolabel_run import AutoLabelRequest
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
-
-
-class GatedPipeline:
-    """Concept i gets the i-th vertical band. With ``permits``, each auto-label image waits for one
-    permit (``permits.release()``), so a test decides exactly how far a run gets; typed runs never wait."""
-
-    def __init__(self):
-        self.permits: threading.Semaphore | None = None
-        self.fail_with: Exception | None = None
-        self.calls: list[str] = []          # "auto" (a list of entries) or "car" (typed text)
-        self.model_names = {"proposal": "fake"}
-        self.device = "cpu"
-
-    def load_models(self, progress=None, cancel=None):
-        pass
-
-    def sam_session(self, config=None):
-        return None
-
-    def run(self, image, concepts, *, config=None, progress=None, cancel=None):
-        kind = "car" if isinstance(concepts, str) else "auto"
-        self.calls.append(kind)
-        if progress:
-            progress(Progress("proposals", 1, 0.5))
-        if kind == "auto" and self.permits is not None:
-            while not self.permits.acquire(timeout=0.01):
-                if cancel is not None:
-                    cancel.check()
-        if cancel is not None:
-            cancel.check()
-        if self.fail_with is not None:
-            raise self.fail_with
-        h, w = image.shape[:2]
-        cs = parse_concepts(concepts)
-        out = []
-        for i, c in enumerate(cs):
-            mask = np.zeros((h, w), bool)
-            band = w // len(cs)
-            mask[h // 4: 3 * h // 4, i * band + 1:(i + 1) * band - 1] = True
-            out.append(ConceptResult(i, c.name, c.text, mask, 0.9 - 0.2 * i,
-                                     ConceptStatus.KEPT_ALONE if len(cs) == 1 else ConceptStatus.KEPT))
-        return CaRResult(out, [], np.zeros((h, w), np.int32), (h, w), model_names=self.model_names)
 
 
 def _folder(root: Path, n: int = 5) -> Path:
@@ -74,7 +33,7 @@ def _folder(root: Path, n: int = 5) -> Path:
 @pytest.fixture
 def win(qtbot, tmp_path):
     settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    pipe = GatedPipeline()
+    pipe = FakePipeline(sam=None)
     w = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: pipe)
     w.fake = pipe
     qtbot.addWidget(w)
@@ -90,7 +49,12 @@ def win(qtbot, tmp_path):
 
 
 def _request(win, concepts="cat, dog", overwrite=False):
-    return AutoLabelRequest(concepts, preset("objects", sam_mode="off"), win.folder, overwrite)
+    return AutoLabelRequest(ConceptList.parse(concepts), preset("objects", sam_mode="off"), win.folder, overwrite)
+
+
+def _texts(fake: FakePipeline) -> list[str]:
+    """The concept lists of the runs so far: "cat, dog" is the folder run's, "cup" the window's."""
+    return [c.text for c in fake.calls]
 
 
 def _ids(win):
@@ -123,7 +87,8 @@ def test_autolabel_progress_results_and_protected_images(win, qtbot, monkeypatch
         seen.update(concepts=dlg.concepts.toPlainText(), folder=dlg.folder.text(), skip=dlg.skip_reviewed.isChecked(),
                     skip_enabled=dlg.skip_reviewed.isEnabled())
         dlg.sam_combo.setCurrentIndex(dlg.sam_combo.findData("off"))
-        return 1
+        dlg.accept()                      # what pressing OK does: checks and parses the request
+        return dlg.result()
 
     monkeypatch.setattr(autolabel_dialog.AutoLabelDialog, "exec", fake_exec)
     snapshots, landed = [], []
@@ -131,7 +96,7 @@ def test_autolabel_progress_results_and_protected_images(win, qtbot, monkeypatch
     # When an image lands, the file list already shows it (the window's slot ran first).
     win.autolabel.imageLabelled.connect(lambda iid, st, _d: landed.append((iid, st, win.file_list.status(iid))))
     with qtbot.waitSignal(win.autolabel.finished, timeout=15000) as blocker:
-        win.ask_autolabel()
+        win.autolabel_controller.ask()
     assert seen == {"concepts": "cat, dog", "folder": str(win.folder), "skip": True, "skip_enabled": False}
     last, stopped, error = blocker.args
     assert not stopped and error == ""
@@ -146,7 +111,7 @@ def test_autolabel_progress_results_and_protected_images(win, qtbot, monkeypatch
     assert all(s.eta_s is not None for s in snapshots if s.event == "image done")
     # Results landed in the file list as they came.
     assert landed == [(ids["img2"], "auto", "auto"), (ids["img3"], "auto", "auto"), (broken, "error", "error")]
-    dlg = win.autolabel_progress
+    dlg = win.autolabel_controller.progress_dialog
     assert dlg.bar.value() == dlg.bar.maximum() == 4
     assert dlg.count_label.text().startswith("4 of 4 images") and "2 skipped" in dlg.count_label.text()
     assert dlg.failures.count() == 2 and dlg.cancel_button.text() == "Close"
@@ -166,7 +131,7 @@ def test_autolabel_progress_results_and_protected_images(win, qtbot, monkeypatch
     # A second run resumes: everything is skipped, nothing recomputed.
     calls = len(win.fake.calls)
     with qtbot.waitSignal(win.autolabel.finished, timeout=10000) as blocker:
-        assert win.start_autolabel(_request(win))
+        assert win.autolabel_controller.start(_request(win))
     again = blocker.args[0]     # the broken image is tried again (a failure is not "done") and fails again
     assert (again.done, again.skipped, again.failed) == (0, 4, 2) and len(win.fake.calls) == calls
     assert win.file_list.status(broken) == "error"
@@ -177,9 +142,9 @@ def test_cancel_keeps_window_usable_and_interleaves_interactive_runs(win, qtbot)
     win.autolabel.chunk = 1
     fake = win.fake
     fake.permits = threading.Semaphore(0)
-    assert win.start_autolabel(_request(win))
-    qtbot.waitUntil(lambda: fake.calls == ["auto"], timeout=5000)
-    dlg = win.autolabel_progress
+    assert win.autolabel_controller.start(_request(win))
+    qtbot.waitUntil(lambda: _texts(fake) == ["cat, dog"], timeout=5000)
+    dlg = win.autolabel_controller.progress_dialog
     qtbot.waitUntil(lambda: dlg.current_label.text() == "Now: img0.png", timeout=3000)
     assert dlg.isVisible() and not dlg.isModal()
     # The window stays usable: another image opens while the engine is busy.
@@ -191,14 +156,14 @@ def test_cancel_keeps_window_usable_and_interleaves_interactive_runs(win, qtbot)
     win.concept_bar.set_text("cup")
     win.concept_bar.request_run()
     with qtbot.waitSignal(win.carApplied, timeout=5000):
-        fake.permits.release()
-    assert fake.calls[:2] == ["auto", "car"]
+        fake.permits.release(2)          # the folder's image in progress, then the window's run
+    assert _texts(fake)[:2] == ["cat, dog", "cup"]
     assert win.file_list.status(ids["img0"]) == "auto"
     # img1 (its interactive result is nobody's edit) is labelled next; img2 is held and cancelled.
     fake.permits.release()
-    qtbot.waitUntil(lambda: fake.calls.count("auto") == 3, timeout=5000)
+    qtbot.waitUntil(lambda: _texts(fake).count("cat, dog") == 3, timeout=5000)
     assert win.autolabel.last.done == 2
-    assert [l.name for l in win.stack.layers()] == ["cat", "dog"]   # the open img1 shows the run's masks
+    assert [ly.name for ly in win.stack.layers()] == ["cat", "dog"]   # the open img1 shows the run's masks
     with qtbot.waitSignal(win.autolabel.finished, timeout=5000) as blocker:
         dlg.cancel_button.click()
     last, stopped, error = blocker.args
@@ -212,7 +177,7 @@ def test_cancel_keeps_window_usable_and_interleaves_interactive_runs(win, qtbot)
     # A new run picks up where the cancelled one stopped.
     fake.permits = None
     with qtbot.waitSignal(win.autolabel.finished, timeout=10000) as blocker:
-        assert win.start_autolabel(_request(win))
+        assert win.autolabel_controller.start(_request(win))
     assert blocker.args[0].done == 3 and blocker.args[0].skipped == 2
 
 
@@ -220,15 +185,15 @@ def test_open_image_masks_refresh_and_engine_errors(win, qtbot):
     """The image on screen shows its new masks when the run reaches it; a missing model stops the run."""
     assert win.image_id == _ids(win)["img0"] and len(win.stack) == 0
     with qtbot.waitSignal(win.autolabel.finished, timeout=10000):
-        win.start_autolabel(_request(win, "cat"))
-    names = sorted(l.name for l in win.stack.layers())
+        win.autolabel_controller.start(_request(win, "cat"))
+    names = sorted(ly.name for ly in win.stack.layers())
     assert names == ["cat"] and win.stack.layers()[0].status == "kept_without_competition"
     win.fake.fail_with = WeightsMissingError("ViT-B-16 weights are missing: put them in /models")
     with qtbot.waitSignal(win.autolabel.finished, timeout=10000) as blocker:
-        win.start_autolabel(_request(win, "cat, dog"))
+        win.autolabel_controller.start(_request(win, "cat, dog"))
     last, stopped, error = blocker.args
     assert stopped and "ViT-B-16" in error and "ViT-B-16" in win.last_error
-    assert "Stopped" in win.autolabel_progress.time_label.text()
+    assert "Stopped" in win.autolabel_controller.progress_dialog.time_label.text()
     assert not win.autolabel.running
 
 
@@ -244,16 +209,16 @@ def test_bad_concepts_and_second_run_refused(win, qtbot):
     assert format_duration(42) == "about 42 s" and format_duration(185) == "about 3 min"
     assert format_duration(3 * 3600 + 300) == "about 3 h 05 min" and format_duration(None) == ""
     win.fake.permits = threading.Semaphore(0)
-    assert win.start_autolabel(_request(win))
-    assert not win.start_autolabel(_request(win))
+    assert win.autolabel_controller.start(_request(win))
+    assert not win.autolabel_controller.start(_request(win))
     with qtbot.waitSignal(win.autolabel.finished, timeout=5000):
         win.autolabel.cancel()
 
 
 def test_opening_another_folder_stops_the_run(win, qtbot, tmp_path):
     win.fake.permits = threading.Semaphore(0)
-    assert win.start_autolabel(_request(win))
-    qtbot.waitUntil(lambda: win.fake.calls == ["auto"], timeout=5000)
+    assert win.autolabel_controller.start(_request(win))
+    qtbot.waitUntil(lambda: _texts(win.fake) == ["cat, dog"], timeout=5000)
     other = tmp_path / "other"
     other.mkdir()
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(other / "x.png")

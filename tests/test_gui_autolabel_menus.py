@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from PySide6.QtCore import QSettings
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog
+
+from fakes import FakePipeline
 
 import car_desktop
 from car_desktop.ui import transfer
@@ -19,21 +22,10 @@ from car_desktop.ui.settings import Settings
 H, W = 30, 40
 
 
-class NoEngine:
-    model_names: dict = {}
-    device = "cpu"
-
-    def load_models(self, progress=None, cancel=None):
-        pass
-
-    def sam_session(self, config=None):
-        return None
-
-
 @pytest.fixture
 def win(qtbot, tmp_path):
     settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: NoEngine())
+    w = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: FakePipeline(sam=None))
     qtbot.addWidget(w)
     w.show()
     folder = tmp_path / "imgs"
@@ -48,7 +40,7 @@ def win(qtbot, tmp_path):
 
 
 def _action(win, text):
-    return next(a for a in win.findChildren(type(win.undo_action)) if a.text() == text)
+    return next(a for a in win.findChildren(QAction) if a.text() == text)
 
 
 def test_export_label_pngs(win, qtbot, tmp_path, monkeypatch):
@@ -111,7 +103,7 @@ def test_import_coco_reports_problems_and_shows_masks(win, qtbot, tmp_path, monk
     assert "unknown category_id 99" in text and "missing.png" in text
     # The open image shows the imported mask at once.
     layers = win.stack.layers()
-    assert [l.name for l in layers] == ["box"] and layers[0].mask.sum() > 200
+    assert [ly.name for ly in layers] == ["box"] and layers[0].mask.sum() > 200
 
     # A file that is not COCO: one clear message, nothing imported.
     bad = tmp_path / "bad.json"

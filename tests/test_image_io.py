@@ -1,4 +1,5 @@
-"""Tests of car_desktop.engine.image_io: every kind of file a user may drop on the app."""
+"""Tests of car_desktop.engine.image_io (and the header size of car_desktop.imagefiles): every kind of
+file a user may drop on the app."""
 
 from __future__ import annotations
 
@@ -12,13 +13,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from car_desktop.engine.errors import ImageLoadError
-from car_desktop.engine.image_io import (
-    MAX_PIXELS,
-    _apply_orientation,
-    content_hash,
-    image_size,
-    load_image,
-)
+from car_desktop.engine.image_io import _apply_orientation, content_hash, load_image
+from car_desktop.imagefiles import ImageSize, image_size, max_pixels
 
 
 def _check_rgb8(arr: np.ndarray) -> None:
@@ -47,7 +43,7 @@ def test_real_photos_load(data_dir: Path, name: str) -> None:
     arr = load_image(data_dir / name)
     _check_rgb8(arr)
     assert max(arr.shape[:2]) == 320
-    assert image_size(data_dir / name) == arr.shape[:2]
+    assert image_size(data_dir / name) == ImageSize(width=arr.shape[1], height=arr.shape[0])
     assert arr.std() > 20  # a real photo, not a blank frame
 
 
@@ -188,7 +184,7 @@ def test_exif_orientation_6_rotates(tmp_path: Path) -> None:
 
     out = load_image(tmp_path / "rot.jpg")
     assert out.shape == (48, 24, 3)
-    assert image_size(tmp_path / "rot.jpg") == (48, 24)
+    assert image_size(tmp_path / "rot.jpg") == ImageSize(width=24, height=48)
     # A clockwise quarter turn moves the stored top-left corner to the displayed top-right.
     tr = out[2:6, -6:-2].reshape(-1, 3).mean(axis=0)
     tl = out[2:6, 2:6].reshape(-1, 3).mean(axis=0)
@@ -271,7 +267,7 @@ def test_non_ascii_file_name(tmp_path: Path) -> None:
     Image.new("RGB", (5, 4), (1, 2, 3)).save(p)
     out = load_image(p)
     assert out.shape == (4, 5, 3) and out[0, 0].tolist() == [1, 2, 3]
-    assert image_size(p) == (4, 5)
+    assert image_size(p) == ImageSize(width=5, height=4)
 
 
 def test_non_ascii_16bit_colour(tmp_path: Path) -> None:
@@ -282,12 +278,12 @@ def test_non_ascii_16bit_colour(tmp_path: Path) -> None:
     assert load_image(p)[0, 0].tolist() == [254, 254, 254]
 
 
-# PIL warns about the size before we refuse it; the refusal is what matters here.
+# PIL warns about the size before we refuse it (the CLI and GUI silence that warning; pytest shows it).
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_too_many_pixels_refused_before_decoding(tmp_path: Path) -> None:
     p = tmp_path / "huge.png"
     _png_header_only(p, 20000, 15000)  # 300 MP: above our limit, below PIL's own bomb error
-    assert 20000 * 15000 > MAX_PIXELS
+    assert 20000 * 15000 > max_pixels()
     with pytest.raises(ImageLoadError, match="too large.*300 megapixels"):
         load_image(p)
 
@@ -307,7 +303,7 @@ def test_80_megapixel_image_loads(tmp_path: Path) -> None:
     im = Image.new("L", (10000, 8000), 90)
     im.save(tmp_path / "big.jpg", quality=50)
     del im
-    assert image_size(tmp_path / "big.jpg") == (8000, 10000)
+    assert image_size(tmp_path / "big.jpg") == ImageSize(width=10000, height=8000)
     out = load_image(tmp_path / "big.jpg")
     assert out.shape == (8000, 10000, 3)
     assert abs(int(out[4000, 5000, 0]) - 90) <= 2

@@ -10,23 +10,15 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QPointF, QSettings, Qt
 
+from fakes import FakePipeline
+
 from car_desktop.annotations import Project
-from car_desktop.annotations.review import KEPT_ALONE, review_items
+from car_desktop.annotations.provenance import KEPT_ALONE, Provenance
+from car_desktop.annotations.review import review_items
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
 
 H, W = 40, 56
-
-
-class NoEngine:
-    model_names: dict = {}
-    device = "cpu"
-
-    def load_models(self, progress=None, cancel=None):
-        pass
-
-    def sam_session(self, config=None):
-        return None
 
 
 def _band(i: int) -> np.ndarray:
@@ -54,7 +46,7 @@ def known_project(tmp_path: Path) -> Path:
         ):
             cat = p.get_or_create_category(concept)
             p.add_annotation(ids[image], cat.id, _band(i), score=score, source="car",
-                             provenance={"status": status, "sam_accepted": sam, "sam_iou": 0.9 if sam else 0.3})
+                             provenance=Provenance(status=status, sam_accepted=sam, sam_iou=0.9 if sam else 0.3))
             p.set_image_status(ids[image], "auto")
     return path
 
@@ -62,7 +54,7 @@ def known_project(tmp_path: Path) -> Path:
 @pytest.fixture
 def win(qtbot, tmp_path, known_project):
     settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: NoEngine())
+    w = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: FakePipeline(sam=None))
     qtbot.addWidget(w)
     w.show()
     with qtbot.waitSignal(w.review_panel.refreshed, timeout=5000):
@@ -171,7 +163,7 @@ def test_filters_and_sorts(win, qtbot):
         panel.sort_combo.setCurrentIndex(panel.sort_combo.findData("image"))
     assert [r[3] for r in _rows(panel)] == ["a.png", "a.png", "b.png", "c.png", "c.png"]
     assert [r[1] for r in _rows(panel)][:2] == ["0.30", "0.70"]
-    win.accept_image(panel.items[0].image_id)                  # a.png
+    win.review.accept_image(panel.items[0].image_id)                  # a.png
     with qtbot.waitSignal(panel.refreshed, timeout=5000):
         panel.image_combo.setCurrentIndex(panel.image_combo.findData("Reviewed"))
     assert [r[3] for r in _rows(panel)] == ["a.png", "a.png"]
@@ -181,7 +173,7 @@ def test_filters_and_sorts(win, qtbot):
 def test_hidden_queue_waits_until_shown(win, qtbot):
     panel = win.review_panel
     win.review_dock.hide()
-    win.accept_image(panel.items[0].image_id)          # b.png reviewed while the queue is hidden
+    win.review.accept_image(panel.items[0].image_id)          # b.png reviewed while the queue is hidden
     qtbot.wait(1000)                                   # longer than any pending refresh timer
     assert not win.runner.running("review_query") and len(panel.items) == 5
     with qtbot.waitSignal(panel.refreshed, timeout=5000):

@@ -74,6 +74,7 @@ def test_predict_before_set_image_and_bad_prompts(handle):
     assert session.predict(box=(30, 25, 5, 5)).mask.shape == (40, 56)
 
 
+@pytest.mark.slow
 def test_lru_keeps_the_current_image_while_prefetching(handle):
     counter = PassCounter()
     session = SamSession(handle, counter, cache_size=2)

@@ -42,6 +42,7 @@ def test_building_tiny_sam_leaves_the_global_rng_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.slow
 def test_pth_round_trip_gives_the_same_outputs(tmp_path, image):
     source = load_sam("tiny", None, "cpu")
     with torch.no_grad():  # weights unlike the seeded tiny SAM, so loading must really happen

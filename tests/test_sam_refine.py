@@ -128,6 +128,7 @@ def test_prompted_is_cancellable(image):
         refine_prompted(FakeSession([]), image, [_rect(1, 5, 1, 5)], phi_iou=0.5, cancel=token)
 
 
+@pytest.mark.slow
 def test_prompted_on_tiny_sam_encodes_once_for_masks_and_clicks(handle, image):
     counter = PassCounter()
     session = SamSession(handle, counter)
@@ -190,6 +191,7 @@ def test_refine_automatic_with_injected_sam_masks_runs_no_generator(image):
     assert counter.sam_image_encodes == 0
 
 
+@pytest.mark.slow
 def test_automatic_end_to_end_on_tiny_sam(handle, image):
     counter = PassCounter()
     # Lenient thresholds so the random tiny SAM yields masks and the matching path runs on them.

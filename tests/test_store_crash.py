@@ -22,6 +22,7 @@ WRITER = textwrap.dedent(f"""
     import sys, time
     import numpy as np
     from car_desktop.annotations import Project
+    from car_desktop.annotations.provenance import Provenance
     p = Project.open(sys.argv[1])
     cat = p.get_or_create_category("x")
     im = p.list_images()[0]
@@ -31,7 +32,7 @@ WRITER = textwrap.dedent(f"""
         with p.batch():
             for i in range({BATCH}):
                 m = rng.random((64, 80)) > 0.6
-                p.add_annotation(im.id, cat.id, m, float(i), "car", {{"batch": n, "i": i}})
+                p.add_annotation(im.id, cat.id, m, float(i), "car", Provenance(run_key=str(n), steps=i))
                 time.sleep(0.001)  # so a kill lands inside a batch most of the time
             p.set_setting("batches", n + 1)
         n += 1
@@ -41,7 +42,7 @@ WRITER = textwrap.dedent(f"""
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_killed_writer_leaves_intact_file(tmp_path: Path):
-    path = tmp_path / "crash.cardesk"
+    path = tmp_path / "crash.cardb"
     with Project.create(path, tmp_path) as p:
         p.add_image_entry("a.png", 80, 64)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -70,7 +71,7 @@ def test_killed_writer_leaves_intact_file(tmp_path: Path):
             committed = total
             anns = p.list_annotations(p.list_images()[0].id)
             # The setting written inside each batch agrees with the rows of that batch.
-            assert max(a.provenance["batch"] for a in anns[-BATCH:]) + 1 == batches
+            assert max(int(a.provenance.run_key) for a in anns[-BATCH:]) + 1 == batches
             for a in anns[-BATCH:]:
                 m = p.get_mask(a.id)
                 assert m.shape == (64, 80) and int(m.sum()) == a.area

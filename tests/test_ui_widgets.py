@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -14,39 +13,14 @@ from car_desktop.engine.results import Progress
 from car_desktop.ui.canvas import Canvas
 from car_desktop.ui.concept_bar import ConceptBar
 from car_desktop.ui.concept_panel import ConceptPanel
-from car_desktop.ui.layers import LayerStack, MaskLayer, bbox_of
+from fakes import FakeHost
+
+from car_desktop.annotations import mask_ops
+from car_desktop.annotations.models import Rect
+from car_desktop.ui.layers import LayerStack, MaskLayer
 from car_desktop.ui.status import JobStatusBar, describe_progress
-from car_desktop.ui.tools import BrushTool, PolygonTool, SamClickTool, rasterize_polygon
+from car_desktop.ui.tools import BrushTool, PolygonTool, SamClickTool
 from car_desktop.ui.workers import JobRunner
-
-
-class FakeHost:
-    """The EditHost the tools talk to, recording commits."""
-
-    def __init__(self, stack: LayerStack) -> None:
-        self.stack = stack
-        self.commits: list = []
-        self.messages: list[str] = []
-        self.sam_requests: list = []
-        self.accepted: list = []
-
-    def selected_layer(self):
-        return self.stack.selected()
-
-    def layer_touched(self, layer_id, rect):
-        self.stack.touched(layer_id, rect)
-
-    def commit_mask_edit(self, layer_id, rect, before, after, label):
-        self.commits.append((layer_id, rect, before, after, label))
-
-    def message(self, text):
-        self.messages.append(text)
-
-    def sam_predict(self, points, labels):
-        self.sam_requests.append((points, labels))
-
-    def sam_accept(self, mask):
-        self.accepted.append(mask)
 
 
 @pytest.fixture
@@ -82,10 +56,12 @@ def test_partial_update_only_touches_rect(canvas_setup):
     stack, canvas = canvas_setup
     layer = stack.layers()[0]
     canvas.overlay_rgba()
-    patch = np.ones((5, 5), bool)
-    stack.set_mask_region(layer.id, (0, 5, 0, 5), patch)
+    layer.mask[0:5, 0:5] = True
+    layer.mask[80, 100] = True          # changed too, but outside the announced rectangle
+    stack.touched(layer.id, Rect(0, 0, 5, 5))
     over = canvas.overlay_rgba()
     assert over[2, 2, 3] == 255 and over[40, 20, 3] == 255
+    assert over[80, 100, 3] == 0        # only the announced rectangle was composited again
 
 
 def test_zoom_fit_and_actual_size(canvas_setup):
@@ -149,8 +125,8 @@ def test_brush_and_eraser_strokes(canvas_setup, qtbot):
     qtbot.mouseMove(vp, end)
     qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=end)
     assert len(host.commits) == 1
-    _lid, rect, before, after, label = host.commits[0]
-    assert label == "Brush" and not before.any() and after.any()
+    _lid, edit, label = host.commits[0]
+    assert label == "Brush" and not edit.before.any() and edit.after.any()
     assert layer.mask[10, 90] and layer.mask[10, 80] and not layer.mask[10, 110]
     assert canvas.overlay_rgba()[10, 90, 3] == 255
     # Bracket keys change the size.
@@ -162,7 +138,7 @@ def test_brush_and_eraser_strokes(canvas_setup, qtbot):
     qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=p)
     qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=p)
     assert not layer.mask[45, 30] and layer.mask[45, 40]
-    assert host.commits[-1][4] == "Eraser"
+    assert host.commits[-1][2] == "Eraser"
 
 
 def test_brush_without_selection_asks_for_one(canvas_setup, qtbot):
@@ -173,12 +149,85 @@ def test_brush_without_selection_asks_for_one(canvas_setup, qtbot):
     assert host.messages and not host.commits
 
 
-def test_polygon_rasterises_pixel_centres():
-    rect, inside = rasterize_polygon([(10, 10), (20, 10), (20, 20), (10, 20)], (64, 64))
-    full = np.zeros((64, 64), bool)
-    y0, y1, x0, x1 = rect
-    full[y0:y1, x0:x1] = inside
-    assert full.sum() == 100 and full[10:20, 10:20].all()
+class _RecordingBrush(BrushTool):
+    """A brush that remembers the image points it received, to recompute the stroke with mask_ops."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple[float, float]] = []
+
+    def press(self, e):
+        self.seen.append((e.x, e.y))
+        return super().press(e)
+
+    def move(self, e):
+        if self._stroke is not None:
+            self.seen.append((e.x, e.y))
+        return super().move(e)
+
+
+class _RecordingPolygon(PolygonTool):
+    def close_polygon(self) -> None:
+        self.closed = list(self.points)
+        super().close_polygon()
+
+
+@pytest.mark.parametrize("erase", [False, True])
+def test_gui_brush_stroke_equals_mask_ops(canvas_setup, qtbot, erase):
+    """A stroke painted segment by segment through the tool (mouse events, with qtbot) gives exactly
+    the pixels of ``mask_ops.paint_stroke`` on the same points, also where it leaves the image."""
+    stack, canvas = canvas_setup
+    host = FakeHost(stack)
+    layer = stack.layers()[0]
+    stack.select(layer.id)
+    original = layer.mask.copy()
+    brush = _RecordingBrush(host, erase=erase, radius=5)
+    canvas.set_tool(brush)
+    vp = canvas.viewport()
+    path = [(20.3, 35.7), (33.9, 41.2), (47.5, 52.8), (60.1, 50.4), (2.2, 93.6), (-3.0, 98.0)]
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=canvas.mapFromScene(QPointF(*path[0])))
+    for x, y in path[1:]:
+        qtbot.mouseMove(vp, canvas.mapFromScene(QPointF(x, y)))
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=canvas.mapFromScene(QPointF(*path[-1])))
+    assert len(brush.seen) == len(path)
+    expected, edit = mask_ops.paint_stroke(original, brush.seen, 5, value=not erase)
+    assert not edit.is_empty and np.array_equal(layer.mask, expected)
+    assert len(host.commits) == 1 and host.commits[0][1].rect == edit.rect   # one tight undo step
+
+
+@pytest.mark.parametrize("subtract", [False, True])
+def test_gui_polygon_equals_mask_ops(canvas_setup, qtbot, subtract):
+    """A polygon clicked through the tool gives exactly the pixels of ``mask_ops.add_polygon`` /
+    ``subtract_polygon`` (pycocotools' pixel-edge convention) on the same vertices."""
+    stack, canvas = canvas_setup
+    host = FakeHost(stack)
+    layer = stack.layers()[0]
+    stack.select(layer.id)
+    original = layer.mask.copy()
+    tool = _RecordingPolygon(host, subtract=subtract)
+    canvas.set_tool(tool)
+    vp = canvas.viewport()
+    for x, y in [(10.2, 20.7), (52.4, 28.1), (40.9, 70.3), (25.5, 44.4), (5.1, 66.6)]:
+        qtbot.mouseClick(vp, Qt.MouseButton.LeftButton, pos=canvas.mapFromScene(QPointF(x, y)))
+    qtbot.keyClick(canvas, Qt.Key.Key_Return)
+    op = mask_ops.subtract_polygon if subtract else mask_ops.add_polygon
+    expected, edit = op(original, tool.closed)
+    assert not edit.is_empty and np.array_equal(layer.mask, expected)
+    assert host.commits[-1][1].rect == edit.rect
+
+
+def test_segmented_stroke_equals_whole_stroke():
+    """What the live brush relies on: painting a polyline segment by segment in place (``paint_into``)
+    covers the same pixels as painting it at once, at any radius, across the image border."""
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        pts = [tuple(p) for p in rng.uniform(-8, 70, (int(rng.integers(1, 7)), 2))]
+        radius = float(rng.uniform(0.4, 9))
+        whole, _ = mask_ops.paint_stroke(np.zeros((60, 64), bool), pts, radius)
+        live = np.zeros((60, 64), bool)
+        for a, b in zip([pts[0]] + pts[:-1], pts):
+            mask_ops.paint_into(live, [a, b], radius)
+        assert np.array_equal(live, whole)
 
 
 def test_polygon_tool_add_and_subtract(canvas_setup, qtbot):
@@ -192,7 +241,7 @@ def test_polygon_tool_add_and_subtract(canvas_setup, qtbot):
     for x, y in [(70, 70), (90, 70), (90, 90), (70, 90)]:
         qtbot.mouseClick(vp, Qt.MouseButton.LeftButton, pos=canvas.mapFromScene(QPointF(x, y)))
     qtbot.keyClick(canvas, Qt.Key.Key_Return)
-    assert layer.mask[80, 80] and host.commits[-1][4] == "Polygon add"
+    assert layer.mask[80, 80] and host.commits[-1][2] == "Polygon add"
     sub = PolygonTool(host, subtract=True)
     canvas.set_tool(sub)
     for x, y in [(10, 25), (30, 25), (30, 65), (10, 65)]:
@@ -271,7 +320,7 @@ def test_concept_bar_runs_and_validates(qtbot):
     bar = ConceptBar()
     qtbot.addWidget(bar)
     runs = []
-    bar.runRequested.connect(lambda text, cfg: runs.append((text, cfg)))
+    bar.runRequested.connect(lambda concepts, cfg: runs.append((concepts, cfg)))
     bar.edit.setFocus()
     bar.request_run()
     assert not runs and bar.error_label.text()
@@ -280,8 +329,9 @@ def test_concept_bar_runs_and_validates(qtbot):
     bar.theta.setValue(0.35)
     qtbot.keyClick(bar.edit, Qt.Key.Key_Return)
     assert len(runs) == 1
-    text, cfg = runs[0]
-    assert text == "car | automobile, sky"
+    concepts, cfg = runs[0]
+    assert concepts.labels == ["car | automobile", "sky"]          # parsed once, here
+    assert [c.text for c in concepts] == ["car, automobile", "sky"]
     assert cfg.preset == "scene" and cfg.theta == pytest.approx(0.35) and cfg.eta == pytest.approx(0.6)
     bar.set_recent(["a, b", "c"])
     bar.recent_menu.actions()[1].trigger()
@@ -294,10 +344,10 @@ def test_describe_progress():
 
 
 def test_job_runner_delivers_and_drops_stale(qtbot):
+    """Each job's result goes to its own callbacks only; a superseded job's result is never delivered."""
     runner = JobRunner()
-    results, errors = [], []
-    runner.finished.connect(lambda job, r: results.append((job.generation, r)))
-    runner.failed.connect(lambda job, e: errors.append(e))
+    got: dict[str, list] = {"old": [], "new": [], "old cancelled": []}
+    errors: list = []
     gate = threading.Event()
 
     def slow(progress, cancel):
@@ -305,19 +355,19 @@ def test_job_runner_delivers_and_drops_stale(qtbot):
         gate.wait(5)
         return "old"
 
-    runner.submit("car", slow)
-    runner.submit("car", lambda p, c: "new")   # supersedes: the slow one becomes stale
+    runner.submit("car", slow, on_done=got["old"].append, on_cancelled=lambda: got["old cancelled"].append(1))
+    runner.submit("car", lambda p, c: "new", on_done=got["new"].append)   # supersedes: the slow one is stale
     gate.set()
     qtbot.waitUntil(lambda: not runner.busy(), timeout=5000)
-    assert results == [(2, "new")]
-    assert runner.dropped == 1 or True  # the slow job may also notice the cancel and stop early
+    assert got == {"old": [], "new": ["new"], "old cancelled": [1]}
 
-    runner.submit("car", lambda p, c: (_ for _ in ()).throw(ImageLoadError("bad file")))
+    runner.submit("car", lambda p, c: (_ for _ in ()).throw(ImageLoadError("bad file")), on_failed=errors.append)
     qtbot.waitUntil(lambda: bool(errors), timeout=5000)
     assert errors[0].user_error and "bad file" in errors[0].message
-    runner.submit("car", lambda p, c: 1 / 0)
+    runner.submit("car", lambda p, c: 1 / 0, on_failed=errors.append)
     qtbot.waitUntil(lambda: len(errors) == 2, timeout=5000)
     assert not errors[1].user_error and "ZeroDivisionError" in errors[1].message
+    assert got["new"] == ["new"]          # later jobs of the same kind never reached the first's callback
     runner.shutdown()
 
 
@@ -326,20 +376,18 @@ def test_job_cancel_and_status_bar(qtbot):
     bar = JobStatusBar(runner)
     qtbot.addWidget(bar)
     bar.show()
-    cancelled = []
-    runner.cancelled.connect(cancelled.append)
+    cancelled, finished = [], []
 
     def cancellable(progress, cancel):
-        for i in range(200):
-            progress(Progress("proposals", i, i / 200))
-            cancel.check()
-            time.sleep(0.01)
+        progress(Progress("proposals", 1, 0.5))
+        cancel.wait(10)        # until the Cancel button reaches the token
+        cancel.check()
         return "finished"
 
-    runner.submit("car", cancellable, label="CaR")
+    runner.submit("car", cancellable, label="CaR", on_done=finished.append, on_cancelled=lambda: cancelled.append(1))
     qtbot.waitUntil(lambda: "proposals" in bar.stage_label.text(), timeout=3000)
     assert bar.cancel_button.isVisible()
     bar.cancel_button.click()
     qtbot.waitUntil(lambda: bool(cancelled), timeout=3000)
-    assert not bar.cancel_button.isVisible()
+    assert not bar.cancel_button.isVisible() and not finished
     runner.shutdown()

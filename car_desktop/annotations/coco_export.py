@@ -1,16 +1,25 @@
 """Export a project (or some of its images) to COCO JSON, following the COCO rules of the product card.
 
 Ids: image and category ids are the project's own (1-based, never reused, so stable across exports);
-annotation ids are numbered 1..N in (image, annotation) order. No background category. ``file_name``
-is relative to the image root. area and bbox come from pycocotools on the mask, never from a polygon.
-Formats: 'rle' (compressed, column-major, counts as str), 'polygon' (rings along pixel edges, see
-polygons.py; holes are reported as lost, or refused with ``on_holes='refuse'``), 'auto' (polygon
-when the mask has no holes and at most ``auto_max_parts`` parts, else RLE). Modes: 'instance' (one
-annotation per stored annotation, the instances as the annotator split them), 'components' (one per
-8-connected part of every mask) and 'semantic' (one per category per image: the union). The file is
-written to a temporary name beside the target and renamed, so a crash never leaves half a file.
-Large exports trace their polygons in worker processes (``workers``), batch by batch and in order:
-the file is the same byte for byte as a single-process export.
+annotation ids are numbered 1..N in (image, annotation) order. No background category, and no
+category without an annotation in this export unless ``keep_empty_categories`` (the ids of the others
+do not change). ``file_name`` is relative to the image root. area and bbox come from pycocotools on the
+mask, never from a polygon. Formats: 'rle' (compressed, column-major, counts as str), 'polygon' (rings
+in ``polygon_convention``: along pixel edges by default, exact in pycocotools, or through pixel
+centres, exact in OpenCV-based readers such as supervision; see polygons.py; holes are reported as
+lost, or refused with ``on_holes='refuse'``), 'auto' (polygon when the mask has no holes and at most
+``auto_max_parts`` parts, else RLE). The convention used is written in ``info.polygon_convention``.
+Modes: 'instance' (one annotation per stored annotation, the instances as the annotator split them),
+'components' (one per 8-connected part of every mask) and 'semantic' (one per category per image: the
+union). Images whose auto-labelling failed and that have no annotation are left out (an image with
+no annotation tells a model "nothing here", which nobody checked) unless ``include_failed``.
+
+The output path passes the project's ``OutputGuard`` first (never the project, an input image, or the
+image folder without ``force``). The file is written through ``fileio.atomic_open``, so a crash never
+leaves half a file and an error leaves the previous file as it was; it is strict JSON (a score that
+is not finite is left out, never written as Infinity or NaN). Large exports trace their polygons in
+worker processes (``workers``), batch by batch and in order: the file is the same byte for byte as a
+single-process export.
 """
 
 from __future__ import annotations
@@ -21,7 +30,6 @@ import json
 import logging
 import multiprocessing
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,10 +42,11 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .. import __version__
+from ..fileio import atomic_open, finite_or_none
 from . import mask_codec
 from .errors import ExportError
 from .models import ExportReport
-from .polygons import outer_rings
+from .polygons import CONVENTION_TEXT, CONVENTIONS, PIXEL_EDGES, outer_rings
 from .store import Project
 
 log = logging.getLogger(__name__)
@@ -47,8 +56,6 @@ Mode = Literal["instance", "components", "semantic"]
 FORMATS = ("auto", "polygon", "rle")
 MODES = ("instance", "components", "semantic")
 AUTO_MAX_PARTS = 4
-POLYGON_CONVENTION = ("polygon vertices lie on pixel edges (pixel x,y covers [x,x+1]x[y,y+1]); "
-                      "rasterising a polygon gives back the mask's pixels, holes excepted")
 
 ProgressFn = Callable[[int, int], Any]
 
@@ -176,14 +183,15 @@ def _hole_pixels(crop: np.ndarray) -> int:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    # allow_nan=False: strict JSON; every float written here was checked to be finite.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def _trace_many(jobs: list[tuple[bytes, tuple[int, int, int, int]]]) -> list[str | None]:
+def _trace_many(jobs: list[tuple[bytes, tuple[int, int, int, int]]], convention: str = PIXEL_EDGES) -> list[str | None]:
     """Worker: the JSON text of the outer rings of each (crop RLE, bbox), or None when it has none."""
     out = []
     for crop_rle, bbox in jobs:
-        rings = outer_rings(mask_codec.decode_crop(crop_rle, bbox), bbox[:2])
+        rings = outer_rings(mask_codec.decode_crop(crop_rle, bbox), bbox[:2], convention)
         out.append(_dumps(rings) if rings else None)
     return out
 
@@ -197,7 +205,7 @@ def _default_workers() -> int:
 
 
 def _traced_in_workers(pieces: Iterable[_Piece], wanted: Callable[[_Piece], bool],
-                       workers: int) -> Iterator[tuple[_Piece, str | None]]:
+                       workers: int, convention: str = PIXEL_EDGES) -> Iterator[tuple[_Piece, str | None]]:
     """(piece, JSON text of its rings, or None) in the order of ``pieces``; the rings of the pieces
     ``wanted`` says need them are traced in ``workers`` spawned processes, batch by batch, a few
     batches ahead of the consumer (output order stays that of ``pieces``). Other pieces get None.
@@ -212,7 +220,7 @@ def _traced_in_workers(pieces: Iterable[_Piece], wanted: Callable[[_Piece], bool
         future = None
         if jobs and pool is not None:
             try:
-                future = pool.submit(_trace_many, jobs)
+                future = pool.submit(_trace_many, jobs, convention)
             except (BrokenProcessPool, OSError, RuntimeError) as exc:
                 log.warning("COCO export: worker processes unavailable (%s); tracing here", exc)
                 pool = None
@@ -230,7 +238,7 @@ def _traced_in_workers(pieces: Iterable[_Piece], wanted: Callable[[_Piece], bool
                 log.warning("COCO export: a worker process failed (%s); tracing here", exc)
                 pool = None
         if traced is None:
-            traced = _trace_many([(p.crop_rle or b"", p.bbox) for p in jobs])
+            traced = _trace_many([(p.crop_rle or b"", p.bbox) for p in jobs], convention)
         found = dict(zip(map(id, jobs), traced))
         for p in batch:
             yield p, found.get(id(p))
@@ -253,51 +261,43 @@ def _traced_in_workers(pieces: Iterable[_Piece], wanted: Callable[[_Piece], bool
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write_json_atomically(head: dict, annotations: Iterable[dict | str], tail: dict, out_path: Path) -> None:
-    """Write {**head, "annotations": [...], **tail} to a temporary file beside ``out_path``, then rename.
+def _write_json_atomically(head: dict, annotations: Iterable[dict | str], tail: Callable[[], dict],
+                           out_path: Path) -> None:
+    """Write {**head, "annotations": [...], **tail()} through ``fileio.atomic_open`` (``tail`` is
+    built after the annotations, so it can depend on them).
 
     Annotations are encoded one at a time as they are produced (json.dumps uses the C encoder), so
     memory stays flat however large the export is.
     """
     out_path = Path(out_path)
     folder = out_path.parent if str(out_path.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=folder)
-    except OSError as exc:
-        raise ExportError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-
     dumps = _dumps
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_open(out_path, "w") as fh:
             fh.write("{" + ",".join(f"{dumps(k)}:{dumps(v)}" for k, v in head.items()) + ',"annotations":[')
             for n, ann in enumerate(annotations):
                 text = ann if isinstance(ann, str) else dumps(ann)  # str: already encoded
                 fh.write("," + text if n else text)
-            fh.write("]" + "".join(f",{dumps(k)}:{dumps(v)}" for k, v in tail.items()) + "}")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ExportError(f"cannot write {out_path}: {exc.strerror or exc}") from None
-        raise
+            fh.write("]" + "".join(f",{dumps(k)}:{dumps(v)}" for k, v in tail().items()) + "}")
+    except OSError as exc:
+        raise ExportError(f"cannot write {out_path}: {exc.strerror or exc}") from None
 
 
 def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Sequence[int] | None = None,
                 fmt: str = "auto", mode: str = "instance", include_score: bool = True,
                 on_holes: Literal["report", "refuse"] = "report", auto_max_parts: int = AUTO_MAX_PARTS,
-                progress: ProgressFn | None = None, workers: int | None = None) -> ExportReport:
+                progress: ProgressFn | None = None, workers: int | None = None,
+                polygon_convention: str = PIXEL_EDGES, keep_empty_categories: bool = False,
+                include_failed: bool = False, force: bool = False) -> ExportReport:
     """Write the project (or ``image_ids``) as COCO JSON to ``out_path`` and report what was written.
 
     ``progress(done, total)`` is called now and then with annotation rows processed. Raises
-    ExportError for a bad option, an unwritable target, or a hole with ``on_holes='refuse'``; in
-    every error case the previous ``out_path`` (if any) is untouched. Reads a snapshot of what is
-    committed when it starts (changes inside an open ``project.batch()`` are not included).
+    OutputRefusedError for an output path the guard refuses (``force`` allows one inside the image
+    folder), ExportError for a bad option, an unwritable target, or a hole with
+    ``on_holes='refuse'``; in every error case the previous ``out_path`` (if any) is untouched.
+    Reads a snapshot of what is committed when it starts (changes inside an open
+    ``project.batch()`` are not included).
 
     ``workers``: processes that trace polygons (formats 'polygon' and 'auto', instance mode); None
     picks one per CPU when the export has at least PARALLEL_MIN_ROWS rows, 0 or 1 traces here. The
@@ -309,6 +309,9 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
         raise ExportError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if on_holes not in ("report", "refuse"):
         raise ExportError(f"on_holes must be 'report' or 'refuse', not {on_holes!r}")
+    if polygon_convention not in CONVENTIONS:
+        raise ExportError(f"unknown polygon convention {polygon_convention!r}; use one of {', '.join(CONVENTIONS)}")
+    out_path = project.output_guard(force).check_file(out_path, "COCO file")
     report = ExportReport(path=str(out_path))
     all_images = project.list_images()
     if image_ids is not None:
@@ -317,18 +320,23 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
         if unknown:
             raise ExportError(f"no image with id {min(unknown)} in this project")
         all_images = [im for im in all_images if im.id in wanted]
+    if not include_failed:
+        failed = project.failed_image_ids()
+        report.failed_left_out = sum(im.id in failed for im in all_images)
+        all_images = [im for im in all_images if im.id not in failed]
     images = sorted(all_images, key=lambda im: im.id)
     categories = project.list_categories()
     cat_names = {c.id: c.name for c in categories}
     names = {im.id: im.rel_path for im in images}
 
-    total = project.count_annotations() if image_ids is None else sum(
-        project.count_annotations(i) for i in names)
+    subset = image_ids is not None or report.failed_left_out > 0
+    total = project.count_annotations() if not subset else sum(project.count_annotations(i) for i in names)
     rows_done = 0
+    used_categories: set[int] = set()
 
     def rows() -> Iterable[tuple]:
         nonlocal rows_done
-        for r in project.iter_annotation_rows(None if image_ids is None else list(names), _ROW_COLS):
+        for r in project.iter_annotation_rows(list(names) if subset else None, _ROW_COLS):
             rows_done += 1
             if progress is not None and rows_done % 1000 == 0:
                 progress(rows_done, total)
@@ -346,7 +354,7 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
         if not parallel:
             return ((p, None) for p in _pieces(rows(), mode))
         return _traced_in_workers(_pieces(rows(), mode), lambda p: use_polygon(p) and p.crop is None,
-                                  n_workers)
+                                  n_workers, polygon_convention)
 
     def annotations() -> Iterable[dict[str, Any] | str]:
         count = 0
@@ -359,7 +367,7 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
                 if parallel and piece.crop is None:
                     rings: Any = rings_json  # JSON text from a worker, or None (no ring)
                 else:
-                    rings = outer_rings(piece.get_crop(), piece.bbox[:2])
+                    rings = outer_rings(piece.get_crop(), piece.bbox[:2], polygon_convention)
                 if rings and piece.holes:
                     if on_holes == "refuse":
                         raise ExportError(
@@ -375,13 +383,15 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
                 segmentation = {"size": [piece.height, piece.width], "counts": piece.full_rle().decode("ascii")}
                 report.rles += 1
             count += 1
+            used_categories.add(piece.category_id)
             ann: dict[str, Any] = {
                 "id": count, "image_id": piece.image_id, "category_id": piece.category_id,
                 "segmentation": segmentation, "area": piece.area, "bbox": list(piece.bbox),
                 "iscrowd": piece.iscrowd,
             }
-            if include_score and piece.score is not None:
-                ann["score"] = round(float(piece.score), 6)
+            score = finite_or_none(piece.score) if include_score else None
+            if score is not None:
+                ann["score"] = round(score, 6)
             if isinstance(segmentation, str):  # rings already encoded by a worker: splice them in
                 ann["segmentation"] = None
                 head, _, rest = _dumps(ann).partition(',"segmentation":null,')
@@ -395,16 +405,31 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
     head = {
         "info": {"description": "CaR Desktop export", "version": __version__,
                  "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 "segmentation_format": fmt, "mode": mode, "polygon_convention": POLYGON_CONVENTION},
+                 "segmentation_format": fmt, "mode": mode, "polygon_convention": polygon_convention,
+                 "polygon_convention_text": CONVENTION_TEXT[polygon_convention]},
         "licenses": [],
         "images": [{"id": im.id, "file_name": im.rel_path, "width": im.width, "height": im.height}
                    for im in images],
     }
-    tail = {"categories": [{"id": c.id, "name": c.name, "supercategory": "", "synonyms": list(c.synonyms)}
-                           for c in categories]}
+    written = list(categories)
+
+    def tail() -> dict[str, Any]:
+        written[:] = [c for c in categories if keep_empty_categories or c.id in used_categories]
+        return {"categories": [{"id": c.id, "name": c.name, "supercategory": "", "synonyms": list(c.synonyms)}
+                               for c in written]}
+
     _write_json_atomically(head, annotations(), tail, Path(out_path))
     report.images = len(images)
-    report.categories = len(categories)
+    report.categories = len(written)
+    report.categories_left_out = len(categories) - len(written)
+    if report.failed_left_out:
+        report.notes.append(f"{report.failed_left_out} image(s) whose auto-labelling failed were left out (not "
+                            "exported as images with nothing on them); see 'car-desktop failures', or export "
+                            "with --include-failed")
+    if report.categories_left_out:
+        report.notes.append(f"{report.categories_left_out} categor{'y' if report.categories_left_out == 1 else 'ies'} "
+                            "without annotations left out (ids of the others unchanged); --keep-empty-categories "
+                            "keeps them")
     if report.empty_skipped:
         report.notes.append(f"{report.empty_skipped} empty mask(s) skipped")
     if report.holes_lost:

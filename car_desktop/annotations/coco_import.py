@@ -3,8 +3,26 @@
 Accepts polygons, compressed and uncompressed RLE and iscrowd. Categories are matched by name
 (created when new; a 'background' category is skipped). Images are matched by their path relative
 to the project's image root; a missing image file is still imported from the JSON size (noted).
-Every broken or unknown entry is reported in ``ImportReport.problems`` and the rest is imported;
-only an unreadable file raises CocoImportError. The whole import is one transaction.
+
+Nothing in the file is trusted. A ``file_name`` must be a plain relative path that resolves inside
+``images_dir`` (no ``..`` leaving it, no absolute path, URL, control character or over-long name;
+see ``safepaths.safe_relative_path``), so no file outside that folder is ever read. Ids must be
+integers; sizes must be positive integers within the pixel limit; numbers must be finite; polygon
+vertices more than ``VERTEX_TOLERANCE`` pixels outside the image are refused and the rest are clipped
+to it before anything is rasterised (a vertex at 1e30 once crashed pycocotools); RLE counts are
+checked before pycocotools reads them. JSON nested deeper than Python's parser allows is cut at
+``MAX_DEPTH`` and the entries holding such values are refused. Every refused entry is reported in
+``ImportReport.problems`` with its reason and the rest is imported; only an unreadable file raises
+CocoImportError.
+
+Importing is idempotent: an annotation whose image, category and mask are already in the project is
+skipped and counted (``annotations_skipped``), so importing a file twice adds nothing the second
+time. That also makes the import safe to commit in chunks (about half a second each), so a long
+import never holds the project's write lock for long: another process writing to the project waits
+at most one chunk, and an interrupted import is completed by running it again.
+
+A file written with the pixel-centre polygon convention (``info.polygon_convention``, see
+polygons.py) is rasterised as OpenCV does, so our own exports of either kind come back exactly.
 """
 
 from __future__ import annotations
@@ -13,46 +31,140 @@ import gc
 import json
 import logging
 import os
-from collections.abc import Callable
+import re
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .. import imagefiles
+from ..engine.errors import ImageLoadError
+from ..fileio import finite_or_none, regular_file
+from ..safepaths import UnsafePathError, safe_relative_path
 from . import mask_codec
 from .errors import CocoImportError, ProjectError
 from .models import ImportProblem, ImportReport
-from .store import Project, file_hash, read_image_size
+from .polygons import PIXEL_CENTRES, convention_of
+from .provenance import ORIGIN_COCO, Provenance
+from .store import Project, file_hash, single_line
 
 log = logging.getLogger(__name__)
 
 BACKGROUND_NAMES = frozenset({"background", "__background__", "_background_", "bg"})
 
+#: Polygon vertices may lie this many pixels outside the image (rounding in other tools); further
+#: out, the annotation is refused. Those within are clipped to the image before rasterising.
+VERTEX_TOLERANCE = 2.0
+#: JSON nesting kept when the file is too deep for Python's parser (COCO itself needs 5 levels).
+MAX_DEPTH = 32
+#: A long import commits about this often, so other writers to the project wait at most this long.
+CHUNK_SECONDS = 0.5
+#: After a chunk that took that long, pause this much, so a waiting writer gets the project.
+YIELD_SECONDS = 0.15
+_INT64 = 2 ** 63
+_TOO_DEEP = "\x00car-desktop: nested too deeply\x00"
+
 ProgressFn = Callable[[int, int], Any]
+StageFn = Callable[[str, int], Any]
 
 
-def _load(coco_json: str | os.PathLike | dict) -> dict:
+class _EntryError(ValueError):
+    """One entry of the file cannot be imported; the message says why."""
+
+
+# ------------------------------------------------------------------------------------- reading
+def _load(coco_json: str | os.PathLike | dict, stage: StageFn | None,
+          progress: ProgressFn | None) -> tuple[dict, bool]:
+    """(data, cut): ``cut`` when values nested too deeply were replaced by the marker."""
     if isinstance(coco_json, dict):
-        return coco_json
-    path = Path(coco_json)
-    # json.load of a large file makes millions of objects; with the cyclic GC running meanwhile,
+        data, cut = coco_json, False
+    else:
+        data, cut = _parse(Path(coco_json), stage, progress)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        name = "the data" if isinstance(coco_json, dict) else str(coco_json)
+        raise CocoImportError(f"{name} is not COCO JSON: no 'images' list at the top level")
+    return data, cut
+
+
+def _parse(path: Path, stage: StageFn | None, progress: ProgressFn | None) -> tuple[Any, bool]:
+    st, problem = regular_file(path)
+    if st is None or problem:  # a pipe would block, a folder cannot be read
+        raise CocoImportError(f"COCO file {path} {problem}; nothing was imported")
+    total = st.st_size
+    if stage is not None:
+        stage("reading", total)
+    chunks: list[bytes] = []
+    done = 0
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(8 << 20):
+                chunks.append(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        text = b"".join(chunks).decode("utf-8-sig")
+    except OSError as exc:
+        raise CocoImportError(f"{path} is not a readable COCO JSON file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CocoImportError(f"{path} is not a readable COCO JSON file: not UTF-8 text ({exc})") from None
+    del chunks
+    if stage is not None:
+        stage("parsing", 0)
+    try:
+        return _json_loads(text), False
+    except RecursionError:
+        log.warning("COCO import: %s is nested deeper than Python's JSON parser allows; deep values are cut", path)
+        try:
+            return _json_loads(_cut_deep(text)), True
+        except (RecursionError, json.JSONDecodeError) as exc:
+            raise CocoImportError(f"{path} is not a readable COCO JSON file: nested too deeply ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise CocoImportError(f"{path} is not a readable COCO JSON file: {exc}") from None
+
+
+def _json_loads(text: str) -> Any:
+    # json.loads of a large file makes millions of objects; with the cyclic GC running meanwhile,
     # every collection rescans them all and the load grows faster than the file.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh, object_hook=_compact_polygons)
-    except FileNotFoundError:
-        raise CocoImportError(f"COCO file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CocoImportError(f"{path} is not a readable COCO JSON file: {exc}") from None
+        return json.loads(text, object_hook=_compact_polygons)
     finally:
         if gc_was_enabled:
             gc.enable()
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise CocoImportError(f"{path} is not COCO JSON: no 'images' list at the top level")
-    return data
+
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _cut_deep(text: str) -> str:
+    """``text`` with every value nested deeper than MAX_DEPTH replaced by a marker string, so it can be
+    parsed and the entries holding such values refused one by one. Only used after the parser gave up."""
+    out: list[str] = []
+    depth = 0
+    pos = 0
+    cut_from = -1
+    for m in _TOKENS.finditer(text):
+        tok = m.group()
+        if tok[0] == '"':
+            continue
+        if tok in "[{":
+            depth += 1
+            if depth == MAX_DEPTH + 1 and cut_from < 0:
+                out.append(text[pos:m.start()])
+                cut_from = m.start()
+        else:
+            if depth == MAX_DEPTH + 1 and cut_from >= 0:
+                out.append(json.dumps(_TOO_DEEP))
+                pos = m.end()
+                cut_from = -1
+            depth -= 1
+    out.append(text[pos:] if cut_from < 0 else text[pos:cut_from])
+    return "".join(out)
 
 
 def _compact_polygons(obj: dict) -> dict:
@@ -62,7 +174,7 @@ def _compact_polygons(obj: dict) -> dict:
     seg = obj.get("segmentation")
     if isinstance(seg, list):
         for i, ring in enumerate(seg):
-            if isinstance(ring, list):
+            if isinstance(ring, list) and not any(isinstance(v, bool) for v in ring):
                 try:
                     arr = np.asarray(ring, dtype=np.float64)
                 except (TypeError, ValueError, OverflowError):
@@ -72,152 +184,361 @@ def _compact_polygons(obj: dict) -> dict:
     return obj
 
 
-def _segmentation_rle(seg: Any, height: int, width: int) -> dict:
-    """A compressed RLE for any COCO segmentation; ValueError with a reason when it is broken."""
+# ------------------------------------------------------------------------------------- checking
+def _contains_marker(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return value == _TOO_DEEP
+    if depth > MAX_DEPTH + 2:
+        return False
+    if isinstance(value, dict):
+        return any(_contains_marker(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_contains_marker(v, depth + 1) for v in value)
+    return False
+
+
+def _entry_id(value: Any, what: str = "id") -> int:
+    """An integer id (a 64-bit one); _EntryError for bools, floats, strings, lists, objects, ..."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = "missing" if value is None else f"a {type(value).__name__} ({str(value)[:40]})"
+        raise _EntryError(f"its {what} must be an integer, not {shown}")
+    if not -_INT64 <= value < _INT64:
+        raise _EntryError(f"its {what} {value} is too large")
+    return value
+
+
+def _shown_id(value: Any) -> Any:
+    """How an entry's id is shown in a problem: as it is when it is a plain value, else abbreviated."""
+    if value is None or isinstance(value, (int, float, str)) and len(str(value)) <= 40:
+        return value
+    return f"<{type(value).__name__}>"
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value >= _INT64:
+        return None
+    return value
+
+
+def _clip_ring(arr: np.ndarray, height: int, width: int, convention: str) -> np.ndarray:
+    """Refuse vertices far outside the image, clip the others onto it."""
+    xs, ys = arr[0::2], arr[1::2]
+    hi_x, hi_y = (width - 1, height - 1) if convention == PIXEL_CENTRES else (width, height)
+    bad = (xs < -VERTEX_TOLERANCE) | (xs > hi_x + VERTEX_TOLERANCE)
+    bad |= (ys < -VERTEX_TOLERANCE) | (ys > hi_y + VERTEX_TOLERANCE)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _EntryError(f"a polygon vertex ({xs[i]:.6g}, {ys[i]:.6g}) lies outside the {width}x{height} image")
+    out = arr.copy()
+    np.clip(out[0::2], 0, hi_x, out=out[0::2])
+    np.clip(out[1::2], 0, hi_y, out=out[1::2])
+    return out
+
+
+def _segmentation_rle(seg: Any, height: int, width: int, convention: str = "") -> dict:
+    """A compressed RLE for any COCO segmentation; _EntryError with a reason when it is broken."""
     if isinstance(seg, list):
         if not seg:
-            raise ValueError("empty polygon list")
+            raise _EntryError("empty polygon list")
         rings = []
         for ring in seg:
+            if isinstance(ring, list) and any(isinstance(v, bool) for v in ring):
+                raise _EntryError("a polygon ring holds true/false, not numbers")
             try:
                 arr = np.asarray(ring, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ValueError("a polygon ring is not a list of numbers") from None
-            if arr.ndim != 1 or not np.isfinite(arr).all():
-                raise ValueError("a polygon ring is not a flat list of finite numbers")
+            except (TypeError, ValueError, OverflowError):
+                raise _EntryError("a polygon ring is not a list of numbers") from None
+            if arr.ndim != 1:
+                raise _EntryError("a polygon ring is not a flat list of numbers")
+            if not np.isfinite(arr).all():
+                raise _EntryError("a polygon ring holds a number that is not finite (Infinity, NaN or too large)")
             if len(arr) % 2 or len(arr) < 6:
-                raise ValueError(f"a polygon ring has {len(arr)} numbers; at least 3 points (6 numbers) needed")
-            rings.append(arr)
+                raise _EntryError(f"a polygon ring has {len(arr)} numbers; at least 3 points (6 numbers) needed")
+            rings.append(_clip_ring(arr, height, width, convention))
+        if convention == PIXEL_CENTRES:
+            canvas = np.zeros((height, width), np.uint8)
+            cv2.fillPoly(canvas, [np.rint(r).astype(np.int32).reshape(-1, 2) for r in rings], 1)
+            return mask_utils.encode(mask_codec.fortran_u8(canvas.view(bool)))
         return mask_utils.merge(mask_utils.frPyObjects(rings, height, width))
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
-        size = [int(v) for v in seg["size"]]
+        size = seg["size"]
+        if not (isinstance(size, list) and len(size) == 2 and all(_positive_int(v) for v in size)):
+            raise _EntryError("RLE size is not a pair of positive integers")
         if size != [height, width]:
-            raise ValueError(f"RLE size {size} does not match the image ({height}x{width})")
+            raise _EntryError(f"RLE size {size} does not match the image ({height}x{width})")
         counts = seg["counts"]
         if isinstance(counts, list):  # uncompressed RLE (iscrowd annotations usually)
-            if sum(int(c) for c in counts) != height * width:
-                raise ValueError("uncompressed RLE counts do not add up to the image size")
+            if len(counts) > height * width + 1 or not all(
+                    isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= height * width for c in counts):
+                raise _EntryError("uncompressed RLE counts must be non-negative integers")
+            if sum(counts) != height * width:
+                raise _EntryError("uncompressed RLE counts do not add up to the image size")
             return mask_utils.frPyObjects({"size": size, "counts": counts}, height, width)
         if isinstance(counts, str):
-            return {"size": size, "counts": counts.encode("ascii")}
-        raise ValueError("RLE counts are neither a string nor a list")
-    raise ValueError("segmentation is neither polygons nor RLE")
+            try:
+                raw = counts.encode("ascii")
+                runs = mask_codec.rle_counts(raw)  # checked here, before pycocotools reads it
+            except (UnicodeEncodeError, ValueError):
+                raise _EntryError("malformed compressed RLE counts") from None
+            if int(runs.sum()) != height * width:
+                raise _EntryError("compressed RLE counts do not add up to the image size")
+            return {"size": [height, width], "counts": raw}
+        raise _EntryError("RLE counts are neither a string nor a list")
+    raise _EntryError("segmentation is neither polygons nor RLE")
+
+
+# ------------------------------------------------------------------------------------- import
+class _Importer:
+    """One import run: the report, the id maps, and the chunked transactions."""
+
+    def __init__(self, project: Project, data: dict, cut: bool, images_dir: Path, progress: ProgressFn | None,
+                 stage: StageFn | None) -> None:
+        self.project = project
+        self.data = data
+        self.cut = cut
+        self.report = ImportReport()
+        self.progress = progress
+        self.stage = stage
+        self.root = project.image_root.resolve()
+        self.images_dir = images_dir
+        self.images_dir_resolved = images_dir.resolve()
+        try:
+            self.prefix = self.images_dir_resolved.relative_to(self.root)
+        except ValueError:
+            raise CocoImportError(
+                f"the images folder {images_dir} is not inside the project's image folder {self.root}; "
+                f"re-link the project or import into a project made for {images_dir}") from None
+        info = data.get("info")
+        self.convention = convention_of(info.get("polygon_convention")) if isinstance(info, dict) else ""
+        self.cat_map: dict[int, int] = {}
+        self.background: set[int] = set()
+        self.img_map: dict[int, tuple[int, int, int]] = {}  # coco id -> (project id, height, width)
+        self.image_ids_seen: set[int] = set()
+
+    def problem(self, kind: str, entry_id: Any, message: str) -> None:
+        entry_id = _shown_id(entry_id)
+        if message == _TOO_DEEP or _TOO_DEEP in message:
+            message = f"nested more than {MAX_DEPTH} levels deep"
+        self.report.problems.append(ImportProblem(kind, entry_id, message))  # type: ignore[arg-type]
+        log.info("COCO import: %s %s: %s", kind, entry_id, message)
+
+    def entries(self, key: str) -> list:
+        value = self.data.get(key) or []
+        if not isinstance(value, list):
+            self.problem("file", key, f"'{key}' is not a list; none of it was imported")
+            return []
+        return value
+
+    def checked(self, kind: str, entries: list, check: Callable[[Any], Any]) -> Iterator[tuple[int, Any]]:
+        """(1-based position, ``check(entry)``) for each entry; an entry ``check`` refuses is reported
+        as a problem of ``kind`` and comes out as None."""
+        for n, entry in enumerate(entries, 1):
+            try:
+                yield n, check(entry)
+            except _EntryError as exc:
+                self.problem(kind, entry.get("id") if isinstance(entry, dict) else None, str(exc))
+                yield n, None
+
+    def run(self) -> ImportReport:
+        with self.project.batch():
+            self.categories()
+        self.images()
+        self.annotations()
+        return self.report
+
+    # ------------------------------------------------------------------ categories
+    def _category_entry(self, cat: Any) -> tuple[int, str, dict]:
+        if not isinstance(cat, dict):
+            raise _EntryError("a category is not an object")
+        if self.cut and _contains_marker(cat):
+            raise _EntryError(_TOO_DEEP)
+        cid = _entry_id(cat.get("id"))
+        name = cat.get("name")
+        if not isinstance(name, str) or not single_line(name):
+            raise _EntryError("category without a name")
+        if cid in self.cat_map or cid in self.background:
+            raise _EntryError("duplicate category id")
+        return cid, name, cat
+
+    def categories(self) -> None:
+        known_before = {c.name.casefold() for c in self.project.list_categories()}
+        for _, entry in self.checked("category", self.entries("categories"), self._category_entry):
+            if entry is None:
+                continue
+            cid, name, cat = entry
+            if single_line(name).casefold() in BACKGROUND_NAMES:
+                self.background.add(cid)
+                continue
+            raw_syn = cat.get("synonyms")
+            synonyms: list[str] = []
+            if raw_syn is not None:
+                if isinstance(raw_syn, list) and all(isinstance(s, str) for s in raw_syn):
+                    synonyms = raw_syn
+                else:
+                    self.report.notes.append(f"category {cid} ({single_line(name)[:60]}): its synonyms are not a list "
+                                             "of text and were left out")
+            try:
+                created = self.project.get_or_create_category(name, synonyms)
+            except ProjectError as exc:
+                self.problem("category", cid, str(exc))
+                continue
+            if created.name.casefold() not in known_before:
+                known_before.add(created.name.casefold())
+                self.report.categories_added += 1
+            self.cat_map[cid] = created.id
+
+    # ------------------------------------------------------------------ images
+    def images(self) -> None:
+        images = self.entries("images")
+        if self.stage is not None:
+            self.stage("images", len(images))
+        pending: list[tuple[int, str, int, int, str | None]] = []
+        for n, entry in self.checked("image", images, self._image_entry):
+            if entry is not None:
+                pending.append(entry)
+            if len(pending) >= 500 or (n == len(images) and pending):
+                self._add_images(pending)
+                pending = []
+            if self.progress is not None and (n % 1000 == 0 or n == len(images)):
+                self.progress(n, len(images))
+
+    def _image_entry(self, im: Any) -> tuple[int, str, int, int, str | None] | None:
+        """(coco id, rel path in the project, width, height, content hash) of one image entry."""
+        if not isinstance(im, dict):
+            raise _EntryError("an image is not an object")
+        if self.cut and _contains_marker(im):
+            raise _EntryError(_TOO_DEEP)
+        iid = _entry_id(im.get("id"))
+        if iid in self.image_ids_seen:
+            raise _EntryError("duplicate image id")
+        self.image_ids_seen.add(iid)
+        try:
+            name = safe_relative_path(im.get("file_name"))
+        except UnsafePathError as exc:
+            raise _EntryError(f"file_name: {exc}") from None
+        full = self.images_dir / name
+        try:
+            inside = full.resolve().is_relative_to(self.images_dir_resolved)
+            present = full.exists() or full.is_symlink()
+        except (OSError, RuntimeError) as exc:
+            raise _EntryError(f"{name}: cannot be looked up ({exc})") from None
+        if present and not inside:
+            raise _EntryError(f"{name} leads outside the images folder (a symbolic link); it is not read")
+        rel = name if str(self.prefix) == "." else (self.prefix / name).as_posix()
+        width, height = im.get("width"), im.get("height")
+        if present:
+            try:
+                fw, fh = imagefiles.image_size(full)
+                digest = file_hash(full)
+            except ImageLoadError as exc:
+                raise _EntryError(str(exc)) from None
+            except OSError as exc:
+                raise _EntryError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+            if (width, height) not in ((fw, fh), (None, None)):
+                raise _EntryError(f"{name}: the JSON says {width}x{height} but the file is {fw}x{fh}")
+            return iid, rel, fw, fh, digest
+        w, h = _positive_int(width), _positive_int(height)
+        if w is None or h is None:
+            raise _EntryError(f"{name}: file not found and no valid width/height in the JSON")
+        if w * h > imagefiles.max_pixels():
+            raise _EntryError(imagefiles.too_big_message(Path(name), (w, h)))
+        self.report.notes.append(f"{name}: image file not found under {self.images_dir}; imported from the JSON size")
+        return iid, rel, w, h, None
+
+    def _add_images(self, entries: list[tuple[int, str, int, int, str | None]]) -> None:
+        with self.project.batch():
+            for iid, rel, width, height, digest in entries:
+                existing = self.project.find_image(rel)
+                if existing is not None:
+                    self.report.images_existing += 1
+                    record = existing
+                else:
+                    try:
+                        record = self.project.add_image_entry(rel, width, height, digest)
+                    except ProjectError as exc:
+                        self.problem("image", iid, str(exc))
+                        continue
+                    self.report.images_added += 1
+                self.img_map[iid] = (record.id, record.height, record.width)
+
+    # ------------------------------------------------------------------ annotations
+    def annotations(self) -> None:
+        anns = self.entries("annotations")
+        total = len(anns)
+        if self.stage is not None:
+            self.stage("annotations", total)
+        batch: list[tuple[int, int, mask_codec.EncodedMask, float | None, dict[str, Any]]] = []
+        started = time.monotonic()
+        for n, item in self.checked("annotation", anns, self._annotation):
+            if item is not None:
+                batch.append(item)
+            if batch and (n == total or time.monotonic() - started >= CHUNK_SECONDS):
+                took = self._store(batch)
+                batch = []
+                if took >= CHUNK_SECONDS and n < total:
+                    time.sleep(YIELD_SECONDS)  # let a writer that waited for the lock have it
+                started = time.monotonic()
+            if self.progress is not None and (n % 1000 == 0 or n == total):
+                self.progress(n, total)
+
+    def _annotation(self, ann: Any) -> tuple[int, int, mask_codec.EncodedMask, float | None, dict[str, Any]] | None:
+        if not isinstance(ann, dict):
+            raise _EntryError("annotation is not an object")
+        if self.cut and _contains_marker(ann):
+            raise _EntryError(_TOO_DEEP)
+        aid = ann.get("id")
+        if aid is not None:
+            aid = _entry_id(aid)
+        image_key = _entry_id(ann.get("image_id"), "image_id")
+        cat_key = _entry_id(ann.get("category_id"), "category_id")
+        if image_key not in self.img_map:
+            raise _EntryError(f"unknown image_id {image_key}")
+        if cat_key in self.background:
+            return None
+        if cat_key not in self.cat_map:
+            raise _EntryError(f"unknown category_id {cat_key}")
+        iscrowd = ann.get("iscrowd", 0)
+        if isinstance(iscrowd, bool) or iscrowd not in (0, 1):
+            raise _EntryError(f"iscrowd must be 0 or 1, not {str(iscrowd)[:20]}")
+        image_id, height, width = self.img_map[image_key]
+        try:
+            rle = _segmentation_rle(ann.get("segmentation"), height, width, self.convention)
+            enc = mask_codec.encode_rle(rle)
+        except _EntryError:
+            raise
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise _EntryError(str(exc)) from None
+        if enc.area == 0:
+            raise _EntryError("empty mask")
+        raw_score = ann.get("score")
+        score = finite_or_none(raw_score)
+        if raw_score is not None and score is None:
+            self.report.notes.append(f"annotation {aid}: its score {str(raw_score)[:20]} is not a finite number; "
+                                     "imported without a score")
+        provenance = Provenance(origin=ORIGIN_COCO, coco_id=aid, iscrowd=bool(iscrowd))
+        return image_id, self.cat_map[cat_key], enc, score, provenance
+
+    def _store(self, batch: list) -> float:
+        t0 = time.monotonic()
+        with self.project.batch():
+            for image_id, category_id, enc, score, provenance in batch:
+                if self.project.find_same_annotation(image_id, category_id, enc) is not None:
+                    self.report.annotations_skipped += 1
+                    continue
+                self.project.add_encoded_annotation(image_id, category_id, enc, score, "import", provenance,
+                                                    edited=True)
+                self.report.annotations_added += 1
+        return time.monotonic() - t0
 
 
 def import_coco(project: Project, coco_json: str | os.PathLike | dict, images_dir: str | os.PathLike, *,
-                progress: ProgressFn | None = None) -> ImportReport:
+                progress: ProgressFn | None = None, stage: StageFn | None = None) -> ImportReport:
     """Import ``coco_json`` whose ``file_name`` entries are relative to ``images_dir`` (which must be
-    inside the project's image root). Returns the report; see the module docstring."""
-    data = _load(coco_json)
-    report = ImportReport()
-    root = project.image_root.resolve()
-    images_dir = Path(images_dir).resolve()
-    try:
-        prefix = images_dir.relative_to(root)
-    except ValueError:
-        raise CocoImportError(f"the images folder {images_dir} is not inside the project's image folder "
-                              f"{root}; re-link the project or import into a project made for {images_dir}") from None
+    inside the project's image root). Returns the report; see the module docstring.
 
-    def problem(kind: str, entry_id: Any, message: str) -> None:
-        report.problems.append(ImportProblem(kind, entry_id, message))  # type: ignore[arg-type]
-        log.warning("COCO import: %s %s: %s", kind, entry_id, message)
-
-    # --- categories: by name, so ids of another tool never clash with ours
-    cat_map: dict[Any, int] = {}
-    background: set[Any] = set()
-    known_before = {c.name.casefold() for c in project.list_categories()}
-    with project.batch():
-        for cat in data.get("categories") or []:
-            cid = cat.get("id") if isinstance(cat, dict) else None
-            name = cat.get("name") if isinstance(cat, dict) else None
-            if cid is None or not isinstance(name, str) or not name.strip():
-                problem("category", cid, "category without an id or a name")
-                continue
-            if name.strip().casefold() in BACKGROUND_NAMES:
-                background.add(cid)
-                continue
-            synonyms = [s for s in cat.get("synonyms") or [] if isinstance(s, str)]
-            created = project.get_or_create_category(name, synonyms)
-            if created.name.casefold() not in known_before:
-                known_before.add(created.name.casefold())
-                report.categories_added += 1
-            cat_map[cid] = created.id
-
-        # --- images
-        img_map: dict[Any, tuple[int, int, int]] = {}  # coco id -> (project id, height, width)
-        for im in data["images"]:
-            iid = im.get("id") if isinstance(im, dict) else None
-            name = im.get("file_name") if isinstance(im, dict) else None
-            if iid is None or not isinstance(name, str) or not name:
-                problem("image", iid, "image without an id or a file_name")
-                continue
-            if iid in img_map:
-                problem("image", iid, "duplicate image id")
-                continue
-            rel = (prefix / name).as_posix() if str(prefix) != "." else Path(name).as_posix()
-            width, height = im.get("width"), im.get("height")
-            full = root / rel
-            digest = None
-            if full.is_file():
-                try:
-                    fw, fh = read_image_size(full)
-                    digest = file_hash(full)
-                except (ProjectError, OSError) as exc:
-                    problem("image", iid, f"{name}: {exc}")
-                    continue
-                if (width, height) not in ((fw, fh), (None, None)):
-                    problem("image", iid, f"{name}: the JSON says {width}x{height} but the file is {fw}x{fh}")
-                    continue
-                width, height = fw, fh
-            elif not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
-                problem("image", iid, f"{name}: file not found and no valid width/height in the JSON")
-                continue
-            else:
-                report.notes.append(f"{name}: image file not found under {images_dir}; imported from the JSON size")
-            existing = project.find_image(rel)
-            if existing is not None:
-                report.images_existing += 1
-                record = existing
-            else:
-                record = project.add_image_entry(rel, width, height, digest)
-                report.images_added += 1
-            img_map[iid] = (record.id, record.height, record.width)
-
-        # --- annotations
-        anns = data.get("annotations") or []
-        for n, ann in enumerate(anns, 1):
-            aid = ann.get("id") if isinstance(ann, dict) else None
-            if not isinstance(ann, dict):
-                problem("annotation", aid, "annotation is not an object")
-                continue
-            if ann.get("image_id") not in img_map:
-                problem("annotation", aid, f"unknown image_id {ann.get('image_id')!r}")
-                continue
-            if ann.get("category_id") in background:
-                continue
-            if ann.get("category_id") not in cat_map:
-                problem("annotation", aid, f"unknown category_id {ann.get('category_id')!r}")
-                continue
-            image_id, height, width = img_map[ann["image_id"]]
-            try:
-                rle = _segmentation_rle(ann.get("segmentation"), height, width)
-                enc = mask_codec.encode_rle(rle)
-            except (ValueError, TypeError, OverflowError) as exc:
-                problem("annotation", aid, str(exc))
-                continue
-            if enc.area == 0:
-                problem("annotation", aid, "empty mask")
-                continue
-            score = ann.get("score")
-            provenance: dict[str, Any] = {"imported_from": "coco", "coco_id": aid}
-            if ann.get("iscrowd"):
-                provenance["iscrowd"] = 1
-            project.add_encoded_annotation(image_id, cat_map[ann["category_id"]], enc,
-                                    float(score) if isinstance(score, (int, float)) else None,
-                                    "import", provenance, edited=True)
-            report.annotations_added += 1
-            if progress is not None and n % 1000 == 0:
-                progress(n, len(anns))
-    if progress is not None:
-        progress(len(data.get("annotations") or []), len(data.get("annotations") or []))
-    return report
+    ``progress(done, total)`` reports bytes read, then images, then annotations; ``stage(name, total)``
+    announces each of 'reading', 'parsing', 'images' and 'annotations' as it starts.
+    """
+    images_dir = Path(images_dir)
+    data, cut = _load(coco_json, stage, progress)
+    return _Importer(project, data, cut, images_dir, progress, stage).run()

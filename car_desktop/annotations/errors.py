@@ -1,13 +1,13 @@
 """Errors a user can cause while working with a project, its masks, or COCO files.
 
 Each carries a message a person can act on (which file, what is wrong, what to do). They subclass
-``CaRDesktopError`` from ``car_desktop.engine.errors``, a plain exception module with no torch import,
-so the GUI and CLI catch one base class for everything the user can fix.
+``car_desktop.errors.CaRDesktopError``, so the GUI and CLI catch one base class for everything the user
+can fix.
 """
 
 from __future__ import annotations
 
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 
 
 class ProjectError(CaRDesktopError):
@@ -16,6 +16,22 @@ class ProjectError(CaRDesktopError):
 
 class ProjectNotFoundError(ProjectError):
     """The project file does not exist (open) or already exists (create)."""
+
+
+class ProjectExistsError(ProjectNotFoundError):
+    """``Project.create`` on a path that already exists (it never overwrites)."""
+
+
+class ProjectEmptyError(ProjectNotFoundError):
+    """The project file is empty (0 bytes): its creation never finished. It counts as not created."""
+
+
+class ProjectReadOnlyError(ProjectError):
+    """The project cannot be written (read-only or immutable file, or opened read-only)."""
+
+
+class ProjectBusyError(ProjectError):
+    """Another process kept the project's write lock for longer than the wait allowed. Nothing changed."""
 
 
 class ProjectCorruptError(ProjectError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .models import Edit
+from .models import Edit, Rect
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ _STEP_OVERHEAD = 200  # Python object overhead per step, counted so tiny edits c
 @dataclass(frozen=True)
 class _Packed:
     annotation_id: int
-    rect: tuple[int, int, int, int]
+    rect: Rect
     before: bytes
     after: bytes
 
@@ -92,7 +92,7 @@ class History:
         for s in self._redo:
             self._bytes -= s.nbytes
         self._redo.clear()
-        step = _Packed(annotation_id, tuple(int(v) for v in edit.rect), _pack(edit.before), _pack(edit.after))
+        step = _Packed(annotation_id, edit.rect, _pack(edit.before), _pack(edit.after))
         if step.nbytes > self.budget_bytes:
             log.warning("edit of %d bytes exceeds the undo budget; history cleared", step.nbytes)
             self.clear()
@@ -110,9 +110,7 @@ class History:
 
     @staticmethod
     def _edit(step: _Packed, inverse: bool) -> Edit:
-        y0, x0, y1, x1 = step.rect
-        shape = (y1 - y0, x1 - x0)
-        before, after = _unpack(step.before, shape), _unpack(step.after, shape)
+        before, after = _unpack(step.before, step.rect.shape), _unpack(step.after, step.rect.shape)
         return Edit(step.rect, after, before) if inverse else Edit(step.rect, before, after)
 
     def undo(self) -> tuple[int, Edit] | None:

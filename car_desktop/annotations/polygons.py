@@ -1,11 +1,22 @@
-"""Mask -> COCO polygon rings, and the coordinate convention of our polygons.
+"""Mask -> COCO polygon rings, and the two coordinate conventions our polygons can follow.
 
-Convention: vertices lie on pixel *edges*, in COCO continuous coordinates where pixel (x, y) covers
-[x, x + 1] x [y, y + 1]. The ring is the exact outline of the pixels (not a contour through pixel
-centres, which sits half a pixel inside the edge and shrinks small shapes), so pycocotools
-rasterises it back to the same pixels. Every ring therefore has at least 4 vertices, even for a
-one-pixel object. Holes are not expressible (COCO polygons have no inner rings): only outer
-outlines are traced, and callers decide whether to report the loss or write RLE instead.
+``pixel-edges`` (the default): vertices lie on pixel *edges*, in COCO continuous coordinates where
+pixel (x, y) covers [x, x + 1] x [y, y + 1]. The ring is the exact outline of the pixels (not a
+contour through pixel centres, which sits half a pixel inside the edge and shrinks small shapes), so
+pycocotools (what COCO evaluation uses) rasterises it back to the same pixels. Every ring has at
+least 4 vertices, even for a one-pixel object. Readers that rasterise with OpenCV's ``fillPoly``
+(supervision, for one) draw the right and bottom edge as a row of pixels of its own, so they read
+such a ring one pixel wider and taller.
+
+``pixel-centres``: vertices are the centres of the mask's border pixels in pixel-index
+coordinates (pixel (x, y) is centred on (x, y)), the contour OpenCV's ``findContours`` traces;
+``fillPoly`` (supervision and other OpenCV-based readers) gives back exactly the mask's pixels, and
+pycocotools reads it half a pixel inside the edge (slightly smaller). A ring has at least 3 vertices
+(a one-pixel object repeats its one point). The export writes which convention it used in the
+file's ``info.polygon_convention``, and the importer reads it back the matching way.
+
+Either way holes are not expressible (COCO polygons have no inner rings): only outer outlines are
+traced, and callers decide whether to report the loss or write RLE instead.
 
 How: OpenCV traces the outer border *pixels* of each 8-connected part (``CHAIN_APPROX_NONE``,
 counter-clockwise on screen, so the part lies on the left of each step). Each border pixel then
@@ -20,6 +31,27 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+PIXEL_EDGES = "pixel-edges"
+PIXEL_CENTRES = "pixel-centres"
+CONVENTIONS = (PIXEL_EDGES, PIXEL_CENTRES)
+#: What each convention means, written beside its name in an export's ``info``.
+CONVENTION_TEXT = {
+    PIXEL_EDGES: ("polygon vertices lie on pixel edges (pixel x,y covers [x,x+1]x[y,y+1]); rasterising with "
+                  "pycocotools gives back the mask's pixels, holes excepted"),
+    PIXEL_CENTRES: ("polygon vertices are the centres of the mask's border pixels (pixel x,y is centred on x,y, "
+                    "as in OpenCV); rasterising with cv2.fillPoly gives back the mask's pixels, holes excepted"),
+}
+
+
+def convention_of(value: object) -> str:
+    """The convention named by an export's ``info.polygon_convention`` ('' when it names none)."""
+    if isinstance(value, str):
+        for name in CONVENTIONS:
+            if value.startswith(name):
+                return name
+    return ""
+
 
 # Pixel corners in the order the outline walks round a pixel (counter-clockwise on screen, the
 # part on the left): top-left, bottom-left, bottom-right, top-right, as (dx, dy) from pixel (x, y).
@@ -70,20 +102,29 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _OFFSETS, _ADDS, _TL_AT = _tables()
 
 
-def outer_rings(crop: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[list[int]]:
+def outer_rings(crop: np.ndarray, offset: tuple[int, int] = (0, 0),
+                convention: str = PIXEL_EDGES) -> list[list[int]]:
     """Outer outlines of the 8-connected parts of a bool crop, as flat [x1, y1, x2, y2, ...] lists
-    in full-image coordinates (``offset`` = (x, y) of the crop). Rings run along pixel edges."""
+    in full-image coordinates (``offset`` = (x, y) of the crop), in the given convention."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown polygon convention {convention!r}; use one of {', '.join(CONVENTIONS)}")
     img = np.asarray(crop)
     img = (np.ascontiguousarray(img) if img.dtype in (np.bool_, np.uint8) else img != 0).view(np.uint8)
     if img.size == 0:
         return []
-    contours, _ = cv2.findContours(img, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    simple = cv2.CHAIN_APPROX_SIMPLE if convention == PIXEL_CENTRES else cv2.CHAIN_APPROX_NONE
+    contours, _ = cv2.findContours(img, cv2.RETR_EXTERNAL, simple)
     shift = _pack([offset])[0]
     rings = []
     for c in contours:
-        p = _drop_collinear(_edge_outline(_pack(c)))
-        if len(p) < 3:  # cannot happen for edge outlines; guarded because a 2-point ring is a box
-            continue
+        if convention == PIXEL_CENTRES:
+            p = _pack(c)
+            if len(p) < 3:  # one pixel, or a straight line of them: repeat to make a valid ring
+                p = np.resize(p, 3)
+        else:
+            p = _drop_collinear(_edge_outline(_pack(c)))
+            if len(p) < 3:  # cannot happen for edge outlines; guarded because a 2-point ring is a box
+                continue
         rings.append((p + shift).view(np.int32).tolist())
     return rings
 

@@ -21,12 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .errors import ProjectError
+from .provenance import FORCED, KEPT_ALONE, sql_field
 from .store import Project
 
 log = logging.getLogger(__name__)
-
-#: The provenance status of a concept that was the only one left (its score of 1 is not a confidence).
-KEPT_ALONE = "kept_without_competition"
 
 #: Sort orders: each ends with the doubt order, so "concept" means "by concept, doubtful first".
 SORTS: dict[str, str] = {
@@ -39,22 +37,22 @@ SORTS: dict[str, str] = {
 #: SAM outcomes a filter can ask for.
 SAM_FILTERS = ("accepted", "rejected", "not_run")
 
-# Derived columns, computed once per row in a sub-select. Provenance is JSON written by our own code;
-# json_valid guards against a hand-edited or foreign row breaking the whole queue.
-_BASE = """
+# Derived columns, computed once per row in a sub-select from the provenance record (provenance.py);
+# a hand-edited or foreign row whose JSON is broken reads as NULLs instead of breaking the queue.
+_BASE = f"""
 SELECT a.id AS ann_id, a.image_id AS image_id, i.rel_path AS rel_path, i.status AS image_status,
        a.category_id AS category_id, c.name AS category_name, a.score AS score, a.source AS source,
        a.edited AS edited, a.area AS area,
-       CASE WHEN json_valid(a.provenance) THEN json_extract(a.provenance, '$.status') END AS car_status,
-       CASE WHEN json_valid(a.provenance) THEN json_extract(a.provenance, '$.status_text') END AS status_text,
-       CASE WHEN json_valid(a.provenance) THEN json_extract(a.provenance, '$.sam_accepted') END AS sam_accepted,
-       CASE WHEN json_valid(a.provenance) THEN json_extract(a.provenance, '$.sam_iou') END AS sam_iou
+       {sql_field("status")} AS car_status,
+       {sql_field("status_text")} AS status_text,
+       {sql_field("sam_accepted")} AS sam_accepted,
+       {sql_field("sam_iou")} AS sam_iou
 FROM annotations a
 JOIN images i ON i.id = a.image_id
 JOIN categories c ON c.id = a.category_id
 """
 
-_ALONE = f"(q.car_status = '{KEPT_ALONE}' OR q.status_text LIKE 'kept without competition%')"
+_ALONE = f"(q.car_status = '{KEPT_ALONE}')"
 _SAM_RANK = "(CASE WHEN q.sam_accepted IS NULL THEN 1 WHEN q.sam_accepted THEN 2 ELSE 0 END)"
 # A mask without a score (imported without one) counts as certain: there is nothing to doubt it by.
 _DOUBT = f"(CASE WHEN {_ALONE} THEN 0 ELSE 1 END), COALESCE(q.score, 1.0), {_SAM_RANK}"
@@ -88,7 +86,7 @@ class ReviewItem:
 
     @property
     def kept_alone(self) -> bool:
-        return self.car_status == KEPT_ALONE or (self.status_text or "").startswith("kept without competition")
+        return self.car_status == KEPT_ALONE
 
     @property
     def score_text(self) -> str:
@@ -120,7 +118,7 @@ class ReviewItem:
         """A word or two for a narrow column: 'kept', 'kept alone', 'force-kept', 'imported', ..."""
         if self.kept_alone:
             return "kept alone"
-        if self.car_status == "forced" or (self.status_text or "").startswith("force-kept"):
+        if self.car_status == FORCED:
             return "force-kept"
         if self.car_status:
             return str(self.car_status).replace("_", " ")
@@ -156,12 +154,7 @@ class ReviewFilter:
         among("q.category_id", [int(v) for v in self.category_ids])
         among("q.image_status", list(self.image_statuses))
         among("q.source", list(self.sources))
-        if self.car_statuses:
-            wanted = list(self.car_statuses)
-            alone = KEPT_ALONE in wanted
-            marks = ",".join("?" * len(wanted))
-            clauses.append(f"(q.car_status IN ({marks})" + (f" OR {_ALONE})" if alone else ")"))
-            params.extend(wanted)
+        among("q.car_status", list(self.car_statuses))
         if self.sam:
             unknown = set(self.sam) - set(SAM_FILTERS)
             if unknown:

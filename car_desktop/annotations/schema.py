@@ -1,24 +1,36 @@
-"""The project file format: SQLite tables, the schema version, migrations, and the checks that
-refuse a corrupt, foreign or newer file before anything in it is changed.
+"""The project file format: SQLite tables, the schema version, migrations, the checks that refuse a
+corrupt, foreign or newer file before anything in it is changed, and waiting for a busy file.
 
 The file is stamped with ``PRAGMA application_id`` (so a foreign SQLite file is recognised) and
 ``PRAGMA user_version`` (the schema version). ``MIGRATIONS[v]`` upgrades version v to v + 1 and runs
 inside the same transaction as the version bump, so an interrupted upgrade leaves the old file.
+
+``check_readable`` looks at the file without changing it: a folder, a pipe or a device is refused
+from ``stat`` alone (a pipe is never opened, so nothing hangs), an empty file is "not yet created",
+the header is read as bytes, and SQLite opens it read-only (``immutable=1`` when no write-ahead log
+exists, so no empty -wal/-shm files are left beside a file we refuse). Every table the schema
+version promises must be there. ``begin_immediate`` takes the write lock, waiting with a visible
+notice and a bound while another process holds it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sqlite3
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from .errors import ProjectCorruptError, ProjectForeignError, ProjectNotFoundError, ProjectSchemaError
+from ..fileio import regular_file
+from .errors import (ProjectBusyError, ProjectCorruptError, ProjectEmptyError, ProjectError, ProjectForeignError,
+                     ProjectNotFoundError, ProjectSchemaError)
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x43615244  # b"CaRD"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _V1 = """
@@ -65,17 +77,185 @@ CREATE INDEX annotations_image ON annotations(image_id);
 CREATE INDEX annotations_category ON annotations(category_id);
 """
 
+# Version 2: files that could not be read or labelled (kept so a rerun can skip unchanged ones and
+# exports can leave them out), and images claimed by a running auto-label process.
+_V2 = """
+CREATE TABLE failures (
+    rel_path TEXT PRIMARY KEY,
+    stage TEXT NOT NULL CHECK (stage IN ('add', 'label')),
+    reason TEXT NOT NULL,
+    file_size INTEGER,
+    content_hash TEXT,
+    run_key TEXT,
+    failed_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE claims (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    claimed_at REAL NOT NULL
+);
+"""
+
+
+def _run_script(sql: str) -> Callable[[sqlite3.Connection], None]:
+    def run(conn: sqlite3.Connection) -> None:
+        for stmt in sql.split(";"):
+            if stmt.strip():
+                conn.execute(stmt)
+    return run
+
+
+def _v1_provenance(old: dict[str, Any]) -> dict[str, Any]:
+    """A provenance dict as versions before 3 wrote it (two shapes: the window's and the folder
+    loop's) -> the fields of ``provenance.Provenance`` (record version 2)."""
+    new: dict[str, Any] = {"version": 2}
+    # The concept in the user's form: both old shapes kept CLIP's "a, b" text, the loop's as query_text.
+    text = old.get("query_text") or old.get("concept")
+    if isinstance(text, str) and text:
+        new["concept"] = " | ".join(p.strip() for p in text.split(", ") if p.strip())
+    status_text = old.get("status_text")
+    status = old.get("status")
+    if old.get("forced") or (isinstance(status_text, str) and status_text.startswith("force-kept")):
+        status = "forced"
+    elif isinstance(status_text, str) and status_text.startswith("kept without competition"):
+        status = "kept_without_competition"
+    if isinstance(status, str):
+        new["status"] = status
+    if isinstance(status_text, str):
+        new["status_text"] = status_text
+    for key in ("sam_accepted", "sam_iou", "models", "steps", "test_models", "run_key", "coco_id"):
+        if old.get(key) is not None:
+            new[key] = old[key]
+    config = {**(old.get("config") or {}), **(old.get("thresholds") or {})}
+    for key in ("preset", "sam_mode", "use_crf"):
+        if key in old:
+            config[key] = old[key]
+    if config:
+        new["config"] = config
+    if old.get("imported_from") == "coco":
+        new["origin"] = "coco"
+    elif old.get("origin") == "autolabel":
+        new["origin"] = "autolabel"
+    elif text:
+        new["origin"] = "window"
+    if old.get("iscrowd"):
+        new["iscrowd"] = True
+    return new
+
+
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Version 3: one typed provenance record, the mask CaR made kept apart from edits (``auto_rle``),
+    and the removed-concept lists under the key both the window and the folder loop use."""
+    conn.execute("ALTER TABLE annotations ADD COLUMN auto_rle BLOB")
+    # An unedited CaR mask is still as CaR made it; an edited one's first version is gone.
+    conn.execute("UPDATE annotations SET auto_rle = rle WHERE source = 'car' AND edited = 0")
+    rows = conn.execute("SELECT id, provenance FROM annotations").fetchall()
+    for ann_id, text in rows:
+        try:
+            old = json.loads(text or "{}")
+        except ValueError:
+            old = {}
+        new = _v1_provenance(old if isinstance(old, dict) else {})
+        conn.execute("UPDATE annotations SET provenance = ? WHERE id = ?",
+                     (json.dumps(new, ensure_ascii=False), ann_id))
+    for key, text in conn.execute("SELECT key, value FROM settings WHERE key LIKE 'ui.removed_concepts.%'").fetchall():
+        try:
+            old_rows = json.loads(text)
+        except ValueError:
+            old_rows = []
+        new_rows = [{"concept": " | ".join(p.strip() for p in str(r.get("query_text") or r.get("name", "")).split(", ")
+                                           if p.strip()),
+                     "status_text": r.get("status_text", "removed"), "score": r.get("score")}
+                    for r in old_rows if isinstance(r, dict) and (r.get("query_text") or r.get("name"))]
+        conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+        if new_rows:
+            image_id = key.rsplit(".", 1)[1]
+            conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                         (f"car.removed.{image_id}", json.dumps(new_rows, ensure_ascii=False)))
+
+
 #: MIGRATIONS[v] takes a connection at schema version v to v + 1 (v = 0 is a fresh file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    0: lambda conn: [conn.execute(stmt) for stmt in _V1.split(";") if stmt.strip()],
+    0: _run_script(_V1), 1: _run_script(_V2), 2: _to_v3}
+
+#: The tables each schema version has; a file missing one is damaged.
+TABLES: dict[int, frozenset[str]] = {
+    1: frozenset({"meta", "settings", "images", "categories", "annotations"}),
+    2: frozenset({"meta", "settings", "images", "categories", "annotations", "failures", "claims"}),
+    3: frozenset({"meta", "settings", "images", "categories", "annotations", "failures", "claims"}),
 }
+
+#: Longest wait for another process's write transaction before giving up (seconds).
+DEFAULT_BUSY_TIMEOUT_S = 300.0
+BUSY_TIMEOUT_ENV = "CAR_DESKTOP_BUSY_TIMEOUT"
+
+
+def busy_timeout_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get(BUSY_TIMEOUT_ENV, DEFAULT_BUSY_TIMEOUT_S)))
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT_S
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def begin_immediate(conn: sqlite3.Connection, path: Path, timeout_s: float | None = None,
+                    notice: Callable[[str], None] | None = None) -> None:
+    """``BEGIN IMMEDIATE``, retried while another process holds the write lock: the first wait is
+    announced (``notice``, or a logged warning), and after ``timeout_s`` (default ``busy_timeout_s()``)
+    ProjectBusyError is raised. SQLite's own busy handler polls within each try (the connection's
+    timeout), so the lock is taken within milliseconds of being freed."""
+    limit = busy_timeout_s() if timeout_s is None else timeout_s
+    deadline: float | None = None
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + limit
+                message = (f"project {path.name} is busy (another program is writing to it); waiting up to "
+                           f"{limit:.0f} s...")
+                (notice or log.warning)(message)
+            if now >= deadline:
+                raise ProjectBusyError(
+                    f"project {path} stayed busy for {limit:.0f} s (another program kept writing to it); "
+                    "nothing was changed. Try again when the other program is done") from None
+
+
+def check_regular_file(path: Path) -> os.stat_result:
+    """The file's stat; ProjectError (the right subclass) unless it is a non-empty regular file.
+    Never opens the path, so a FIFO cannot block."""
+    st, problem = regular_file(path)
+    if st is None:
+        if problem == "does not exist":
+            raise ProjectNotFoundError(f"project file {path} does not exist")
+        raise ProjectCorruptError(f"project file {path} {problem}")
+    if problem:
+        raise ProjectError(f"{path} {problem}, so it cannot be a project file; nothing was read or changed")
+    if st.st_size == 0:
+        raise ProjectEmptyError(
+            f"{path} is empty (0 bytes): its creation was interrupted before it held anything. "
+            "'car-desktop batch' or 'import' create it again; or delete it")
+    return st
 
 
 def read_header(path: Path) -> tuple[int, int]:
     """(application_id, user_version) read from the raw 100-byte header, without opening SQLite.
 
-    Raises ProjectNotFoundError / ProjectCorruptError. Reading bytes cannot change the file.
+    Raises ProjectNotFoundError / ProjectEmptyError / ProjectCorruptError / ProjectError. Reading
+    bytes cannot change the file.
     """
+    check_regular_file(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(100)
@@ -99,7 +279,7 @@ def check_readable(path: Path) -> int:
     """
     read_header(path)
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(read_only_uri(path), uri=True)
     except sqlite3.Error as exc:
         raise ProjectCorruptError(f"cannot open project {path}: {exc}") from None
     try:
@@ -116,6 +296,13 @@ def check_readable(path: Path) -> int:
         result = conn.execute("PRAGMA quick_check").fetchone()[0]
         if result != "ok":
             raise ProjectCorruptError(f"project {path} is damaged ({result}); nothing was changed")
+        if version:
+            have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            missing = sorted(TABLES[version] - have)
+            if missing:
+                raise ProjectCorruptError(
+                    f"project {path} is damaged: its table{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing; nothing was changed")
         return int(version)
     except sqlite3.DatabaseError as exc:
         raise ProjectCorruptError(f"project {path} is damaged ({exc}); nothing was changed") from None
@@ -123,14 +310,27 @@ def check_readable(path: Path) -> int:
         conn.close()
 
 
-def migrate(conn: sqlite3.Connection) -> None:
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI that reads ``path`` without writing anything beside it: ``immutable=1`` when no
+    write-ahead log exists (nothing is being written: no lock or -shm file is needed), else ``mode=ro``
+    (a writer is active, or died: its log must be read, and its -wal/-shm already exist)."""
+    uri = path.resolve().as_uri()
+    wal = path.with_name(path.name + "-wal")
+    return f"{uri}?mode=ro" if wal.exists() else f"{uri}?mode=ro&immutable=1"
+
+
+def migrate(conn: sqlite3.Connection, path: Path | None = None) -> None:
     """Bring the schema to SCHEMA_VERSION, one version per transaction."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     while version < SCHEMA_VERSION:
         log.info("migrating project schema %d -> %d", version, version + 1)
         # The connection is in autocommit mode; both pragmas live in page 1, so they commit
         # atomically with the tables of the step.
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn, path or Path("project"))
+        if conn.execute("PRAGMA user_version").fetchone()[0] != version:  # another process did it
+            conn.execute("ROLLBACK")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            continue
         try:
             MIGRATIONS[version](conn)
             if version == 0:

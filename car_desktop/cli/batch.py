@@ -2,7 +2,9 @@
 
 Thin terminal front end over car_desktop.autolabel: options, a progress bar on stderr, Ctrl+C handling
 (the first stops after the current image with everything saved, the second stops at once) and the
-summary with every failure. The exit codes are listed in the commands' help (EXIT_CODES).
+summary: counts, the first few failures and where the full list is (the project keeps it:
+``car-desktop failures PROJECT``). The ``--export`` path is checked before any image is labelled.
+The exit codes are listed in the commands' help (EXIT_CODES).
 """
 
 from __future__ import annotations
@@ -16,19 +18,25 @@ import time
 from pathlib import Path
 
 from ..annotations import Project, export_coco
-from ..autolabel import (AutoLabelJob, AutoLabelProgress, AutoLabelReport, add_folder, concept_entries,
-                         merge_projects, parse_shard, run_autolabel)
-from ..engine.cancel import CancelToken
+from ..autolabel import (SKIP_FAILED, AutoLabelJob, AutoLabelProgress, AutoLabelReport, merge_projects,
+                         parse_shard, run_autolabel, scan_folder)
+from ..cancel import CancelToken
+from ..engine.concepts import ConceptList
 from ..engine.errors import CaRDesktopError, ConceptError
+from ..fileio import regular_file
 from .engine_options import add_engine_options, config_from_args, wants_test_models
+from .progress import ProgressBar, format_duration
 from .ray_options import add_ray_options, ray_options_from_args
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_STOPPED = 0, 1, 2, 130
-EXIT_CODES = ("exit codes: 0 every image labelled or skipped; 1 some images failed (listed at the end); "
-              "2 nothing done (bad option, concepts, project or missing weights); 130 stopped by Ctrl+C "
+EXIT_CODES = ("exit codes: 0 every image labelled or skipped; 1 some images failed (the first are listed; "
+              "'car-desktop failures PROJECT' lists all); 2 nothing done (bad option, concepts, project, output "
+              "path or missing weights); 3 internal error (a bug: please report it); 130 stopped by Ctrl+C "
               "(everything finished is saved: run the same command again to resume)")
+#: Failures listed in the summary; the project keeps them all.
+SUMMARY_FAILURES = 10
 MERGE_EXIT_CODES = "exit codes: 0 merged; 1 merged, but some images conflicted (listed); 2 nothing done"
 
 
@@ -48,7 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project", type=Path, required=True, metavar="P",
                    help="project file; created with IMAGES_DIR as its image folder if it does not exist")
     add_engine_options(p)
-    p.add_argument("--export", type=Path, metavar="OUT.json", help="export the project as COCO JSON at the end")
+    p.add_argument("--export", type=Path, metavar="OUT.json",
+                   help="export the project as COCO JSON at the end (never onto the project or an image; "
+                        "inside the image folder only with --force)")
+    p.add_argument("--force", action="store_true", help="allow --export to write inside the image folder")
+    p.add_argument("--skip-failed", action="store_true",
+                   help="do not try again the images that failed before and have not changed since (same "
+                        "size and SHA-256); they count as skipped")
     p.add_argument("--shard", metavar="i/n",
                    help="process only shard i of n (1-based: 1/3, 2/3, 3/3), chosen by a stable hash of each "
                         "image's relative path; give each shard its own --project and combine them with "
@@ -75,77 +89,55 @@ def register(sub: argparse._SubParsersAction) -> None:
 def read_concepts(args: argparse.Namespace) -> str:
     if args.concepts is not None:
         return args.concepts
+    path = args.concepts_file
+    _, problem = regular_file(path)
+    if problem:  # a pipe would block, a folder cannot be read
+        raise ConceptError(f"The concepts file {path} {problem}.")
     try:
-        text = args.concepts_file.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConceptError(f"Cannot read the concepts file {args.concepts_file}: {exc}") from None
+        raise ConceptError(f"Cannot read the concepts file {path}: {exc}") from None
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 def open_or_create(project_path: Path, images: Path) -> Project:
-    if project_path.exists():
-        project = Project.open(project_path)
+    project, created = Project.open_or_create(project_path, images)
+    if not created:
         root = project.image_root.resolve()
         if not images.resolve().is_relative_to(root):
             project.close()
             raise CaRDesktopError(f"{images} is not inside the image folder of {project_path} ({root}); "
                                   "use another --project for this folder")
-        return project
-    return Project.create(project_path, images)
+    return project
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+class BatchProgress:
+    """AutoLabelProgress events drawn with the shared ProgressBar: in place on a terminal, one line
+    per finished image otherwise (logs)."""
 
-
-class ProgressBar:
-    """One line on stderr, redrawn in place on a terminal; one line per image otherwise (logs)."""
-
-    def __init__(self, stream=None, width: int = 24) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.width = width
-        self._drawn = False
-
-    def line(self, p: AutoLabelProgress) -> str:
-        filled = int(self.width * p.fraction)
-        bar = "#" * filled + "." * (self.width - filled)
-        rate = f"{p.rate_per_min:.1f} img/min" if p.rate_per_min is not None else "-- img/min"
-        failed = f"  failed {p.failed}" if p.failed else ""
-        current = f"  {p.current}" if p.current else ""
-        return (f"[{bar}] {p.processed}/{p.todo} {100 * p.fraction:3.0f}%  {rate}  "
-                f"{format_duration(p.eta_s)} left{failed}{current}")
+    def __init__(self, bar: ProgressBar | None = None) -> None:
+        self.bar = bar or ProgressBar(unit="img")
 
     def __call__(self, p: AutoLabelProgress) -> None:
         if p.event == "planned":
-            print(f"{p.total} images: {p.todo} to label, {p.skipped} skipped", file=self.stream, flush=True)
+            self.bar.message(f"{p.total} images: {p.todo} to label, {p.skipped} skipped")
+            self.bar.stage("", p.todo)
             return
         if p.event == "finished":
-            if self._drawn and self.tty:
-                print(file=self.stream, flush=True)
+            self.bar.close()
             return
-        if self.tty:
-            print("\r" + self.line(p)[:160].ljust(100), end="", file=self.stream, flush=True)
-            self._drawn = True
-        elif p.event in ("image done", "image failed"):
-            print(self.line(p), file=self.stream, flush=True)
+        failed = f"failed {p.failed}  " if p.failed else ""
+        self.bar.update(p.processed, max(p.todo, p.processed), tail=f"{failed}{p.current or ''}",
+                        log=p.event in ("image done", "image failed"))
 
     def message(self, text: str) -> None:
-        if self._drawn and self.tty:
-            print(file=self.stream)
-            self._drawn = False
-        print(text, file=self.stream, flush=True)
+        self.bar.message(text)
 
 
 class _InterruptHandler:
     """SIGINT: the first sets ``stop`` (finish the current image), the second ``cancel`` (at once)."""
 
-    def __init__(self, stop: CancelToken, cancel: CancelToken, bar: ProgressBar) -> None:
+    def __init__(self, stop: CancelToken, cancel: CancelToken, bar: BatchProgress) -> None:
         self.stop, self.cancel, self.bar = stop, cancel, bar
         self._old = None
 
@@ -167,15 +159,21 @@ class _InterruptHandler:
             self.bar.message("stopping now; the current image is dropped")
 
 
-def print_summary(report: AutoLabelReport, out=None) -> None:
+def print_summary(report: AutoLabelReport, project_path: Path | None = None, out=None) -> None:
     out = out or sys.stdout
     reasons = ", ".join(f"{n} {why}" for why, n in report.skipped_by_reason.items())
     print(f"labelled {report.done}, skipped {report.skipped}{f' ({reasons})' if reasons else ''}, "
           f"failed {len(report.failed)} in {format_duration(report.elapsed)}", file=out)
     if report.failed:
+        where = f"car-desktop failures {project_path}" if project_path else "car-desktop failures PROJECT"
+        print(f"the project keeps the list of failed files ('{where}' prints it); --skip-failed stops "
+              "retrying those that have not changed", file=out)
         print("failures:", file=out)
-        for f in report.failed:
+        for f in report.failed[:SUMMARY_FAILURES]:
             print(f"  {f.path}: {f.reason}", file=out)
+        more = len(report.failed) - SUMMARY_FAILURES
+        if more > 0:
+            print(f"  ... and {more} more (the full list is in the project, see above)", file=out)
     if report.stopped:
         print("stopped before the end; everything finished is saved. Run the same command again to resume.",
               file=out)
@@ -193,7 +191,7 @@ def run_batch(args: argparse.Namespace) -> int:
     # otherwise also hit the helper process.
     config = config_from_args(args, crf_in_subprocess=False)
     test_models = wants_test_models(args)
-    concept_entries(concepts)  # bad concepts fail here, before the project is created or changed
+    concepts = ConceptList.parse(concepts)  # bad concepts fail here, before the project is created or changed
     ray_options = ray_options_from_args(args)  # likewise a missing Ray or a bad --workers
     if test_models:
         print("WARNING: test models (tiny, random weights): the masks mean nothing.", file=sys.stderr)
@@ -201,15 +199,18 @@ def run_batch(args: argparse.Namespace) -> int:
     return _batch(args, concepts, config, shard, test_models, ray_options)
 
 
-def _batch(args: argparse.Namespace, concepts: str, config, shard: tuple[int, int] | None,
+def _batch(args: argparse.Namespace, concepts: ConceptList, config, shard: tuple[int, int] | None,
            test_models: bool, ray_options=None) -> int:
     from ..engine.pipeline import CaRPipeline
 
-    bar = ProgressBar()
+    bar = BatchProgress()
     stop, cancel = CancelToken(), CancelToken()
     with open_or_create(args.project, args.images) as project:
-        ids, add_failures = add_folder(project, args.images, shard)
-        job = AutoLabelJob(concepts, config, image_ids=ids, overwrite=args.overwrite, test_models=test_models)
+        if args.export is not None:  # refused now, before hours of labelling, not at the end
+            project.output_guard(args.force).check_file(args.export, "COCO file")
+        scan = scan_folder(project, args.images, shard, skip_failed=args.skip_failed)
+        job = AutoLabelJob(concepts, config, image_ids=scan.ids, overwrite=args.overwrite, test_models=test_models,
+                           skip_failed=args.skip_failed)
         start = time.monotonic()
         with _InterruptHandler(stop, cancel, bar):
             if ray_options is not None:  # --ray: the same job on a Ray cluster (car_desktop.autolabel_ray)
@@ -219,16 +220,22 @@ def _batch(args: argparse.Namespace, concepts: str, config, shard: tuple[int, in
             else:
                 pipeline = CaRPipeline(config, test_models=test_models)
                 report = run_autolabel(pipeline, project, job, progress=bar, cancel=cancel, stop=stop)
+        add_failures = scan.failures
         report.failed[:0] = add_failures
-        report.total += len(add_failures)
+        report.total += len(add_failures) + scan.skipped_unchanged
+        if scan.skipped_unchanged:
+            report.skipped += scan.skipped_unchanged
+            report.skipped_by_reason[SKIP_FAILED] = report.skipped_by_reason.get(SKIP_FAILED, 0) + scan.skipped_unchanged
         report.elapsed = time.monotonic() - start
-        print_summary(report)
+        print_summary(report, args.project)
         if args.export is not None:
             if report.stopped:
                 print(f"not exported to {args.export}: the run was stopped", file=sys.stderr)
             else:
-                rep = export_coco(project, args.export)
+                rep = export_coco(project, args.export, force=args.force)
                 print(f"exported {rep.images} images, {rep.annotations} annotations to {rep.path}")
+                for note in rep.notes:
+                    print(f"note: {note}")
     if report.stopped:
         return EXIT_STOPPED
     return EXIT_FAILED if report.failed else EXIT_OK

@@ -2,7 +2,9 @@
 
 Sub-commands: ``list`` (status table), ``download NAME`` (progress bar on stderr; Ctrl+C keeps the
 partial file so the next run resumes), ``verify [NAME...]`` (full SHA-256), ``path [NAME]`` (the cache
-folder, or one model's file), ``use NAME FILE`` / ``use NAME --clear`` (point a model at a local file).
+folder, or one model's file), ``use NAME FILE`` / ``use NAME --clear`` (point a model at a local file;
+the file must be a checkpoint of that model's kind: a SAM checkpoint for a SAM model, CLIP weights
+for a CLIP model).
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from typing import TextIO
 
 from ..engine.model_manager import SAM_TYPE_TO_NAME, ModelManager, ModelStatus
+from .progress import ProgressBar, format_mb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,13 +63,9 @@ def _name(mgr: ModelManager, name: str) -> str:
     return name
 
 
-def _mb(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1e6:,.1f} MB"
-
-
 def _row(st: ModelStatus) -> list[str]:
     state = st.state + (" (verified)" if st.verified else "")
-    size = _mb(st.size if st.size is not None else st.expected_size)
+    size = format_mb(st.size if st.size is not None else st.expected_size)
     note = st.detail
     if st.optional:
         note = ("optional; " + note) if note else "optional"
@@ -93,46 +90,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-class ProgressBar:
-    """A one-line terminal progress bar (bytes done / total, rate), redrawn at most 10 times a second."""
-
-    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
-        self.label, self.stream, self.width = label, stream or sys.stderr, width
-        self._start = time.monotonic()
-        self._last = 0.0
-        self._first: int | None = None
-        self._drawn = False
-
-    def __call__(self, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if self._first is None:
-            self._first = done
-        if now - self._last < 0.1 and done != total:
-            return
-        self._last = now
-        rate = (done - self._first) / max(now - self._start, 1e-6)
-        if total:
-            frac = min(done / total, 1.0)
-            bar = "#" * int(frac * self.width)
-            line = f"{self.label} [{bar.ljust(self.width, '-')}] {frac:6.1%} {_mb(done)} / {_mb(total)}"
-        else:
-            line = f"{self.label} {_mb(done)}"
-        self.stream.write(f"\r{line} {rate / 1e6:6.1f} MB/s ")
-        self.stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        if not self._drawn:
-            return
-        self.stream.write("\n")
-        self.stream.flush()
-
-
 def cmd_download(args: argparse.Namespace) -> int:
     mgr = _manager()
     for raw in args.names:
         name = _name(mgr, raw)
-        bar = ProgressBar(name)
+        bar = ProgressBar(name, unit="bytes")
         try:
             path = mgr.download(name, progress=bar, force=args.force)
         finally:
@@ -146,7 +108,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     names = [_name(mgr, n) for n in args.names] or [s.name for s in mgr.list() if s.state != "missing"]
     bad = 0
     for name in names:
-        bar = ProgressBar(f"hashing {name}")
+        bar = ProgressBar(f"hashing {name}", unit="bytes")
         try:
             st = mgr.verify(name, progress=bar)
         finally:

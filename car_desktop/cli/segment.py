@@ -7,14 +7,15 @@ timings, pass counts) into ``--out``, and prints a table of the concepts with th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 from ..engine.results import CaRResult, Progress
+from ..fileio import atomic_write_text, dumps_strict
+from ..safepaths import OutputGuard
 from .engine_options import add_engine_options, config_from_args, wants_test_models
 
 
@@ -53,15 +54,17 @@ def write_outputs(result: CaRResult, image_path: Path, out: Path) -> None:
         raise CaRDesktopError(f"Cannot write to the output folder {out}: {exc.strerror or exc}.") from exc
     stem = image_path.stem
     colours = palette(len(result.concepts))
+    names = {c.index: "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in c.name)[:60] for c in result.concepts}
+    guard = OutputGuard(inputs=lambda: [image_path])  # never write over the input (e.g. through a symlink)
+    for name in [f"{stem}_labels.png", f"{stem}_summary.json",
+                 *(f"{stem}_{i:02d}_{safe}.png" for i, safe in names.items())]:
+        guard.check_file(out / name)
     Image.fromarray(colours[result.label_map]).save(out / f"{stem}_labels.png")
     for c in result.concepts:
-        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in c.name)[:60]
-        Image.fromarray((c.mask * 255).astype(np.uint8)).save(out / f"{stem}_{c.index:02d}_{safe}.png")
+        Image.fromarray((c.mask * 255).astype(np.uint8)).save(out / f"{stem}_{c.index:02d}_{names[c.index]}.png")
     summary = result.summary()
     summary["image"] = str(image_path)
-    tmp = out / f"{stem}_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(out / f"{stem}_summary.json")
+    atomic_write_text(out / f"{stem}_summary.json", dumps_strict(summary, indent=2))
 
 
 def format_table(result: CaRResult) -> str:

@@ -1,36 +1,7 @@
-"""A thread-safe cancel flag checked by long-running engine work between stages.
-
-The GUI worker or the CLI's Ctrl+C handler calls ``cancel()``; the engine calls ``check()`` at safe
-points, which raises ``Cancelled`` so that no result is half-built.
-"""
+"""The cancel flag the engine checks between stages (defined in ``car_desktop.cancel``)."""
 
 from __future__ import annotations
 
-import threading
+from ..cancel import CancelToken, check
 
-from .errors import Cancelled
-
-
-class CancelToken:
-    """A flag that one thread sets and another polls."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        """Raise ``Cancelled`` if cancellation was requested."""
-        if self._event.is_set():
-            raise Cancelled("Cancelled by the user.")
-
-
-def check(token: CancelToken | None) -> None:
-    """``token.check()`` that accepts ``None`` (no cancellation possible)."""
-    if token is not None:
-        token.check()
+__all__ = ["CancelToken", "check"]

@@ -1,15 +1,23 @@
-"""Turning what the annotator typed into the engine's queries.
+"""Turning what the annotator typed into the engine's queries: parsed once, into a ``ConceptList``.
 
-Concepts are separated by commas or new lines; "car | automobile" is one concept with synonyms, whose
-CLIP text is the synonyms joined by ", " (as the released class lists do). Empty entries are dropped,
-duplicates (case-insensitive) removed with a warning, and over-long concepts truncated to fit CLIP's
-77-token context together with the longest template.
+Concepts are separated by commas or new lines, and by nothing else (a ";" is part of the text);
+"car | automobile" is one concept with synonyms. A concept has two spellings, each made here and
+nowhere else: ``label`` ("car | automobile", the user's form, which the project stores as the category
+and in provenance) and ``text`` ("car, automobile", what CLIP reads, as the released class lists join
+synonyms). Empty entries are dropped, duplicates (case-insensitive) removed with one warning per
+concept however often it repeats, and over-long concepts truncated to fit CLIP's 77-token context
+together with the longest template.
+
+The concept bar, the auto-label dialog and the CLI parse the user's text once into a ``ConceptList``
+and hand that object on (engine client, pipeline, batch loop, store); ``parse_concepts`` passes an
+already parsed list through unchanged. The tokenizer (open_clip) is imported only when a text is parsed.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,12 +41,54 @@ class Concept:
 
     @property
     def text(self) -> str:
-        """The text CLIP sees."""
+        """The text CLIP sees: "car, automobile"."""
         return ", ".join(self.synonyms)
+
+    @property
+    def label(self) -> str:
+        """The user's form, stored in the project: "car | automobile"."""
+        return " | ".join(self.synonyms)
 
     @property
     def key(self) -> str:
         return self.text.casefold()
+
+
+@dataclass(frozen=True)
+class ConceptList(Sequence[Concept]):
+    """Unique concepts in the order typed, with the warnings their parsing raised (duplicates,
+    truncations). Build it with ``ConceptList.parse``; it is immutable and safe to pass between threads."""
+
+    concepts: tuple[Concept, ...]
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, items: "str | Sequence[str | Concept] | ConceptList") -> "ConceptList":
+        """Parse typed text or entries; raises ConceptError when no concept is left."""
+        if isinstance(items, ConceptList):
+            return items
+        warnings: list[str] = []
+        concepts = parse_concepts(items, warnings)
+        return cls(tuple(concepts), tuple(warnings))
+
+    @property
+    def labels(self) -> list[str]:
+        """The user's form of every concept ("car | automobile")."""
+        return [c.label for c in self.concepts]
+
+    @property
+    def text(self) -> str:
+        """The list as a person would type it again (for recent lists and dialogs)."""
+        return ", ".join(self.labels)
+
+    def __iter__(self) -> Iterator[Concept]:
+        return iter(self.concepts)
+
+    def __len__(self) -> int:
+        return len(self.concepts)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.concepts[index]
 
 
 @lru_cache(maxsize=1)
@@ -67,27 +117,41 @@ def _truncate(text: str, warnings: list[str]) -> str:
 
 def split_concept_text(text: str) -> list[str]:
     """Split on commas and new lines (but not on the ", " inside a synonym group)."""
-    return [part.strip() for part in re.split(r"[,\n;]", text) if part.strip()]
+    return [part.strip() for part in re.split(r"[,\r\n]", text) if part.strip()]
 
 
-def parse_concepts(items: str | list[str] | tuple[str, ...], warnings: list[str] | None = None) -> list[Concept]:
-    """Parse typed text (or a list of entries) into unique concepts; raise ConceptError if none."""
+def parse_concepts(items: "str | Sequence[str | Concept] | ConceptList",
+                   warnings: list[str] | None = None) -> list[Concept]:
+    """Parse typed text (or a list of entries) into unique concepts; raise ConceptError if none.
+
+    A ``ConceptList`` is already parsed: its concepts come back as they are and its warnings are
+    added to ``warnings``."""
     warnings = warnings if warnings is not None else []
-    entries = split_concept_text(items) if isinstance(items, str) else [str(e).strip() for e in items]
+    if isinstance(items, ConceptList):
+        warnings.extend(items.warnings)
+        return list(items.concepts)
+    entries: Sequence[str | Concept] = split_concept_text(items) if isinstance(items, str) else items
     concepts: list[Concept] = []
     seen: set[str] = set()
+    repeats: dict[str, list] = {}  # casefolded name -> [name as first given, times given]
     for entry in entries:
-        synonyms = tuple(
-            _truncate(" ".join(s.split()), warnings) for s in entry.split("|") if s.strip()
-        )
-        if not synonyms:
-            continue
-        concept = Concept(synonyms)
+        if isinstance(entry, Concept):
+            concept = entry
+        else:
+            synonyms = tuple(
+                _truncate(" ".join(s.split()), warnings) for s in str(entry).strip().split("|") if s.strip()
+            )
+            if not synonyms:
+                continue
+            concept = Concept(synonyms)
         if concept.key in seen or concept.name.casefold() in {c.name.casefold() for c in concepts}:
-            warnings.append(f"Concept '{concept.name}' appears more than once; it is used once.")
+            first = next((c.name for c in concepts if c.name.casefold() == concept.name.casefold()), concept.name)
+            repeats.setdefault(first.casefold(), [first, 1])[1] += 1
             continue
         seen.add(concept.key)
         concepts.append(concept)
+    warnings.extend(f"Concept '{name}' appears more than once ({n} times); it is used once."
+                    for name, n in repeats.values())
     if not concepts:
         raise ConceptError("No concepts given. Type one or more concepts separated by commas, e.g. 'cat, dog, sky'.")
     for w in warnings:

@@ -50,6 +50,10 @@ STUFF_WORDS: frozenset[str] = frozenset(
 
 VISUAL_PROMPTS: tuple[str, ...] = ("blur", "gray", "black", "circle", "rectangle", "contour")
 SAM_MODES: tuple[str, ...] = ("prompted", "automatic", "off")
+#: Device and precision choices of ``CaRConfig``, resolved to torch objects by device.py (kept here so
+#: that offering them, e.g. in a menu, does not import torch).
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "fp16")
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,10 @@ import logging
 
 import torch
 
+from .config import DEVICE_CHOICES, PRECISION_CHOICES
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-PRECISION_CHOICES = ("auto", "fp32", "fp16")
 
 
 def resolve_device(choice: str = "auto") -> torch.device:

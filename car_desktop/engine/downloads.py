@@ -4,8 +4,11 @@
 (and starts over when the server ignores Range), checks size and SHA-256, and renames onto ``dest``
 only when the file is right, so a truncated or corrupt file never sits where a model is loaded from.
 An unreachable host is reported within a few seconds, with a message naming the file, its URL and the
-folder where a manually downloaded copy will be picked up. Plain ``http.client``: no extra dependency,
-and full control over connect and read timeouts. Never Qt.
+folder where a manually downloaded copy will be picked up. Three limits bound the time a download
+can take: silence (no byte for ``timeout`` seconds: the connection is retried, resuming), a stall
+(fewer than ``stall_min_bytes`` in any ``stall_timeout`` seconds: a server trickling a byte now and
+then fails within seconds, not never) and an overall ``deadline``. Plain ``http.client``: no extra
+dependency, and full control over connect and read timeouts. Never Qt.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
+from ..fileio import commit_file
 from .cancel import CancelToken
 from .errors import Cancelled, WeightsCorruptError, WeightsMissingError
 
@@ -33,7 +37,10 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, "int | None"], None]
 
 DEFAULT_CONNECT_TIMEOUT = 4.0  # DNS + TCP (+TLS) together: keeps "offline" answers under 5 s
-DEFAULT_READ_TIMEOUT = 30.0  # silence on an open connection before the download counts as stalled
+DEFAULT_READ_TIMEOUT = 15.0  # silence on an open connection before the connection is retried
+DEFAULT_STALL_TIMEOUT = 15.0  # window over which the transfer must move at least STALL_MIN_BYTES
+STALL_MIN_BYTES = 16 * 1024  # about 1 KB/s: slower than that, a model download would take days
+DEFAULT_DEADLINE = 6 * 3600.0  # the whole download, retries included (vit_h is 2.5 GB)
 CHUNK_SIZE = 1 << 20
 MAX_REDIRECTS = 8
 _USER_AGENT = "car-desktop-model-manager"
@@ -56,6 +63,10 @@ class _Interrupted(Exception):
 
 class _Restart(Exception):
     """The .part file cannot be resumed from; it was removed, start again from byte 0."""
+
+
+class _TooSlow(Exception):
+    """The transfer is too slow to finish (stalled, or past the deadline); not retried."""
 
 
 def env_flag(name: str) -> bool:
@@ -238,8 +249,10 @@ def _content_range_start(value: str | None) -> tuple[int, int | None] | None:
 
 def _attempt(url: str, part: Path, *, expected_size: int | None, progress: ProgressCallback | None,
              cancel: CancelToken | None, connect_timeout: float, read_timeout: float,
-             chunk_size: int) -> tuple[int, int]:
-    """One connection's worth of transfer into ``part``. Returns (bytes in part, resumed_from)."""
+             chunk_size: int, stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+             stall_min_bytes: int = STALL_MIN_BYTES, deadline: float | None = None) -> tuple[int, int]:
+    """One connection's worth of transfer into ``part``. Returns (bytes in part, resumed_from).
+    ``deadline`` is a ``time.monotonic()`` value."""
     offset = part.stat().st_size if part.exists() else 0
     if expected_size is not None and offset > expected_size:
         log.warning("%s is longer than the expected %d bytes; starting over", part, expected_size)
@@ -251,6 +264,12 @@ def _attempt(url: str, part: Path, *, expected_size: int | None, progress: Progr
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+    read_timeout = min(read_timeout, stall_timeout)
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _TooSlow("the download took longer than its deadline")
+        connect_timeout = min(connect_timeout, left)
     conn, resp, _final = _request(url, headers, connect_timeout, read_timeout)
     try:
         if resp.status == 416 and offset:
@@ -283,6 +302,7 @@ def _attempt(url: str, part: Path, *, expected_size: int | None, progress: Progr
         last_report = 0.0
         if progress is not None:
             progress(done, total)
+        window_start, window_bytes = time.monotonic(), 0
         with _CancelWatch(cancel, conn.sock), part.open(mode) as out:
             while True:
                 if cancel is not None:
@@ -300,6 +320,14 @@ def _attempt(url: str, part: Path, *, expected_size: int | None, progress: Progr
                 out.write(chunk)
                 done += len(chunk)
                 now = time.monotonic()
+                window_bytes += len(chunk)
+                if deadline is not None and now > deadline:
+                    raise _TooSlow("the download took longer than its deadline")
+                if now - window_start >= stall_timeout:
+                    if window_bytes < stall_min_bytes:
+                        raise _TooSlow(f"the server sent only {window_bytes} bytes in {now - window_start:.0f} s; "
+                                       "it is stalled or far too slow")
+                    window_start, window_bytes = now, 0
                 if progress is not None and (now - last_report >= 0.05 or done == total):
                     progress(done, total)
                     last_report = now
@@ -330,6 +358,9 @@ def download_file(
     retries: int = 0,
     pickup_folder: Path | str | None = None,
     chunk_size: int = CHUNK_SIZE,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    stall_min_bytes: int = STALL_MIN_BYTES,
+    deadline: float | None = DEFAULT_DEADLINE,
 ) -> DownloadResult:
     """Download ``url`` to ``dest`` through ``dest.part``; verify; rename only when right.
 
@@ -338,10 +369,13 @@ def download_file(
     - Size (``expected_size``) and hash (``sha256``, or ``sha256_prefix`` when only a prefix is known)
       are checked before the rename; a mismatch deletes the ``.part`` and raises WeightsCorruptError.
     - ``cancel`` raises Cancelled; ``dest`` is untouched and the ``.part`` stays for a later resume.
-    - Unreachable host, refused connection, HTTP error, or a transfer that breaks off: WeightsMissingError
-      naming the file, the URL and ``pickup_folder`` (default: ``dest``'s folder).
+    - Unreachable host, refused connection, HTTP error, a transfer that breaks off, stalls (fewer than
+      ``stall_min_bytes`` in ``stall_timeout`` seconds) or outlasts ``deadline`` seconds (None: no
+      limit): WeightsMissingError naming the file, the URL and ``pickup_folder`` (default: ``dest``'s
+      folder); the ``.part`` is kept for a resume.
     """
     dest = Path(dest)
+    ends_at = None if deadline is None else time.monotonic() + deadline
     part = partial_path(dest)
     folder = Path(pickup_folder) if pickup_folder is not None else dest.parent
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -353,8 +387,15 @@ def download_file(
             size, resumed_from = _attempt(
                 url, part, expected_size=expected_size, progress=progress, cancel=cancel,
                 connect_timeout=connect_timeout, read_timeout=timeout, chunk_size=chunk_size,
+                stall_timeout=stall_timeout, stall_min_bytes=stall_min_bytes, deadline=ends_at,
             )
             break
+        except _TooSlow as exc:
+            kept = part.stat().st_size if part.exists() else 0
+            raise WeightsMissingError(missing_message(
+                dest.name, url, folder,
+                f"{exc} ({kept} bytes are kept and the next try resumes there)",
+            )) from exc
         except _Restart as exc:
             restarts += 1
             if restarts > 2:
@@ -398,6 +439,6 @@ def download_file(
         )
     if not sha256 and not sha256_prefix:
         log.warning("no hash known for %s; only its size was checked", dest.name)
-    os.replace(part, dest)
+    commit_file(part, dest)
     log.info("downloaded %s (%d bytes, sha256 %s)", dest, size, digest)
     return DownloadResult(path=dest, size=size, sha256=digest, resumed_from=resumed_from)

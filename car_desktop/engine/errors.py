@@ -1,14 +1,14 @@
-"""Exceptions a user can cause, each with a message a person can act on.
+"""Exceptions the engine raises for things a user can cause, each with a message a person can act on.
 
-The GUI shows ``str(error)`` in a dialog and keeps working; the CLI prints it and exits non-zero.
-Anything that is not a ``CaRDesktopError`` is a bug and is reported as such.
+They subclass ``car_desktop.errors.CaRDesktopError`` (re-exported here for the engine's callers).
 """
 
 from __future__ import annotations
 
+from ..errors import CaRDesktopError, Cancelled
 
-class CaRDesktopError(Exception):
-    """Base class of every error the user can cause and fix."""
+__all__ = ["CaRDesktopError", "Cancelled", "ConceptError", "ConfigError", "ImageLoadError",
+           "WeightsCorruptError", "WeightsMissingError"]
 
 
 class ImageLoadError(CaRDesktopError):
@@ -29,7 +29,3 @@ class WeightsCorruptError(CaRDesktopError):
 
 class ConfigError(CaRDesktopError):
     """An engine option has an impossible value (unknown preset, threshold out of range, ...)."""
-
-
-class Cancelled(CaRDesktopError):
-    """The caller cancelled a run; nothing was half-updated."""

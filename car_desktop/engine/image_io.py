@@ -2,9 +2,10 @@
 
 Every image the engine sees is a C-contiguous uint8 (H, W, 3) RGB array in the orientation a viewer
 displays (EXIF orientation applied), so masks computed on it line up with what the annotator sees.
-This module owns that conversion (greyscale, palette, transparency, CMYK, 16-bit, multi-frame files),
-the refusal of absurdly large images before they are decoded, the header-only size query, and
-``content_hash``, the cache key other modules use for per-image results (embeddings, proposals).
+This module owns that conversion (greyscale, palette, transparency, CMYK, 16-bit, multi-frame files)
+and ``content_hash``, the cache key other modules use for per-image results (embeddings, proposals).
+Which files are images, their header-only size and the pixel limit checked before decoding live in
+``car_desktop.imagefiles`` (plain, shared with the annotation layer).
 Every failure a user can cause becomes an ``ImageLoadError`` whose message names the file.
 """
 
@@ -17,23 +18,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from ..imagefiles import ImageTooLargeError, exif_orientation, open_checked, too_big_message
 from .errors import ImageLoadError
 
 log = logging.getLogger(__name__)
 
-#: Largest image (width * height) we agree to decode. 250 MP of RGB is 750 MB of pixels before any
-#: model runs; beyond that a desktop machine is more likely to swap than to finish.
-MAX_PIXELS = 250_000_000
-
-# PIL's own bomb guard warns above 89 MP and raises above 179 MP, which would refuse legitimate
-# 100-250 MP scans with a confusing message. Our limit is checked from the header instead; PIL's guard
-# is raised to the same value so it only still fires (as a hard error) above twice our limit.
-if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-
-_ORIENTATION_TAG = ExifTags.Base.Orientation
 _WHITE = 255.0
 
 
@@ -48,16 +39,15 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     - CMYK (and YCbCr, etc.) are converted to RGB.
     - Multi-frame files (GIF, TIFF, APNG, ...) give their first frame.
 
-    Raises ImageLoadError (message naming the file) for a missing file, a directory, an empty file,
-    a file that is not an image, a corrupt or truncated image, or one above ``MAX_PIXELS``.
+    Raises ImageLoadError (message naming the file) for a missing file, a directory, a pipe, an
+    empty file, a file that is not an image, a corrupt or truncated image, and ImageTooLargeError
+    for one above the pixel limit (``car_desktop.imagefiles.max_pixels()``), before decoding it.
     """
     p = Path(path)
-    _check_file(p)
     try:
-        with Image.open(p) as im:
-            _check_pixels(p, im.size)
+        with open_checked(p) as im:
             if _is_16bit_colour(im):
-                arr = _load_16bit_colour_cv2(p, _orientation(im))
+                arr = _load_16bit_colour_cv2(p, exif_orientation(im))
                 if arr is not None:
                     return arr
             im.seek(0)
@@ -66,37 +56,13 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError(_too_big_message(p, None)) from exc
-    except UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{p}: not an image file, or an image format this app cannot read.") from exc
+        raise ImageTooLargeError(too_big_message(p)) from exc
     except MemoryError as exc:
         raise ImageLoadError(f"{p}: not enough memory to decode this image.") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
         # PIL reports truncated or corrupt data with a variety of exception types, depending on the
         # plugin; all of them mean the same thing to the user.
         raise ImageLoadError(f"{p}: the image is corrupt or truncated and cannot be decoded ({exc}).") from exc
-
-
-def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(height, width) of the image as displayed (EXIF rotation applied), reading only the header.
-
-    For PNG only an eXIf chunk before the pixel data is looked at (the PNG spec puts it there);
-    decoding the whole file to find a late one would defeat the purpose of this function.
-    """
-    p = Path(path)
-    _check_file(p)
-    try:
-        with Image.open(p) as im:
-            w, h = im.size
-            orientation = _orientation(im, header_only=True)
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(_too_big_message(p, None)) from exc
-    except UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{p}: not an image file, or an image format this app cannot read.") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageLoadError(f"{p}: the image header is corrupt and cannot be read ({exc}).") from exc
-    # Orientations 5-8 include a quarter turn: the displayed image is transposed.
-    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -133,55 +99,6 @@ def content_hash(image: np.ndarray) -> str:
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def _check_file(p: Path) -> None:
-    if p.is_dir():
-        raise ImageLoadError(f"{p} is a folder, not an image file.")
-    if not p.exists():
-        raise ImageLoadError(f"{p}: no such file.")
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise ImageLoadError(f"{p}: cannot be read ({exc.strerror or exc}).") from exc
-    if size == 0:
-        raise ImageLoadError(f"{p}: the file is empty (0 bytes).")
-    if not os.access(p, os.R_OK):
-        raise ImageLoadError(f"{p}: permission denied; the file cannot be read.")
-
-
-def _too_big_message(p: Path, size: tuple[int, int] | None) -> str:
-    dims = f" ({size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} megapixels)" if size else ""
-    return (
-        f"{p}: the image is too large{dims}; the limit is {MAX_PIXELS / 1e6:.0f} megapixels. "
-        "Downscale it or split it into tiles first."
-    )
-
-
-def _check_pixels(p: Path, size: tuple[int, int]) -> None:
-    w, h = size
-    if w <= 0 or h <= 0:
-        raise ImageLoadError(f"{p}: the image has no pixels ({w}x{h}).")
-    if w * h > MAX_PIXELS:
-        raise ImageLoadError(_too_big_message(p, (w, h)))
-
-
-def _orientation(im: Image.Image, header_only: bool = False) -> int:
-    """EXIF orientation (1-8) of an open image; 1 when absent or unreadable."""
-    try:
-        if header_only and im.format == "PNG":
-            raw = im.info.get("exif")
-            if not raw:
-                return 1
-            exif = Image.Exif()
-            exif.load(raw)
-        else:
-            exif = im.getexif()
-        value = int(exif.get(_ORIENTATION_TAG, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not make a good image unreadable
-        log.debug("Unreadable EXIF orientation in %s", getattr(im, "filename", "?"), exc_info=True)
-        return 1
-    return value if 1 <= value <= 8 else 1
 
 
 def _exif_transpose(p: Path, im: Image.Image) -> Image.Image:

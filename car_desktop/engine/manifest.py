@@ -3,7 +3,10 @@
 ``resources/models.json`` lists the default models (CLIP ViT-B/16 and ViT-L/14 with OpenAI weights,
 SAM vit_b / vit_l / vit_h, optional MobileSAM). Any other open_clip name + pretrained tag is turned
 into a spec on demand from open_clip's own pretrained table (``clip_spec_for``), so every open_clip
-model can be managed the same way. Plain data only: no network, no torch at import time.
+model can be managed the same way. Model names and file names become folder and file names in the
+weights cache, so each must be one plain name (letters, digits, ``._+-``, not starting with a dot):
+no separator, no ``..``, nothing that could place a file outside the cache. Plain data only: no
+network, no torch at import time.
 """
 
 from __future__ import annotations
@@ -76,6 +79,15 @@ class ModelSpec:
 
 
 _HEX = re.compile(r"^[0-9a-f]+$")
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+
+
+def plain_name(value: object, what: str) -> str:
+    """``value`` if it is one plain file name (see the module docstring); ValueError otherwise."""
+    if not isinstance(value, str) or not _PLAIN_NAME.match(value):
+        raise ValueError(f"{what} {str(value)[:80]!r} is not a plain file name (letters, digits, '._+-'; "
+                         "no folder separators, no leading dot)")
+    return value
 
 
 def _spec_from_dict(name: str, raw: dict[str, Any]) -> ModelSpec:
@@ -89,6 +101,12 @@ def _spec_from_dict(name: str, raw: dict[str, Any]) -> ModelSpec:
         if sha is not None and len(sha) != 64:
             raise ValueError(f"sha256 of {name} has {len(sha)} hex digits, not 64")
         known = {f for f in ModelSpec.__dataclass_fields__}
+        plain_name(name, "the model name")
+        plain_name(raw["filename"], "the file name")
+        for alt in raw.get("alt_filenames", ()):
+            plain_name(alt, "the file name")
+        if openai:
+            plain_name(openai.get("filename"), "the file name")
         return ModelSpec(
             name=name,
             kind=raw["kind"],
@@ -166,19 +184,29 @@ def clip_spec_for(model_name: str, tag: str) -> ModelSpec:
         openai = None
         if url:
             openai = AltFile(filename=url.rsplit("/", 1)[-1], url=url, sha256=_sha_from_url(url))
-        return ModelSpec(
+        return _checked(ModelSpec(
             name=safe_name, kind="clip", title=f"{model_name} ({tag})", filename=filename,
             url=f"{HF_ENDPOINT}/{repo}/resolve/main/{filename}", source="hf", hf_repo=repo,
             alt_filenames=alts, openai_file=openai, open_clip_model=model_name, open_clip_tag=tag,
-        )
+        ))
     if url:
-        return ModelSpec(
+        return _checked(ModelSpec(
             name=safe_name, kind="clip", title=f"{model_name} ({tag})", filename=url.rsplit("/", 1)[-1],
             url=url, source="url", sha256=_sha_from_url(url),
             sha256_prefix=None if _sha_from_url(url) else _prefix_from_name(url),
             open_clip_model=model_name, open_clip_tag=tag,
-        )
+        ))
     raise ConfigError(f"open_clip lists {model_name!r} / {tag!r} without any download location.")
+
+
+def _checked(spec: ModelSpec) -> ModelSpec:
+    try:
+        plain_name(spec.name, "the model name")
+        for fname in spec.candidate_filenames:
+            plain_name(fname, "the file name")
+    except ValueError as exc:
+        raise ConfigError(f"open_clip's entry for {spec.title} cannot be stored safely: {exc}") from None
+    return spec
 
 
 def _sha_from_url(url: str) -> str | None:

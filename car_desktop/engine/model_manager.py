@@ -11,7 +11,11 @@ the model loaders call: they return a local file, download when allowed and onli
 
 Status is cheap: size and structure are checked every time (a truncated safetensors or zip checkpoint
 is caught without hashing), the full SHA-256 once per file version (remembered in
-``<cache>/verified.json`` by size and modification time). One lock per model: two threads asking for
+``<cache>/verified.json`` by size and modification time). A file the user points to must be a
+checkpoint of the model's kind (``checkpoint_problem``: a PyTorch or safetensors file whose weight
+names are SAM's or CLIP's; read without unpickling anything). Model folders are always inside the
+cache (manifest names and file names are checked in manifest.py, and again here). The two JSON
+records are written with ``fileio.atomic_write_text``. One lock per model: two threads asking for
 the same download share one download. Never Qt.
 """
 
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
+from ..fileio import atomic_write_text, regular_file
 from .cancel import CancelToken
 from .downloads import (
     ProgressCallback,
@@ -131,6 +136,63 @@ def structure_problem(path: Path) -> str | None:
     return None
 
 
+#: Weight names that identify a checkpoint's kind (all of them must appear in the file's key names).
+_KIND_MARKERS: dict[str, tuple[tuple[bytes, ...], ...]] = {
+    "sam": ((b"image_encoder", b"mask_decoder"),),
+    "clip": ((b"visual", b"transformer"), (b"visual", b"token_embedding")),
+}
+_SNIFF_BYTES = 16 << 20  # key names sit near the start of a pickle; a safetensors header is its start
+
+
+def _key_text(path: Path, head: bytes) -> bytes:
+    """The bytes where a checkpoint keeps its weight names: the safetensors JSON header, the pickle
+    of a zip checkpoint (plus its member names), or the start of a legacy pickle."""
+    if head.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            text = "\n".join(names).encode()
+            for name in names:
+                if name.endswith(("data.pkl", "constants.pkl")):
+                    with zf.open(name) as fh:
+                        text += fh.read(_SNIFF_BYTES)
+            return text
+    with path.open("rb") as fh:
+        if len(head) >= 8 and head[8:9] == b"{":
+            (n,) = struct.unpack("<Q", head[:8])
+            fh.seek(8)
+            return fh.read(min(n, _SNIFF_BYTES))
+        return fh.read(_SNIFF_BYTES)
+
+
+def checkpoint_problem(path: Path, kind: str) -> str | None:
+    """None when ``path`` is a whole checkpoint whose weight names belong to a ``kind`` model ("sam"
+    or "clip"); else what is wrong, in words. Nothing is unpickled: the names are read as bytes."""
+    _, problem = regular_file(path)
+    if problem:
+        return f"it {problem}"
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(9)
+        is_zip = head.startswith(b"PK\x03\x04")
+        is_pickle = head[:1] == b"\x80"
+        is_safetensors = len(head) == 9 and head[8:9] == b"{"
+        if not (is_zip or is_pickle or is_safetensors):
+            return "it is not a model checkpoint (neither a PyTorch file nor safetensors)"
+        problem = structure_problem(path) if path.suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt") else None
+        if problem:
+            return problem
+        text = _key_text(path, head)
+    except (zipfile.BadZipFile, OSError, ValueError, struct.error) as exc:
+        return f"the file is truncated or damaged ({exc.__class__.__name__})"
+    markers = _KIND_MARKERS.get(kind)
+    if markers is None:
+        return None
+    if not any(all(m in text for m in group) for group in markers):
+        wanted = " and ".join(m.decode() for m in markers[0])
+        return f"it is a checkpoint, but not of a {kind.upper()} model (no {wanted} weights in it)"
+    return None
+
+
 class ModelManager:
     """Status, download and verification of the manifest's models in one cache folder."""
 
@@ -168,7 +230,11 @@ class ModelManager:
 
     def folder_for(self, name: str) -> Path:
         """The model's folder in the cache: downloads go there, manual copies are picked up there."""
-        return self.models_dir / self.spec(name).name
+        folder = self.models_dir / self.spec(name).name
+        # manifest.py already refuses names with separators or '..'; this keeps that promise here too.
+        if folder.resolve().parent != self.models_dir.resolve():
+            raise ConfigError(f"The model name {name!r} would place its files outside {self.models_dir}.")
+        return folder
 
     def download_target(self, name: str) -> Path:
         return self.folder_for(name) / self.spec(name).filename
@@ -199,11 +265,13 @@ class ModelManager:
                 file = Path(path).expanduser().resolve()
                 if not file.is_file():
                     raise WeightsMissingError(f"{file} does not exist or is not a file.")
+                kind = self.spec(name).kind
+                problem = checkpoint_problem(file, kind)
+                if problem:
+                    raise WeightsCorruptError(f"{file} cannot be used for {name}: {problem}. Nothing was changed.")
                 entries[name] = str(file)
             self.config_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self._local_file_config.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(entries, indent=2, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self._local_file_config)
+            atomic_write_text(self._local_file_config, json.dumps(entries, indent=2, sort_keys=True))
 
     # ------------------------------------------------------------------- verification records
     @property
@@ -231,14 +299,12 @@ class ModelManager:
             records = self._records()
             records[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self._records_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(records, indent=1, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self._records_path)
+            atomic_write_text(self._records_path, json.dumps(records, indent=1, sort_keys=True))
 
     # ---------------------------------------------------------------------------------- status
     def _candidates(self, spec: ModelSpec) -> builtins.list[tuple[Path, str, str]]:
         """(path, source, manifest file name) in order of preference, existing or not."""
-        folder = self.models_dir / spec.name
+        folder = self.folder_for(spec.name)
         found = [(folder / fname, "cache", fname) for fname in spec.candidate_filenames]
         if spec.kind == "clip" and spec.hf_repo:
             try:
@@ -261,7 +327,7 @@ class ModelManager:
         expected_size = None if user_file else spec.expected_size(fname)
         if expected_size is not None and size != expected_size:
             return CORRUPT, False, f"{size} bytes instead of {expected_size}"
-        problem = structure_problem(path)
+        problem = checkpoint_problem(path, spec.kind) if user_file else structure_problem(path)
         if problem:
             return CORRUPT, False, problem
         expected = spec.expected_sha256(path.name if user_file else fname)
@@ -279,7 +345,7 @@ class ModelManager:
     def status(self, name: str) -> ModelStatus:
         """Present / missing / corrupt / downloading, without hashing (see ``verify``)."""
         spec = self.spec(name)
-        folder = self.models_dir / spec.name
+        folder = self.folder_for(name)
         target = folder / spec.filename
         part = partial_path(target)
         common = dict(name=name, expected_size=spec.size, title=spec.title, optional=spec.optional, folder=folder)
@@ -341,7 +407,7 @@ class ModelManager:
                  cancel: CancelToken | None = None, *, force: bool = False) -> Path:
         """Fetch the model into its cache folder (no-op when present); returns the usable file."""
         spec = self.spec(name)
-        folder = self.models_dir / spec.name
+        folder = self.folder_for(name)
         with _model_lock(str(folder)):
             st = self.status(name)
             if st.state == PRESENT and not force:

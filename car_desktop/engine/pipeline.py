@@ -25,7 +25,7 @@ import numpy as np
 
 from .cancel import CancelToken, check
 from .car_loop import proposal_texts, run_car_loop
-from .concepts import Concept, parse_concepts
+from .concepts import Concept, ConceptList, parse_concepts
 from .config import CaRConfig
 from .image_io import as_rgb_uint8
 from .results import CaRResult, ConceptResult, ConceptStatus, PassCounter, Progress
@@ -180,7 +180,7 @@ class CaRPipeline:
     def run(
         self,
         image: np.ndarray | str | Path,
-        concepts: str | Sequence[str],
+        concepts: str | Sequence[str] | ConceptList,
         *,
         config: CaRConfig | None = None,
         progress: ProgressFn | None = None,
@@ -323,12 +323,12 @@ class CaRPipeline:
         for idx, concept in enumerate(concept_list):
             if idx in outcome.removed and idx not in outcome.survivors:
                 step, score = outcome.removed[idx]
-                results.append(ConceptResult(idx, concept.name, concept.text, np.zeros((h, w), bool), 0.0,
+                results.append(ConceptResult(idx, concept, np.zeros((h, w), bool), 0.0,
                                              ConceptStatus.REMOVED, removed_at_step=step, removed_score=score))
                 continue
             accepted, iou = sam_info.get(idx, (None, None))
             results.append(ConceptResult(
-                idx, concept.name, concept.text, masks[idx], outcome.scores[idx],
+                idx, concept, masks[idx], outcome.scores[idx],
                 ConceptStatus.KEPT_ALONE if alone else ConceptStatus.KEPT, sam_accepted=accepted, sam_iou=iou))
         label_map = np.zeros((h, w), np.int32)
         for c in sorted((c for c in results if c.status is not ConceptStatus.REMOVED), key=lambda c: c.score):

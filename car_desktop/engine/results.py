@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .concepts import Concept
 
-class ConceptStatus(str, enum.Enum):
+
+class ConceptStatus(enum.StrEnum):
     KEPT = "kept"
     REMOVED = "removed"
     #: The only survivor: its score is 1 by construction (softmax over one), not a confidence.
@@ -53,8 +55,7 @@ class ConceptResult:
     """The outcome for one concept, in the order the user typed them."""
 
     index: int
-    name: str                      # display name (first synonym)
-    query_text: str                # text fed to CLIP ("car, automobile")
+    concept: Concept               # what was asked for (its synonyms)
     mask: np.ndarray               # (H, W) bool at full image resolution; empty when removed
     score: float                   # final classifier score; 0 when removed
     status: ConceptStatus
@@ -62,6 +63,21 @@ class ConceptResult:
     removed_score: float | None = None
     sam_accepted: bool | None = None   # None: SAM not run for this concept
     sam_iou: float | None = None
+
+    @property
+    def name(self) -> str:
+        """Display name (first synonym)."""
+        return self.concept.name
+
+    @property
+    def query_text(self) -> str:
+        """The text fed to CLIP ("car, automobile")."""
+        return self.concept.text
+
+    @property
+    def label(self) -> str:
+        """The user's form ("car | automobile"): what the project stores."""
+        return self.concept.label
 
     @property
     def status_text(self) -> str:

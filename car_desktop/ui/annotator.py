@@ -1,44 +1,39 @@
 """The annotation controller: the current image's layers, their project rows, edits and undo/redo.
 
 Every change goes through here so it is undoable and saved at once (one project transaction each):
-tool strokes, CaR results, SAM masks, deletions, splits and merges. Undo uses the annotation model's
-compressed diff ``History``, keyed by *layer* id (stable while the image is open, unlike annotation
-ids, which change when a deleted mask comes back). Adding a mask is an edit from empty to the mask,
-deleting one is the reverse, so one history covers everything; a layer whose mask becomes empty has
-no project row. Several steps that belong together (a CaR result) undo as one group.
+tool strokes, SAM masks, deletions, splits and merges, and (through ``car_apply``) CaR results. Undo
+uses the annotation model's compressed diff ``History``, keyed by *layer* id (stable while the image
+is open, unlike annotation ids, which change when a deleted mask comes back). Adding a mask is an edit
+from empty to the mask, deleting one is the reverse, so one history covers everything; a layer whose
+mask becomes empty has no project row. Several steps that belong together (a CaR result) undo as one
+group. The concepts CaR removed are shown as empty "removed" layers, read from and saved to the
+project's removed-concept list (``annotations.car_results``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from ..annotations import mask_ops
-from ..annotations.errors import ProjectError
+from ..annotations.car_results import AddedMask, RemovedConcept, removed_concepts, set_removed_concepts
 from ..annotations.history import History
-from ..annotations.models import Edit
+from ..annotations.models import Category, Edit, Rect
+from ..annotations.provenance import Provenance
 from ..annotations.store import Project
-from ..engine.errors import CaRDesktopError
-from .layers import LayerStack, MaskLayer, Rect, bbox_of
+from ..errors import CaRDesktopError
+from .imaging import name_colour
+from .layers import LayerStack, MaskLayer
 
 log = logging.getLogger(__name__)
 
 HISTORY_BUDGET = 256 * 1024 * 1024
-REMOVED_KEY = "ui.removed_concepts.{image_id}"
-
-
-def to_edit_rect(rect: Rect) -> tuple[int, int, int, int]:
-    y0, y1, x0, x1 = rect
-    return y0, x0, y1, x1
-
-
-def from_edit_rect(rect: tuple[int, int, int, int]) -> Rect:
-    y0, x0, y1, x1 = rect
-    return y0, y1, x0, x1
+T = TypeVar("T")
 
 
 @dataclass
@@ -46,7 +41,8 @@ class LayerMeta:
     """What a layer needs to become a project row again after an undo brought it back."""
 
     source: str = "manual"
-    provenance: dict | None = None
+    provenance: Provenance = field(default_factory=Provenance)
+    auto_mask: np.ndarray | None = None     # CaR's own mask, kept while the row is deleted
 
 
 class Annotator(QObject):
@@ -56,6 +52,8 @@ class Annotator(QObject):
     historyChanged = Signal()
     imageStatusChanged = Signal(int, str)
     failed = Signal(str)
+    samPredictRequested = Signal(list, list)    # points, labels (the SAM tool's clicks)
+    samAccepted = Signal(object)                # the mask the SAM tool accepted
 
     def __init__(self, stack: LayerStack, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -95,20 +93,22 @@ class Annotator(QObject):
             return
         layers: list[MaskLayer] = []
         for ann in self.project.list_annotations(image_id):
-            category = self.project.get_category(ann.category_id)
-            prov = ann.provenance or {}
             mask = self.project.get_mask(ann.id)
             if mask.shape != (height, width):
                 log.warning("annotation %d is %s, image is %s: skipped", ann.id, mask.shape, (height, width))
                 continue
-            layer = MaskLayer(self.stack.new_id(), category.name, category.color, mask, score=ann.score,
-                              status=prov.get("status", ann.source), status_text=prov.get("status_text", ann.source),
-                              category_id=category.id, edited=ann.edited)
-            self._track(layer, ann.id, LayerMeta(ann.source, prov))
-            layers.append(layer)
-        for row in self._removed_rows():
-            layers.append(self._ghost(row, height, width))
+            layers.append(self._row_layer(ann.id, self.project.get_category(ann.category_id), mask, ann.score,
+                                          ann.source, ann.provenance, ann.edited))
+        layers += [self._ghost(r) for r in removed_concepts(self.project, image_id)]
         self.stack.replace_all(layers)
+
+    def _row_layer(self, ann_id: int, category: Category, mask: np.ndarray, score: float | None, source: str,
+                   provenance: Provenance, edited: bool) -> MaskLayer:
+        layer = MaskLayer(self.stack.new_id(), category.name, category.color, mask, score=score,
+                          status=provenance.status or source, status_text=provenance.status_text or source,
+                          category_id=category.id, edited=edited, concept=provenance.concept)
+        self._track(layer, ann_id, LayerMeta(source, provenance))
+        return layer
 
     def _track(self, layer: MaskLayer, ann_id: int | None, meta: LayerMeta) -> None:
         self._registry[layer.id] = layer
@@ -116,34 +116,28 @@ class Annotator(QObject):
             self._ann[layer.id] = ann_id
         self._meta[layer.id] = meta
 
-    def _ghost(self, row: dict, height: int, width: int) -> MaskLayer:
-        layer = MaskLayer(self.stack.new_id(), row["name"], tuple(row.get("color", (128, 128, 128))),
-                          np.zeros((height, width), bool), visible=True, score=row.get("score"),
-                          status="removed", status_text=row.get("status_text", "removed"))
-        layer.extra["query_text"] = row.get("query_text", row["name"])
+    # ----- removed concepts ("ghost" layers: no mask, a row in the concept panel)
+    def _ghost(self, removed: RemovedConcept) -> MaskLayer:
+        category_id, name, colour = self._category(removed.concept)
+        layer = MaskLayer(self.stack.new_id(), name, colour, np.zeros(self.stack.size, bool), score=removed.score,
+                          status="removed", status_text=removed.status_text, category_id=category_id,
+                          concept=removed.concept)
         self._registry[layer.id] = layer
         return layer
 
-    def _removed_rows(self) -> list[dict]:
-        if self.project is None or self.image_id is None:
-            return []
-        value = self.project.get_setting(REMOVED_KEY.format(image_id=self.image_id), [])
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                value = []
-        return list(value or [])
+    def show_removed(self, removed: list[RemovedConcept]) -> None:
+        """Replace the removed-concept rows with ``removed`` (already saved by whoever wrote them)."""
+        for layer in self.stack.layers():
+            if layer.removed:
+                self.stack.remove(layer.id)
+        for r in removed:
+            self.stack.add(self._ghost(r))
 
-    def _save_removed_rows(self) -> None:
-        if self.project is None or self.image_id is None:
-            return
-        rows = [
-            {"name": l.name, "query_text": l.extra.get("query_text", l.name), "status_text": l.status_text,
-             "score": l.score, "color": list(l.color)}
-            for l in self.stack.layers() if l.removed
-        ]
-        self._guard(self.project.set_setting, REMOVED_KEY.format(image_id=self.image_id), rows)
+    def _save_removed(self) -> None:
+        if self.project is not None and self.image_id is not None:
+            rows = [RemovedConcept(ly.concept or ly.name, ly.status_text, ly.score)
+                    for ly in self.stack.layers() if ly.removed]
+            self.guard(set_removed_concepts, self.project, self.image_id, rows)
 
     # ----- EditHost (tools)
     def selected_layer(self) -> MaskLayer | None:
@@ -153,12 +147,16 @@ class Annotator(QObject):
     def layer_touched(self, layer_id: int, rect: Rect) -> None:
         self.stack.touched(layer_id, rect)
 
-    def commit_mask_edit(self, layer_id: int, rect: Rect, before: np.ndarray, after: np.ndarray,
-                         label: str) -> None:
-        """Record an edit already drawn into the layer, and save the layer."""
+    def commit_mask_edit(self, layer_id: int, edit: Edit, label: str) -> None:
+        """Apply an edit to the layer (a brush has drawn it already: writing it again is harmless),
+        record it for undo and save the layer."""
+        if edit.is_empty:
+            return
         layer = self._registry[layer_id]
+        mask_ops.apply_edit(layer.mask, edit, inplace=True)
+        self.stack.touched(layer_id, edit.rect)
         layer.edited = True
-        self._push([(layer_id, Edit(to_edit_rect(rect), before.astype(bool), after.astype(bool)))])
+        self._push([(layer_id, edit)])
         self._sync([layer_id])
         self.stack.update(layer_id, edited=True)
         self.info.emit(f"{label} on {layer.name}")
@@ -166,17 +164,11 @@ class Annotator(QObject):
     def message(self, text: str) -> None:
         self.info.emit(text)
 
-    # SAM requests are answered by the engine client; the window sets these handlers.
-    sam_predict_handler = None
-    sam_accept_handler = None
-
     def sam_predict(self, points: list[tuple[float, float]], labels: list[int]) -> None:
-        if self.sam_predict_handler is not None:
-            self.sam_predict_handler(points, labels)
+        self.samPredictRequested.emit(points, labels)
 
     def sam_accept(self, mask: np.ndarray) -> None:
-        if self.sam_accept_handler is not None:
-            self.sam_accept_handler(mask)
+        self.samAccepted.emit(mask)
 
     # ----- history
     def _push(self, steps: list[tuple[int, Edit]]) -> None:
@@ -193,38 +185,27 @@ class Annotator(QObject):
         return self.history.can_redo()
 
     def undo(self) -> bool:
-        n = self._groups_undo.pop() if self._groups_undo else 1
-        touched = []
-        done = 0
-        for _ in range(n):
-            step = self.history.undo()
-            if step is None:
-                break
-            touched.append(self._apply(*step))
-            done += 1
-        if done:
-            self._groups_redo.append(done)
-            self._sync(list(dict.fromkeys(touched)))
-            self.info.emit("Undone")
-        self.historyChanged.emit()
-        return bool(done)
+        return self._replay(self.history.undo, self._groups_undo, self._groups_redo, "Undone")
 
     def redo(self) -> bool:
-        n = self._groups_redo.pop() if self._groups_redo else 1
-        touched = []
-        done = 0
+        return self._replay(self.history.redo, self._groups_redo, self._groups_undo, "Redone")
+
+    def _replay(self, step_fn: Callable[[], tuple[int, Edit] | None], groups: list[int], other: list[int],
+                text: str) -> bool:
+        """Undo or redo one group of steps (``step_fn`` is ``history.undo`` or ``history.redo``)."""
+        n = groups.pop() if groups else 1
+        touched: list[int] = []
         for _ in range(n):
-            step = self.history.redo()
+            step = step_fn()
             if step is None:
                 break
             touched.append(self._apply(*step))
-            done += 1
-        if done:
-            self._groups_undo.append(done)
+        if touched:
+            other.append(len(touched))
             self._sync(list(dict.fromkeys(touched)))
-            self.info.emit("Redone")
+            self.info.emit(text)
         self.historyChanged.emit()
-        return bool(done)
+        return bool(touched)
 
     def _apply(self, layer_id: int, edit: Edit) -> int:
         layer = self._registry.get(layer_id)
@@ -234,45 +215,49 @@ class Annotator(QObject):
         if self.stack.get(layer_id) is None and layer.mask.any():
             self.stack.add(layer)
         elif self.stack.get(layer_id) is not None:
-            self.stack.touched(layer_id, from_edit_rect(edit.rect) if not edit.is_empty else None)
+            self.stack.touched(layer_id, None if edit.is_empty else edit.rect)
         return layer_id
 
     # ----- saving
-    def _guard(self, fn, *args, **kwargs):
+    def guard(self, fn: Callable[..., T], *args, **kwargs) -> tuple[bool, T | None]:
+        """Run a project write; a user error is reported (``failed``) and gives (False, None)."""
         try:
-            return fn(*args, **kwargs)
+            return True, fn(*args, **kwargs)
         except CaRDesktopError as exc:
             log.warning("project write failed: %s", exc)
             self.failed.emit(f"Could not save: {exc}")
-            return None
+            return False, None
 
     def _sync(self, layer_ids: list[int]) -> None:
         """Make the project rows match the layers (one transaction for all of them)."""
-        if self.project is None or self.image_id is None:
+        project = self.project
+        if project is None or self.image_id is None:
             for lid in layer_ids:
                 self._drop_if_empty(lid)
             return
-        try:
-            with self.project.batch():
+
+        def write() -> None:
+            with project.batch():
                 for lid in layer_ids:
-                    self._sync_one(lid)
-        except CaRDesktopError as exc:
-            log.warning("project write failed: %s", exc)
-            self.failed.emit(f"Could not save the change: {exc}")
+                    self._sync_one(project, lid)
+
+        self.guard(write)
 
     def _drop_if_empty(self, lid: int) -> None:
         layer = self._registry.get(lid)
         if layer is not None and not layer.removed and not layer.mask.any() and self.stack.get(lid) is not None:
             self.stack.remove(lid)
 
-    def _sync_one(self, lid: int) -> None:
+    def _sync_one(self, project: Project, lid: int) -> None:
         layer = self._registry.get(lid)
-        if layer is None or layer.removed:
+        if layer is None or layer.removed or self.image_id is None:
             return
-        project, ann_id = self.project, self._ann.get(lid)
+        ann_id = self._ann.get(lid)
         meta = self._meta.setdefault(lid, LayerMeta())
         if not layer.mask.any():
             if ann_id is not None:
+                if meta.source == "car":
+                    meta.auto_mask = project.get_auto_mask(ann_id)
                 project.delete_annotation(ann_id)
                 del self._ann[lid]
             self._drop_if_empty(lid)
@@ -281,9 +266,10 @@ class Annotator(QObject):
             project.update_mask(ann_id, layer.mask, edited=layer.edited)
             return
         if layer.category_id is None:
-            layer.category_id = project.get_or_create_category(layer.name).id
+            layer.category_id = project.get_or_create_category(layer.concept or layer.name).id
         ann = project.add_annotation(self.image_id, layer.category_id, layer.mask, score=layer.score,
-                                     source=meta.source, provenance=meta.provenance, edited=layer.edited)
+                                     source=meta.source, provenance=meta.provenance, edited=layer.edited,
+                                     auto_mask=meta.auto_mask)
         self._ann[lid] = ann.id
 
     def annotation_id(self, layer_id: int) -> int | None:
@@ -302,6 +288,30 @@ class Annotator(QObject):
         if self.image_id is not None and self.stack.size != (0, 0):
             self.load_image(self.image_id, *self.stack.size)
 
+    # ----- rows written elsewhere (a CaR result): mirrored as layers, one undo group
+    def adopt(self, added: list[AddedMask], deleted: list[int]) -> list[MaskLayer]:
+        """Show rows another writer has just changed for this image: ``added`` become layers,
+        the layers of ``deleted`` annotation ids go; undoing the group restores the rows."""
+        gone = set(deleted)
+        steps: list[tuple[int, Edit]] = []
+        for lid, ann_id in list(self._ann.items()):
+            if ann_id in gone:
+                layer = self._registry[lid]
+                steps.append((lid, mask_ops.added_edit(layer.mask).inverse()))
+                layer.mask[:] = False
+                del self._ann[lid]
+                self.stack.remove(lid)
+        layers = []
+        for a in added:
+            ann = a.annotation
+            layer = self._row_layer(ann.id, a.category, a.mask.astype(bool, copy=True), ann.score, ann.source,
+                                    ann.provenance, ann.edited)
+            self.stack.add(layer)
+            steps.append((layer.id, mask_ops.added_edit(layer.mask)))
+            layers.append(layer)
+        self._push(steps)
+        return layers
+
     # ----- whole-mask operations
     def _set_mask(self, layer_id: int, new_mask: np.ndarray) -> tuple[int, Edit] | None:
         layer = self._registry[layer_id]
@@ -312,17 +322,17 @@ class Annotator(QObject):
         return layer_id, edit
 
     def add_layer(self, name: str, mask: np.ndarray, *, source: str = "manual", score: float | None = None,
-                  status: str = "manual", status_text: str = "", provenance: dict | None = None,
-                  edited: bool = False, record: bool = True, color: tuple[int, int, int] | None = None) -> MaskLayer | None:
-        """Add a mask as a new layer (and project row); returns None for an empty mask."""
+                  status: str = "manual", status_text: str = "", provenance: Provenance | None = None,
+                  edited: bool = False, record: bool = True) -> MaskLayer | None:
+        """Add a mask as a new layer (and project row) of the concept ``name``; None for an empty mask."""
         if not mask.any():
             self.info.emit(f"The mask for {name} is empty: nothing added.")
             return None
-        category_id, cat_color = self._category(name)
-        layer = MaskLayer(self.stack.new_id(), self._display_name(name), color or cat_color,
-                          np.zeros(self.stack.size, bool), score=score, status=status,
-                          status_text=status_text or status, category_id=category_id, edited=edited)
-        self._track(layer, None, LayerMeta(source, provenance))
+        category_id, display, colour = self._category(name)
+        layer = MaskLayer(self.stack.new_id(), display, colour, np.zeros(self.stack.size, bool), score=score,
+                          status=status, status_text=status_text or status, category_id=category_id, edited=edited,
+                          concept=name)
+        self._track(layer, None, LayerMeta(source, provenance or Provenance()))
         step = self._set_mask(layer.id, mask.astype(bool))
         self.stack.add(layer)
         if record and step is not None:
@@ -330,18 +340,13 @@ class Annotator(QObject):
         self._sync([layer.id])
         return layer
 
-    def _display_name(self, name: str) -> str:
-        return name.split("|")[0].strip() or name
-
-    def _category(self, name: str) -> tuple[int | None, tuple[int, int, int]]:
-        from .imaging import name_colour
-
-        if self.project is None:
-            return None, name_colour(self._display_name(name))
-        cat = self._guard(self.project.get_or_create_category, name)
-        if cat is None:
-            return None, name_colour(self._display_name(name))
-        return cat.id, cat.color
+    def _category(self, name: str) -> tuple[int | None, str, tuple[int, int, int]]:
+        """(category id, display name, colour) of a concept, creating the category if needed."""
+        if self.project is not None:
+            ok, cat = self.guard(self.project.get_or_create_category, name)
+            if ok and cat is not None:
+                return cat.id, cat.name, cat.color
+        return None, name, name_colour(name)
 
     def replace_mask(self, layer_id: int, mask: np.ndarray, label: str = "SAM refine") -> None:
         step = self._set_mask(layer_id, mask.astype(bool))
@@ -360,7 +365,7 @@ class Annotator(QObject):
             return
         if layer.removed:
             self.stack.remove(layer_id)
-            self._save_removed_rows()
+            self._save_removed()
             return
         step = self._set_mask(layer_id, np.zeros_like(layer.mask))
         if step is not None:
@@ -369,6 +374,11 @@ class Annotator(QObject):
         self._sync([layer_id])
         self.info.emit(f"Deleted {layer.name} (Ctrl+Z brings it back)")
 
+    def replace_ghost(self, ghost_id: int, layer: MaskLayer) -> None:
+        """A removed concept came back as ``layer`` (force-kept): drop its row and select the layer."""
+        self.stack.remove(ghost_id)
+        self.stack.select(layer.id)
+
     def apply_op(self, op: str, **kwargs) -> None:
         """fill_holes / remove_specks on the selected layer."""
         layer = self.selected_layer()
@@ -376,20 +386,15 @@ class Annotator(QObject):
             self.info.emit("Select a mask first.")
             return
         if op == "fill_holes":
-            new, edit = mask_ops.fill_holes(layer.mask, kwargs.get("max_hole_pixels"))
+            _new, edit = mask_ops.fill_holes(layer.mask, kwargs.get("max_hole_pixels"))
         elif op == "remove_specks":
-            new, edit = mask_ops.remove_specks(layer.mask, kwargs.get("min_pixels", max(16, layer.area // 200)))
+            _new, edit = mask_ops.remove_specks(layer.mask, kwargs.get("min_pixels", max(16, layer.area // 200)))
         else:
             raise ValueError(op)
         if edit.is_empty:
             self.info.emit("Nothing to change.")
             return
-        self.commit_mask_edit_applied(layer, edit, op.replace("_", " ").capitalize())
-
-    def commit_mask_edit_applied(self, layer: MaskLayer, edit: Edit, label: str) -> None:
-        mask_ops.apply_edit(layer.mask, edit, inplace=True)
-        self.stack.touched(layer.id, from_edit_rect(edit.rect))
-        self.commit_mask_edit(layer.id, from_edit_rect(edit.rect), edit.before, edit.after, label)
+        self.commit_mask_edit(layer.id, edit, op.replace("_", " ").capitalize())
 
     def split_selected(self) -> None:
         layer = self.selected_layer()
@@ -400,20 +405,18 @@ class Annotator(QObject):
         if not parts:
             self.info.emit(f"{layer.name} is a single connected piece.")
             return
-        steps = []
         mask_ops.apply_edit(layer.mask, edit, inplace=True)
         layer.edited = True
-        steps.append((layer.id, edit))
+        steps = [(layer.id, edit)]
         self.stack.touched(layer.id, None)
         new_ids = [layer.id]
+        meta = self._meta[layer.id]
         for part in parts:
-            new = self.add_layer(layer.name, part, source=self._meta[layer.id].source, score=layer.score,
-                                 status=layer.status, status_text=layer.status_text,
-                                 provenance=self._meta[layer.id].provenance, edited=True, record=False)
+            new = self.add_layer(layer.concept or layer.name, part, source=meta.source, score=layer.score,
+                                 status=layer.status, status_text=layer.status_text, provenance=meta.provenance,
+                                 edited=True, record=False)
             if new is not None:
-                b = bbox_of(part)
-                y0, y1, x0, x1 = b
-                steps.append((new.id, Edit((y0, x0, y1, x1), np.zeros((y1 - y0, x1 - x0), bool), part[y0:y1, x0:x1].copy())))
+                steps.append((new.id, mask_ops.added_edit(part)))
                 new_ids.append(new.id)
         self._push(steps)
         self._sync(new_ids)
@@ -425,8 +428,8 @@ class Annotator(QObject):
         if layer is None:
             self.info.emit("Select a mask first.")
             return
-        others = [l for l in self.stack.layers()
-                  if l.id != layer.id and not l.removed and l.category_id == layer.category_id and l.name == layer.name]
+        others = [ly for ly in self.stack.layers() if ly.id != layer.id and not ly.removed
+                  and ly.category_id == layer.category_id and ly.name == layer.name]
         if not others:
             self.info.emit(f"No other {layer.name} mask to merge.")
             return
@@ -457,12 +460,12 @@ class Annotator(QObject):
         if layer is None:
             return
         if self.project is not None and layer.category_id is not None:
-            cat = self._guard(self.project.rename_category, layer.category_id, name)
-            if cat is None:
+            ok, cat = self.guard(self.project.rename_category, layer.category_id, name)
+            if not ok or cat is None:
                 return
-            for l in self.stack.layers():
-                if l.category_id == cat.id:
-                    self.stack.update(l.id, name=cat.name)
+            for ly in self.stack.layers():
+                if ly.category_id == cat.id:
+                    self.stack.update(ly.id, name=cat.name)
         else:
             self.stack.update(layer_id, name=name)
 
@@ -471,95 +474,32 @@ class Annotator(QObject):
         layer = self._registry.get(layer_id)
         if layer is None or layer.removed:
             return
-        category_id, color = self._category(name)
+        category_id, display, colour = self._category(name)
         layer.category_id = category_id
         if self.project is not None and category_id is not None and layer_id in self._ann:
-            self._guard(self.project.set_annotation_category, self._ann[layer_id], category_id)
-        self.stack.update(layer_id, name=self._display_name(name), color=color, edited=True)
+            self.guard(self.project.set_annotation_category, self._ann[layer_id], category_id)
+        self.stack.update(layer_id, name=display, color=colour, edited=True, concept=name)
 
     def recolour(self, layer_id: int, color: tuple[int, int, int]) -> None:
         layer = self._registry.get(layer_id)
         if layer is None:
             return
         if self.project is not None and layer.category_id is not None:
-            if self._guard(self.project.recolor_category, layer.category_id, color) is None:
+            ok, _cat = self.guard(self.project.recolor_category, layer.category_id, color)
+            if not ok:
                 return
-            for l in self.stack.layers():
-                if l.category_id == layer.category_id:
-                    self.stack.update(l.id, color=color)
+            for ly in self.stack.layers():
+                if ly.category_id == layer.category_id:
+                    self.stack.update(ly.id, color=color)
         else:
             self.stack.update(layer_id, color=color)
 
-    # ----- results from the engine
-    def apply_car_result(self, result, provenance: dict | None = None) -> list[MaskLayer]:
-        """Replace this image's unedited CaR layers with a result: one undoable group, one transaction."""
-        steps: list[tuple[int, Edit]] = []
-        touched: list[int] = []
-        for layer in self.stack.layers():
-            if layer.removed:
-                self.stack.remove(layer.id)
-            elif self._meta.get(layer.id, LayerMeta()).source == "car" and not layer.edited:
-                step = self._set_mask(layer.id, np.zeros_like(layer.mask))
-                if step:
-                    steps.append(step)
-                touched.append(layer.id)
-                self.stack.remove(layer.id)
-        protected = {l.name.casefold() for l in self.stack.layers()
-                     if self._meta.get(l.id, LayerMeta()).source == "car" and l.edited}
-        added: list[MaskLayer] = []
-        base_prov = dict(provenance or {})
-        base_prov.setdefault("models", getattr(result, "model_names", {}))
-        for c in result.concepts:
-            status = c.status.value
-            if status == "removed" or not c.mask.any():
-                if c.name.casefold() in protected:
-                    continue
-                _cid, colour = self._category(c.query_text.replace(", ", " | "))
-                ghost = self._ghost({"name": c.name, "query_text": c.query_text, "status_text": c.status_text,
-                                     "score": c.removed_score, "color": colour}, *self.stack.size)
-                if status != "removed":
-                    ghost.status_text = f"{c.status_text}, empty mask"
-                self.stack.add(ghost)
-                continue
-            if c.name.casefold() in protected:
-                continue
-            prov = dict(base_prov, concept=c.query_text, status=status, status_text=c.status_text,
-                        removed_at_step=c.removed_at_step, sam_accepted=c.sam_accepted, sam_iou=c.sam_iou)
-            layer = self.add_layer(c.query_text.replace(", ", " | "), c.mask, source="car", score=c.score,
-                                   status=status, status_text=c.status_text, provenance=prov, record=False)
-            if layer is not None:
-                y0, y1, x0, x1 = bbox_of(layer.mask)
-                steps.append((layer.id, Edit((y0, x0, y1, x1), np.zeros((y1 - y0, x1 - x0), bool),
-                                             layer.mask[y0:y1, x0:x1].copy())))
-                added.append(layer)
-        self._push(steps)
-        self._sync(touched)
-        self._save_removed_rows()
-        if self.project is not None and self.image_id is not None:
-            rec = self._guard(self.project.get_image, self.image_id)
-            if rec is not None and rec.status == "new":
-                self._guard(self.project.set_image_status, self.image_id, "auto")
-                self.imageStatusChanged.emit(self.image_id, "auto")
-        return added
-
-    def force_keep(self, ghost_id: int, mask: np.ndarray, score: float | None, status_text: str) -> MaskLayer | None:
-        """Turn a removed concept's row into a kept mask (from a single-concept run)."""
-        ghost = self._registry.get(ghost_id)
-        if ghost is None:
-            return None
-        query = ghost.extra.get("query_text", ghost.name)
-        layer = self.add_layer(query.replace(", ", " | "), mask, source="car", score=score, status="forced",
-                               status_text=f"force-kept ({status_text})",
-                               provenance={"concept": query, "forced": True}, edited=True)
-        if layer is not None:
-            self.stack.remove(ghost_id)
-            self._save_removed_rows()
-            self.stack.select(layer.id)
-        return layer
-
-    def mark_reviewed(self) -> None:
+    def mark_reviewed(self) -> bool:
+        """Mark the open image reviewed; False (and the image keeps its status) when saving fails."""
         if self.project is None or self.image_id is None:
-            return
-        if self._guard(self.project.set_image_status, self.image_id, "reviewed") is not False:
+            return False
+        ok, _ = self.guard(self.project.set_image_status, self.image_id, "reviewed")
+        if ok:
             self.imageStatusChanged.emit(self.image_id, "reviewed")
             self.info.emit("Marked as reviewed")
+        return ok

@@ -19,10 +19,9 @@ from PySide6.QtWidgets import (
 )
 
 from ..autolabel import AutoLabelProgress
-from ..engine.concepts import parse_concepts
-from ..engine.config import PRESET_DESCRIPTIONS, PRESETS, SAM_MODES, CaRConfig, preset
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 from .autolabel_run import AutoLabelRequest
+from .engine_client import PRESET_DESCRIPTIONS, PRESETS, SAM_MODES, CaRConfig, ConceptList, preset
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,7 @@ class AutoLabelDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Auto-label folder")
         self._base = base_config
+        self._parsed: ConceptList | None = None
         self.folder = QLineEdit(folder)
         self.folder.setPlaceholderText("Folder of images")
         browse = QPushButton("…")
@@ -128,7 +128,7 @@ class AutoLabelDialog(QDialog):
         if not folder or not Path(folder).is_dir():
             return "Choose a folder of images that exists."
         try:
-            parse_concepts(self.concepts.toPlainText())
+            self._parsed = ConceptList.parse(self.concepts.toPlainText())
             self.config()
         except CaRDesktopError as exc:
             return str(exc)
@@ -142,8 +142,10 @@ class AutoLabelDialog(QDialog):
             super().accept()
 
     def request(self) -> AutoLabelRequest:
-        return AutoLabelRequest(self.concepts.toPlainText().strip(), self.config(),
-                                Path(self.folder.text().strip()), self.overwrite.isChecked())
+        """The accepted request (``accept`` parsed the concepts)."""
+        assert self._parsed is not None, "request() is for an accepted dialog"
+        return AutoLabelRequest(self._parsed, self.config(), Path(self.folder.text().strip()),
+                                self.overwrite.isChecked())
 
 
 class AutoLabelProgressDialog(QDialog):

@@ -1,10 +1,11 @@
 """Auto-labelling a folder from the window: the headless loop (``autolabel.run_autolabel``) in chunks.
 
-The run is a chain of jobs on the "engine" lane: first one that adds the folder's images to the
-project, then one job per few images. Between two chunks the lane is free for a moment, so a CaR run
-the annotator asks for on the image in front of them waits for a few images, not for the whole folder.
-Each chunk calls ``run_autolabel`` with the images of the chunk; the loop itself skips images already
-labelled with the same concepts and settings, and never touches images a person reviewed or edited.
+The run is a chain of jobs: first one (on the "io" lane) that adds the folder's images to the project,
+then one ``EngineClient.run_autolabel`` job per few images on the "engine" lane. Between two chunks the
+lane is free for a moment, so a CaR run the annotator asks for on the image in front of them waits for a
+few images, not for the whole folder. Each chunk runs ``run_autolabel`` on the images of the chunk with
+the client's shared pipeline; the loop itself skips images already labelled with the same concepts and
+settings, and never touches images a person reviewed or edited.
 
 The counts of the whole run live in a ``RunTally`` that only the worker lane touches (the chunks run
 one after another); the GUI receives frozen ``AutoLabelProgress`` snapshots of the whole run.
@@ -16,19 +17,16 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Signal
 
 from ..annotations.store import Project
-from ..autolabel import (AutoLabelJob, AutoLabelProgress, AutoLabelReport, Failure, add_folder, concept_entries,
-                         run_autolabel)
-from ..engine.config import CaRConfig
-from .workers import JobError, JobInfo, JobRunner
+from ..autolabel import AutoLabelJob, AutoLabelProgress, AutoLabelReport, Failure, add_folder
+from .engine_client import CaRConfig, ConceptList, EngineClient
+from .workers import JobError
 
 log = logging.getLogger(__name__)
 
-KIND = "autolabel"
 #: Images per job: small enough that an interactive CaR run waits only a few images, large enough that
 #: the loop's decode-ahead thread still overlaps most decoding with the engine.
 CHUNK = 4
@@ -38,7 +36,7 @@ CHUNK = 4
 class AutoLabelRequest:
     """What the dialog asks for. ``folder`` None: every image already in the project."""
 
-    concepts: str
+    concepts: ConceptList
     config: CaRConfig
     folder: Path | None = None
     overwrite: bool = False
@@ -86,12 +84,10 @@ class AutoLabelRunner(QObject):
     imagesAdded = Signal()                    # the folder brought new images into the project
     finished = Signal(object, bool, str)      # last AutoLabelProgress, stopped, error message ('' if none)
 
-    def __init__(self, runner: JobRunner, pipeline: Callable[[], Any], *, test_models: bool = False,
-                 chunk: int = CHUNK, parent: QObject | None = None) -> None:
+    def __init__(self, client: EngineClient, *, chunk: int = CHUNK, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.runner = runner
-        self._pipeline = pipeline
-        self.test_models = test_models
+        self.client = client
+        self.runner = client.runner
         self.chunk = max(1, int(chunk))
         self.project: Project | None = None
         self.request: AutoLabelRequest | None = None
@@ -101,10 +97,6 @@ class AutoLabelRunner(QObject):
         self._stopping = ""
         self.last: AutoLabelProgress | None = None
         self.reports: list[AutoLabelReport] = []
-        runner.finished.connect(self._on_finished)
-        runner.failed.connect(self._on_failed)
-        runner.cancelled.connect(self._on_cancelled)
-        runner.progress.connect(self._on_progress)
 
     @property
     def running(self) -> bool:
@@ -112,16 +104,15 @@ class AutoLabelRunner(QObject):
 
     # ----- control (GUI thread)
     def start(self, project: Project, request: AutoLabelRequest) -> bool:
-        """Start a run; False (and nothing happens) while another one is running. Raises ConceptError."""
+        """Start a run; False (and nothing happens) while another one is running."""
         if self.running:
             return False
-        concept_entries(request.concepts)   # a typing mistake is reported now, not by the worker
         self.project, self.request = project, request
         self._ids, self._cursor, self._tally, self._stopping = [], 0, None, ""
         self.last, self.reports = None, []
         count_before = project.count_images()
 
-        def plan(progress, cancel):
+        def plan(progress, cancel) -> tuple[list[int], RunTally, bool]:
             if request.folder is not None:
                 ids, failures = add_folder(project, request.folder)
             else:
@@ -129,16 +120,28 @@ class AutoLabelRunner(QObject):
             cancel.check()
             return ids, RunTally(len(ids), failures), project.count_images() != count_before
 
-        self.runner.submit(KIND, plan, lane="engine", context={"step": "plan"}, label="Auto-label: listing images")
+        self.runner.submit("autolabel_plan", plan, lane="io", label="Auto-label: listing images",
+                           on_done=self._planned, on_failed=self._failed, on_cancelled=self._cancelled)
         return True
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Stop at the engine's next check; everything finished so far stays saved."""
         if self.running:
             self._stopping = reason or "cancelled"
-            self.runner.cancel(KIND)
+            self.runner.cancel("autolabel_plan")
+            self.runner.cancel("autolabel")
 
     # ----- the chain
+    def _planned(self, planned: tuple[list[int], RunTally, bool]) -> None:
+        if not self.running:
+            return
+        self._ids, self._tally, added = planned
+        if added:
+            self.imagesAdded.emit()
+        self.last = self._tally.snapshot("planned")
+        self.progressed.emit(self.last)
+        self._next_chunk()
+
     def _next_chunk(self) -> None:
         if self._stopping or self._cursor >= len(self._ids):
             self._finish(bool(self._stopping), "")
@@ -146,17 +149,19 @@ class AutoLabelRunner(QObject):
         ids = self._ids[self._cursor:self._cursor + self.chunk]
         self._cursor += len(ids)
         request, project, tally = self.request, self.project, self._tally
+        assert request is not None and project is not None and tally is not None
         job = AutoLabelJob(request.concepts, request.config, image_ids=ids, overwrite=request.overwrite,
-                           test_models=self.test_models)
+                           test_models=self.client.test_models)
 
-        def run(progress, cancel):
-            tally.begin_chunk()
-            return run_autolabel(self._pipeline(), project, job, progress=lambda p: progress(tally.update(p)),
-                                 cancel=cancel)
+        def whole_run(p: AutoLabelProgress) -> AutoLabelProgress:
+            if p.event == "planned":
+                tally.begin_chunk()
+            return tally.update(p)
 
         first, last = self._cursor - len(ids) + 1, self._cursor
-        self.runner.submit(KIND, run, lane="engine", context={"step": "chunk"},
-                           label=f"Auto-label (images {first}–{last} of {len(self._ids)})")
+        self.client.run_autolabel(project, job, whole_run=whole_run, on_progress=self._progress,
+                                  on_done=self._chunk_done, on_failed=self._failed, on_cancelled=self._cancelled,
+                                  label=f"Auto-label (images {first}–{last} of {len(self._ids)})")
 
     def _finish(self, stopped: bool, error: str) -> None:
         last = self._tally.snapshot("finished") if self._tally is not None else self.last
@@ -164,10 +169,8 @@ class AutoLabelRunner(QObject):
         self.request = None
         self.finished.emit(last, stopped, error)
 
-    # ----- from the runner (GUI thread)
-    def _on_progress(self, job: JobInfo, payload: Any) -> None:
-        if job.kind != KIND or not isinstance(payload, AutoLabelProgress):
-            return
+    # ----- from the jobs (GUI thread)
+    def _progress(self, payload: AutoLabelProgress) -> None:
         self.last = payload
         if payload.event == "image done" and payload.image_id is not None:
             self.imageLabelled.emit(payload.image_id, "auto", "")
@@ -176,26 +179,19 @@ class AutoLabelRunner(QObject):
             self.imageLabelled.emit(payload.image_id, "error", reason)
         self.progressed.emit(payload)
 
-    def _on_finished(self, job: JobInfo, result: Any) -> None:
-        if job.kind != KIND or not self.running:
+    def _chunk_done(self, report: AutoLabelReport) -> None:
+        if not self.running:
             return
-        if job.context["step"] == "plan":
-            self._ids, self._tally, added = result
-            if added:
-                self.imagesAdded.emit()
-            self.last = self._tally.snapshot("planned")
-            self.progressed.emit(self.last)
-        else:
-            self.reports.append(result)
-            if result.stopped and not self._stopping:
-                self._stopping = "cancelled"
+        self.reports.append(report)
+        if report.stopped and not self._stopping:
+            self._stopping = "cancelled"
         self._next_chunk()
 
-    def _on_failed(self, job: JobInfo, err: JobError) -> None:
-        if job.kind == KIND and self.running:
+    def _failed(self, err: JobError) -> None:
+        if self.running:
             # After a cancel (e.g. the project was closed under it) a failure is just the stop.
             self._finish(True, "" if self._stopping else err.message)
 
-    def _on_cancelled(self, job: JobInfo) -> None:
-        if job.kind == KIND and self.running:
+    def _cancelled(self) -> None:
+        if self.running:
             self._finish(True, "")

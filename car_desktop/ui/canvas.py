@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QPoint, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView, QStyleOptionGraphicsItem, QToolTip,
@@ -22,7 +22,8 @@ from PySide6.QtWidgets import (
 )
 
 from .imaging import rgb_to_qimage, rgba_view_qimage
-from .layers import LayerStack, Rect
+from ..annotations.models import Rect
+from .layers import LayerStack
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +186,7 @@ class Canvas(QGraphicsView):
         if rect is None:
             self._dirty_all = True
         else:
-            from .layers import union_rect
-
-            self._dirty = union_rect(self._dirty, rect)
+            self._dirty = rect.union(self._dirty)
         self._composite_timer.start()
         if layer_id == self.stack.selected_id:
             self._outline_timer.start()
@@ -200,33 +199,31 @@ class Canvas(QGraphicsView):
                 self._overlay[:] = 0
                 self._overlay_item.update()
             return
-        rect = (0, h, 0, w) if self._dirty_all else self._dirty
+        dirty = Rect(0, 0, h, w) if self._dirty_all else self._dirty
         self._dirty, self._dirty_all = None, False
-        if rect is None:
+        if dirty is None:
             return
-        y0, y1, x0, x1 = max(0, rect[0]), min(h, rect[1]), max(0, rect[2]), min(w, rect[3])
-        if y1 <= y0 or x1 <= x0:
+        rect = dirty.clip((h, w))
+        if rect.is_empty:
             return
-        region = self._overlay[y0:y1, x0:x1]
+        region = self._overlay[rect.slices]
         region[:] = 0
         for layer in self.stack.layers():
             if not layer.visible:
                 continue
-            sub = layer.mask[y0:y1, x0:x1]
+            sub = layer.mask[rect.slices]
             if sub.any():
                 region[sub] = (*layer.color, 255)
-        self._overlay_item.update(QRectF(x0, y0, x1 - x0, y1 - y0))
+        self._overlay_item.update(QRectF(rect.x0, rect.y0, rect.x1 - rect.x0, rect.y1 - rect.y0))
 
     def _update_outline(self) -> None:
         layer = self.stack.selected()
         path = QPainterPath()
         if layer is not None and layer.visible and layer.mask.shape == self._image_size:
-            from .layers import bbox_of
-
-            box = bbox_of(layer.mask)
+            box = Rect.of_mask(layer.mask)
             if box is not None:
-                y0, y1, x0, x1 = box
-                sub = np.ascontiguousarray(layer.mask[y0:y1, x0:x1]).view(np.uint8)
+                y0, x0 = box.y0, box.x0
+                sub = np.ascontiguousarray(layer.mask[box.slices]).view(np.uint8)
                 contours, _ = cv2.findContours(sub, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
                 for contour in contours:
                     pts = contour[:, 0, :]
@@ -413,6 +410,3 @@ class Canvas(QGraphicsView):
                 QToolTip.showText(event.globalPosition().toPoint(), text, self)
             else:
                 QToolTip.hideText()
-
-    def image_point(self, view_pos: QPoint) -> QPointF:
-        return self.mapToScene(view_pos)

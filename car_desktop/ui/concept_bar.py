@@ -1,7 +1,8 @@
 """The concept bar: what to look for (typed concepts), how (preset, SAM mode) and the advanced drawer.
 
 Concepts are separated by commas or new lines; "car | automobile" gives synonyms of one concept.
-Enter runs (Shift+Enter starts a new line). The advanced drawer holds eta, theta, lam, the visual
+Enter runs (Shift+Enter starts a new line): the text is parsed here, once, and the ``ConceptList``
+travels on to the engine client and the project. The advanced drawer holds eta, theta, lam, the visual
 prompts and the background words; changing the preset resets them to the preset's values.
 """
 
@@ -16,11 +17,10 @@ from PySide6.QtWidgets import (
     QPlainTextEdit, QPushButton, QToolButton, QVBoxLayout, QWidget,
 )
 
-from ..engine.config import (
-    DEFAULT_BACKGROUND_WORDS, PRESET_DESCRIPTIONS, PRESETS, SAM_MODES, VISUAL_PROMPTS, CaRConfig, preset,
+from ..errors import CaRDesktopError
+from .engine_client import (
+    DEFAULT_BACKGROUND_WORDS, PRESET_DESCRIPTIONS, PRESETS, SAM_MODES, VISUAL_PROMPTS, CaRConfig, ConceptList, preset,
 )
-from ..engine.concepts import parse_concepts
-from ..engine.errors import CaRDesktopError
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,10 @@ class ConceptEdit(QPlainTextEdit):
 
 
 class ConceptBar(QWidget):
-    """Emits ``runRequested(text, config)`` when the user asks for a CaR run."""
+    """Emits ``runRequested(concepts, config)`` (a ``ConceptList`` and a ``CaRConfig``) when the user
+    asks for a CaR run."""
 
-    runRequested = Signal(str, object)
+    runRequested = Signal(object, object)
     presetChanged = Signal(str)
 
     def __init__(self, default_preset: str = "objects", parent: QWidget | None = None) -> None:
@@ -201,12 +202,11 @@ class ConceptBar(QWidget):
 
     # ----- running
     def request_run(self) -> None:
-        text = self.text().strip()
         try:
-            parse_concepts(text)
+            concepts = ConceptList.parse(self.text())
             config = self.config()
         except CaRDesktopError as exc:
             self.show_error(str(exc))
             return
         self.show_error("")
-        self.runRequested.emit(text, config)
+        self.runRequested.emit(concepts, config)

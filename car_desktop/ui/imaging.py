@@ -52,12 +52,3 @@ def rgba_view_qimage(buffer: np.ndarray) -> QImage:
     assert buffer.ndim == 3 and buffer.shape[2] == 4 and buffer.dtype == np.uint8 and buffer.flags.c_contiguous
     h, w = buffer.shape[:2]
     return QImage(buffer.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
-
-
-def qimage_to_rgb(image: QImage) -> np.ndarray:
-    """An (H, W, 3) uint8 copy of a QImage (for screenshots and tests)."""
-    img = image.convertToFormat(QImage.Format.Format_RGB888)
-    w, h = img.width(), img.height()
-    ptr = img.constBits()
-    arr = np.frombuffer(ptr, np.uint8, count=img.bytesPerLine() * h).reshape(h, img.bytesPerLine())
-    return arr[:, : 3 * w].reshape(h, w, 3).copy()

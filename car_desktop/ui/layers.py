@@ -8,15 +8,14 @@ resolution; partial updates name the changed rectangle so the canvas re-composit
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-log = logging.getLogger(__name__)
+from ..annotations.models import Rect
 
-#: (y0, y1, x0, x1), half-open, in image pixels.
-Rect = tuple[int, int, int, int]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,7 +32,7 @@ class MaskLayer:
     status_text: str = ""
     category_id: int | None = None
     edited: bool = False
-    extra: dict = field(default_factory=dict)
+    concept: str = ""               # the concept as typed ("car | automobile"); the category's key
 
     @property
     def removed(self) -> bool:
@@ -42,23 +41,6 @@ class MaskLayer:
     @property
     def area(self) -> int:
         return int(self.mask.sum())
-
-
-def bbox_of(mask: np.ndarray) -> Rect | None:
-    """The tight half-open bounding rectangle of a mask, or None when it is empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def union_rect(a: Rect | None, b: Rect | None) -> Rect | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
 
 
 class LayerStack(QObject):
@@ -95,7 +77,7 @@ class LayerStack(QObject):
 
     def find(self, **attrs) -> MaskLayer | None:
         for layer in self._layers:
-            if all(getattr(layer, k, layer.extra.get(k)) == v for k, v in attrs.items()):
+            if all(getattr(layer, k) == v for k, v in attrs.items()):
                 return layer
         return None
 
@@ -157,19 +139,6 @@ class LayerStack(QObject):
             self.select(-1)
         self.layerChanged.emit(layer_id, None)
         return layer
-
-    def set_mask_region(self, layer_id: int, rect: Rect, patch: np.ndarray) -> None:
-        """Write ``patch`` into the layer's mask at ``rect`` (the rectangle of an edit)."""
-        layer = self._require(layer_id)
-        y0, y1, x0, x1 = rect
-        layer.mask[y0:y1, x0:x1] = patch
-        self.layerChanged.emit(layer_id, rect)
-
-    def set_mask(self, layer_id: int, mask: np.ndarray) -> None:
-        layer = self._require(layer_id)
-        self._check_mask(mask)
-        layer.mask = mask.astype(bool, copy=True)
-        self.layerChanged.emit(layer_id, None)
 
     def touched(self, layer_id: int, rect: Rect | None = None) -> None:
         """Announce a change made in place (e.g. a brush stroke drawing straight into the mask)."""

@@ -1,8 +1,11 @@
-"""The main window: wires the canvas, panels, concept bar, status bar, menus and the controllers.
+"""The main window: lays out the canvas, panels, concept bar and status bar, opens images, folders and
+projects, and routes CaR and SAM requests.
 
-It owns no editing or engine logic itself: ``Annotator`` does edits, undo and saving;
-``EngineClient`` does model loading, CaR runs and SAM clicks on worker lanes; ``JobRunner`` runs the
-jobs. The window opens images and folders, routes requests, and shows errors without dying.
+It owns no editing, engine or file logic itself: ``Annotator`` does edits, undo and saving (``car_apply``
+puts CaR results on it); ``EngineClient`` is the only way to the engine (model loading, CaR runs, SAM
+clicks, image decoding); ``JobRunner`` runs the jobs. The menus are built by ``WindowActions``; exports
+and imports are ``Transfers``; the folder run is ``AutoLabelController``; the review queue's routing is
+``ReviewRouting``. Errors are shown without the window dying.
 """
 
 from __future__ import annotations
@@ -12,32 +15,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QApplication, QDockWidget, QFileDialog, QInputDialog, QMainWindow, QMessageBox, QProgressDialog,
-    QToolBar, QVBoxLayout, QWidget,
+    QApplication, QDockWidget, QFileDialog, QInputDialog, QMainWindow, QMessageBox, QVBoxLayout, QWidget,
 )
 
+from ..annotations.models import ExportReport, ImportReport
 from ..annotations.store import Project
-from ..engine.config import CaRConfig
-from ..engine.errors import CaRDesktopError
+from ..errors import CaRDesktopError
 from .annotator import Annotator
+from .autolabel_controller import AutoLabelController
 from .autolabel_run import AutoLabelRunner
 from .canvas import Canvas
+from .car_apply import show_car_result, show_forced
 from .concept_bar import ConceptBar
 from .concept_panel import ConceptPanel
-from .engine_client import EngineClient
+from .engine_client import CaRConfig, CaRResult, CarRequest, ConceptList, EngineClient, ModelCatalog, PipelineFactory
 from .file_list import FileList
 from .help_dialog import HelpDialog
 from .layers import LayerStack
-from .project_session import IMAGE_FILTER, PROJECT_FILTER, load_image, project_for_folder
+from .project_session import IMAGE_FILTER, PROJECT_FILTER, open_folder
 from .review_panel import ReviewPanel
-from .settings import THEMES, Settings
+from .review_routing import ReviewRouting
+from .settings import Settings
 from .status import JobStatusBar
-from .tools import BrushTool, PolygonTool, SamClickTool
-from .transfer import ImportCocoDialog, Transfers
-from .workers import JobError, JobInfo, JobRunner
+from .tools import BrushTool, PolygonTool, SamClickTool, Tool
+from .transfer import Transfers
+from .window_actions import WindowActions
+from .workers import JobError, JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,8 @@ class MainWindow(QMainWindow):
     carApplied = Signal(object)      # list of layers added
 
     def __init__(self, *, test_models: bool = False, settings: Settings | None = None,
-                 pipeline_factory=None, model_manager: Any = None, check_models: bool = True) -> None:
+                 pipeline_factory: PipelineFactory | None = None, model_manager: ModelCatalog | None = None,
+                 check_models: bool = True) -> None:
         super().__init__()
         self.test_models = test_models
         self.settings = settings or Settings()
@@ -66,20 +72,18 @@ class MainWindow(QMainWindow):
         self.status = JobStatusBar(self.runner)
         self.setStatusBar(self.status)
         self.engine = EngineClient(self.runner, test_models=test_models,
-                                   config=CaRConfig(device=self.settings.device),
-                                   pipeline_factory=pipeline_factory, parent=self)
-        self._model_manager = model_manager
+                                   config=CaRConfig(device=self.settings.device), pipeline_factory=pipeline_factory,
+                                   model_manager=model_manager, parent=self)
         self.review_panel = ReviewPanel(self.runner)
-        self.autolabel = AutoLabelRunner(self.runner, self.engine.pipeline, test_models=test_models, parent=self)
-        self.autolabel_progress = None     # AutoLabelProgressDialog of the last run
+        self.autolabel = AutoLabelRunner(self.engine, parent=self)
+        self.autolabel_controller = AutoLabelController(self, self.autolabel)
         self.transfers = Transfers(self.runner, self)
-        self.about_dialog = None
-        self._requested_image: int | None = None
-        self._pending_annotation: tuple[int, int] | None = None   # (image id, annotation id) to select
+        self.about_dialog: QWidget | None = None
+        self.models_dialog: Any = None
+        self.requested_image: int | None = None   # the image being read (``image_id`` once shown)
         self.project: Project | None = None
         self.image_id: int | None = None
         self.image: np.ndarray | None = None
-        self.models_dialog = None
         self.last_error = ""
 
         central = QWidget()
@@ -95,13 +99,15 @@ class MainWindow(QMainWindow):
         # The queue's columns (concept, score, SAM, image, status) need the room; the file list less so.
         self.resizeDocks([self.review_dock], [430], Qt.Orientation.Horizontal)
         self.resizeDocks([images_dock, self.review_dock], [200, 600], Qt.Orientation.Vertical)
+        self.review = ReviewRouting(self)
 
-        self.tools = {
+        self.sam_tool = SamClickTool(self.annotator)
+        self.tools: dict[str, Tool] = {
             "brush": BrushTool(self.annotator), "eraser": BrushTool(self.annotator, erase=True),
             "polygon_add": PolygonTool(self.annotator), "polygon_subtract": PolygonTool(self.annotator, subtract=True),
-            "sam": SamClickTool(self.annotator),
+            "sam": self.sam_tool,
         }
-        self._build_actions()
+        self.menus = WindowActions(self)
         self._connect()
         self.concept_panel.opacity.setValue(int(self.settings.opacity * 100))
         self.canvas.set_opacity(self.settings.opacity)
@@ -112,110 +118,13 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self.start_models)
 
     # ----- construction
-    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(title)
         dock.setWidget(widget)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(area, dock)
         return dock
-
-    def _action(self, menu, text: str, slot, shortcut=None, tip: str = "", checkable: bool = False) -> QAction:
-        action = QAction(text, self)
-        if shortcut:
-            action.setShortcut(QKeySequence(shortcut))
-            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-        if tip:
-            action.setStatusTip(tip)
-        action.setCheckable(checkable)
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        self.addAction(action)
-        return action
-
-    def _build_actions(self) -> None:
-        mb = self.menuBar()
-        f = mb.addMenu("&File")
-        self._action(f, "Open image…", self.ask_open_image, "Ctrl+O")
-        self._action(f, "Open folder…", self.ask_open_folder, "Ctrl+Shift+O")
-        self._action(f, "Open project…", self.ask_open_project, "Ctrl+P")
-        self.recent_menu = f.addMenu("Recent projects")
-        self.recent_menu.aboutToShow.connect(self._fill_recent)
-        f.addSeparator()
-        self.export_action = self._action(f, "Export COCO JSON…", self.ask_export_coco, "Ctrl+E")
-        self._action(f, "Export label PNGs…", self.ask_export_label_pngs,
-                     tip="One palette PNG per image: pixel value = concept id, 0 = background")
-        self._action(f, "Import COCO…", self.ask_import_coco, tip="Add the masks of a COCO JSON to this project")
-        f.addSeparator()
-        self._action(f, "Auto-label folder…", self.ask_autolabel, "Ctrl+Shift+L",
-                     tip="Run CaR with one concept list over every image of a folder, in the background")
-        f.addSeparator()
-        self._action(f, "Quit", self.close, "Ctrl+Q")
-
-        e = mb.addMenu("&Edit")
-        self.undo_action = self._action(e, "Undo", self.annotator.undo, "Ctrl+Z")
-        self.redo_action = self._action(e, "Redo", self.annotator.redo, "Ctrl+Shift+Z")
-        e.addSeparator()
-        self._action(e, "Delete mask", self.delete_selected, "Delete")
-        self._action(e, "Fill holes", lambda: self.annotator.apply_op("fill_holes"), "H")
-        self._action(e, "Remove specks", lambda: self.annotator.apply_op("remove_specks"))
-        self._action(e, "Split into instances", self.annotator.split_selected)
-        self._action(e, "Merge same concept", self.annotator.merge_into_selected)
-        self._action(e, "Relabel mask…", self.ask_relabel, "L")
-        e.addSeparator()
-        self._action(e, "Mark image reviewed", self.annotator.mark_reviewed, "Ctrl+Return")
-        self._action(e, "Accept image and go to the next doubtful mask", self.accept_and_next, "Ctrl+Shift+Return")
-        self._action(e, "Cancel running job", self.cancel_job, "Esc")
-
-        v = mb.addMenu("&View")
-        self._action(v, "Fit", self.canvas.fit, "F")
-        self._action(v, "100 %", self.canvas.actual_size, "1")
-        self._action(v, "Previous image", lambda: self.step_image(-1), "A")
-        self._action(v, "Next image", lambda: self.step_image(+1), "D")
-        review_toggle = self.review_dock.toggleViewAction()
-        review_toggle.setText("Review queue")
-        v.addAction(review_toggle)
-        theme_menu = v.addMenu("Theme")
-        group = QActionGroup(self)
-        for name in THEMES:
-            act = self._action(theme_menu, name.capitalize(), lambda _=False, n=name: self.set_theme(n),
-                               checkable=True)
-            act.setChecked(name == self.settings.theme)
-            group.addAction(act)
-
-        t = mb.addMenu("&Tools")
-        toolbar = QToolBar("Tools", self)
-        toolbar.setObjectName("Tools")
-        self.addToolBar(toolbar)
-        self.tool_group = QActionGroup(self)
-        self.tool_actions: dict[str, QAction] = {}
-        for key, label, shortcut in (("select", "Select", "V"), ("brush", "Brush", "B"), ("eraser", "Eraser", "E"),
-                                     ("polygon_add", "Polygon +", "P"), ("polygon_subtract", "Polygon −", "Shift+P"),
-                                     ("sam", "SAM clicks", "S")):
-            act = self._action(t, label, lambda _=False, k=key: self.set_tool(k), shortcut, checkable=True)
-            self.tool_group.addAction(act)
-            toolbar.addAction(act)
-            self.tool_actions[key] = act
-        self.tool_actions["select"].setChecked(True)
-        t.addSeparator()
-        self._action(t, "New mask by SAM clicks…", self.new_mask_by_sam, "N")
-        toolbar.addSeparator()
-        for text, slot in (("Fit", self.canvas.fit), ("Undo", self.annotator.undo), ("Redo", self.annotator.redo)):
-            toolbar.addAction(text, slot)
-
-        m = mb.addMenu("&Models")
-        self._action(m, "Models…", self.show_models_dialog)
-        dev = m.addMenu("Device")
-        dgroup = QActionGroup(self)
-        from ..engine.device import DEVICE_CHOICES
-
-        for d in DEVICE_CHOICES:
-            act = self._action(dev, d, lambda _=False, n=d: self.set_device(n), checkable=True)
-            act.setChecked(d == self.settings.device)
-            dgroup.addAction(act)
-        h = mb.addMenu("&Help")
-        self._action(h, "Keyboard shortcuts", self.show_help, "F1")
-        self._action(h, "About CaR Desktop", self.show_about)
 
     def _connect(self) -> None:
         self.concept_bar.runRequested.connect(self.run_car)
@@ -231,30 +140,20 @@ class MainWindow(QMainWindow):
         self.canvas.cursorMoved.connect(lambda x, y: self.status.pixel_label.setText(f"{x}, {y}"))
         self.annotator.info.connect(lambda text: self.status.showMessage(text, 5000))
         self.annotator.failed.connect(self.show_error)
-        self.annotator.historyChanged.connect(self._history_changed)
+        self.annotator.historyChanged.connect(self.menus.history_changed)
         self.annotator.imageStatusChanged.connect(lambda iid, st: self.file_list.set_status(iid, st))
-        self.annotator.sam_predict_handler = self.engine.sam_predict
-        self.annotator.sam_accept_handler = self.accept_sam_mask
+        self.annotator.samPredictRequested.connect(self.engine.sam_predict)
+        self.annotator.samAccepted.connect(self.accept_sam_mask)
         self.engine.carFinished.connect(self._car_finished)
         self.engine.carFailed.connect(self._car_failed)
         self.engine.samPredicted.connect(self._sam_predicted)
         self.engine.modelsReady.connect(self._models_ready)
         self.engine.modelsMissing.connect(self._models_missing)
         self.engine.error.connect(self.show_error)
-        self.runner.finished.connect(self._job_finished)
-        self.runner.failed.connect(self._job_failed)
-        self.review_panel.maskActivated.connect(self.open_annotation)
-        self.review_panel.acceptRequested.connect(self.accept_image)
-        self.annotator.imageStatusChanged.connect(lambda *_: self.review_panel.schedule_refresh())
-        self.carApplied.connect(lambda *_: self.review_panel.schedule_refresh())
-        self.imageShown.connect(lambda *_: self.review_panel.schedule_refresh(800))
-        self.autolabel.progressed.connect(self._autolabel_progressed)
-        self.autolabel.imageLabelled.connect(self._autolabel_image)
-        self.autolabel.imagesAdded.connect(lambda: self._refresh_file_list())
-        self.autolabel.finished.connect(self._autolabel_finished)
         self.transfers.done.connect(self._transfer_done)
         self.transfers.failed.connect(lambda kind, text: self.status.showMessage(text, 10000))
-        self._history_changed()
+        self.transfers.problem.connect(self.show_error)
+        self.menus.history_changed()
 
     # ----- small helpers
     def _update_title(self) -> None:
@@ -269,10 +168,6 @@ class MainWindow(QMainWindow):
         self.canvas.set_opacity(value)
         self.settings.opacity = value
 
-    def _history_changed(self) -> None:
-        self.undo_action.setEnabled(self.annotator.can_undo())
-        self.redo_action.setEnabled(self.annotator.can_redo())
-
     def show_error(self, text: str) -> None:
         """Errors show in the status bar and, unless running headless tests, a dialog."""
         self.last_error = text
@@ -285,7 +180,9 @@ class MainWindow(QMainWindow):
         from .theme import apply_theme
 
         self.settings.theme = name
-        apply_theme(QApplication.instance(), name)
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            apply_theme(app, name)
 
     def set_device(self, name: str) -> None:
         self.settings.device = name
@@ -301,19 +198,12 @@ class MainWindow(QMainWindow):
         self.about_dialog.open()
 
     # ----- models
-    def model_manager(self):
-        if self._model_manager is None:
-            from ..engine.model_manager import ModelManager
-
-            self._model_manager = ModelManager()
-        return self._model_manager
-
     def start_models(self) -> None:
         """Load the models in the background, or open the models dialog when weights are missing."""
         if not self.test_models:
             try:
-                missing = [s for s in self.model_manager().list() if not s.ok and not getattr(s, "optional", False)]
-            except Exception as exc:
+                missing = [s for s in self.engine.model_manager().list() if not s.ok and not s.optional]
+            except Exception as exc:  # a broken manifest must not stop the window from opening
                 log.exception("model check failed")
                 missing, self.last_error = [], str(exc)
             if missing:
@@ -330,7 +220,7 @@ class MainWindow(QMainWindow):
         from .models_dialog import ModelsDialog
 
         if self.models_dialog is None:
-            self.models_dialog = ModelsDialog(self.model_manager(), self.runner, intro if isinstance(intro, str) else "", self)
+            self.models_dialog = ModelsDialog(self.engine.model_manager(), self.runner, intro, self)
             self.models_dialog.modelsChanged.connect(self._models_changed)
         self.models_dialog.refresh()
         self.models_dialog.show()
@@ -367,13 +257,6 @@ class MainWindow(QMainWindow):
         if path:
             self.open_project(path)
 
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        for p in self.settings.recent_projects():
-            self.recent_menu.addAction(p, lambda p=p: self.open_project(p))
-        if not self.recent_menu.actions():
-            self.recent_menu.addAction("(none)").setEnabled(False)
-
     def _set_project(self, project: Project) -> None:
         self.engine.cancel_car()
         if self.autolabel.running and self.autolabel.project is not project:
@@ -386,11 +269,11 @@ class MainWindow(QMainWindow):
         self.image_id, self.image = None, None
         self.settings.add_recent_project(str(project.path))
         self._update_title()
-        self._refresh_file_list(keep_errors=False)
-        self.concept_bar.set_recent(self._recent_concepts())
+        self.refresh_file_list(keep_errors=False)
+        self.concept_bar.set_recent(self.recent_concepts())
         self.review_panel.set_project(project)
 
-    def _refresh_file_list(self, keep_errors: bool = True) -> None:
+    def refresh_file_list(self, keep_errors: bool = True) -> None:
         """Statuses from the project; images found unreadable in this session stay marked."""
         images = self.project.list_images() if self.project is not None else []
         unreadable = {k for k in self.file_list.keys() if keep_errors and self.file_list.status(k) == "error"}
@@ -401,15 +284,16 @@ class MainWindow(QMainWindow):
 
     def open_folder(self, folder: str | Path, select: str | None = None) -> bool:
         try:
-            project, elsewhere = project_for_folder(folder)
-            project.add_images(folder)
+            opened = open_folder(folder)
         except CaRDesktopError as exc:
             self.show_error(str(exc))
             return False
+        project = opened.project
         self._set_project(project)
-        if elsewhere:
+        self.file_list.add_failures([(f.rel_path, f.reason) for f in opened.failures])
+        if opened.in_user_data:
             self.status.showMessage(f"The folder is read-only: the project is kept in {project.path}", 10000)
-        keys = self.file_list.keys()
+        keys = [k for k in self.file_list.keys() if isinstance(k, int)]
         target = None
         if select is not None:
             rec = project.find_image(select)
@@ -436,41 +320,32 @@ class MainWindow(QMainWindow):
             self.show_image(keys[0])
         return True
 
-    def show_image(self, image_id: Any) -> None:
+    def show_image(self, image_id: int) -> None:
         """Read the image on the io lane; a newer request supersedes an older one."""
         if self.project is None:
             return
         self.engine.cancel_car()      # a run for the previous image must never land on this one
         path = self.project.image_path(image_id)
-        self._requested_image = image_id
+        self.requested_image = image_id
         self.file_list.select_key(image_id)
-        self.runner.submit("load_image", lambda progress, cancel: load_image(path), lane="io",
-                           context={"image_id": image_id, "path": path}, label=f"Opening {path.name}")
+
+        def failed(err: JobError) -> None:
+            self.file_list.set_status(image_id, "error", err.message)
+            self.show_error(f"{path.name} was skipped: {err.message}")
+
+        self.engine.read_image(path, lambda image: self._image_loaded(image_id, image), failed)
 
     def step_image(self, step: int) -> None:
+        if self.image_id is None:
+            return
         target = self.file_list.neighbour(self.image_id, step)
         if target is not None:
             self.show_image(target)
 
-    def _job_finished(self, job: JobInfo, result: Any) -> None:
-        if job.kind == "load_image":
-            self._image_loaded(job.context["image_id"], result)
-        elif job.kind == "export":
-            self._export_done(result)
-
-    def _job_failed(self, job: JobInfo, err: JobError) -> None:
-        if job.kind == "load_image":
-            image_id = job.context["image_id"]
-            self.file_list.set_status(image_id, "error", err.message)
-            self.show_error(f"{job.context['path'].name} was skipped: {err.message}")
-        elif job.kind == "export":
-            if self._export_progress is not None:
-                self._export_progress.close()
-            self.show_error(f"Export failed: {err.message}")
-
     def _image_loaded(self, image_id: int, image: np.ndarray) -> None:
         self.image_id, self.image = image_id, image
-        self.tools["sam"].clear() if self.canvas.tool() is self.tools["sam"] else None
+        if self.canvas.tool() is self.sam_tool:
+            self.sam_tool.clear()
         h, w = image.shape[:2]
         rec = self.project.get_image(image_id) if self.project is not None else None
         if rec is not None and (rec.height, rec.width) != (h, w):
@@ -482,91 +357,85 @@ class MainWindow(QMainWindow):
             self.show_error(str(exc))
         self.engine.set_image(image, image_id)
         self.file_list.select_key(image_id)
-        pending, self._pending_annotation = self._pending_annotation, None
-        if pending is not None and pending[0] == image_id:
-            self.select_annotation(pending[1])
         if rec is not None:
             self.file_list.set_status(image_id, rec.status)
             self.setWindowFilePath(rec.rel_path)
         self.imageShown.emit(image_id)
 
     # ----- CaR
-    def _recent_concepts(self) -> list[str]:
+    def recent_concepts(self) -> list[str]:
         if self.project is None:
             return []
         value = self.project.get_setting(RECENT_CONCEPTS_KEY, [])
         return [str(v) for v in value] if isinstance(value, list) else []
 
-    def run_car(self, text: str, config: CaRConfig) -> None:
-        if self.image is None:
-            self.concept_bar.show_error("Open an image first.")
-            return
-        config = config.replace(device=self.settings.device)
-        self._remember_concepts(text)
-        if self.autolabel.running:
-            self.status.showMessage("Auto-labelling is running: this run starts after the images in progress.", 6000)
-        self.engine.run_car(self.image, self.image_id, text, config)
-
-    def _remember_concepts(self, text: str) -> None:
+    def remember_concepts(self, text: str) -> None:
         if self.project is not None:
-            recent = [text] + [t for t in self._recent_concepts() if t != text]
+            recent = [text] + [t for t in self.recent_concepts() if t != text]
             try:
                 self.project.set_setting(RECENT_CONCEPTS_KEY, recent[:15])
             except CaRDesktopError as exc:
                 log.warning("recent concepts not saved: %s", exc)
             self.concept_bar.set_recent(recent[:15])
 
+    def run_car(self, concepts: ConceptList, config: CaRConfig) -> None:
+        if self.image is None:
+            self.concept_bar.show_error("Open an image first.")
+            return
+        self.remember_concepts(concepts.text)
+        if self.autolabel.running:
+            self.status.showMessage("Auto-labelling is running: this run starts after the images in progress.", 6000)
+        config = config.replace(device=self.settings.device)
+        self.engine.run_car(self.image, CarRequest(self.image_id, concepts, config))
+
     def force_keep(self, ghost_id: int) -> None:
+        """Run CaR on a removed concept alone and keep what it finds."""
         ghost = self.stack.get(ghost_id)
         if ghost is None or self.image is None:
             return
-        text = ghost.extra.get("query_text", ghost.name).replace(", ", " | ")
-        self.engine.run_car(self.image, self.image_id, text, self.concept_bar.config().replace(
-            device=self.settings.device), kind="force_keep", extra={"ghost_id": ghost_id})
+        try:
+            concepts = ConceptList.parse([ghost.concept or ghost.name])
+            config = self.concept_bar.config().replace(device=self.settings.device)
+        except CaRDesktopError as exc:
+            self.show_error(str(exc))
+            return
+        self.engine.run_car(self.image, CarRequest(self.image_id, concepts, config, ghost_id=ghost_id))
 
-    def _car_finished(self, ctx: dict, result) -> None:
-        if ctx.get("image_key") != self.image_id:
+    def _car_finished(self, request: CarRequest, result: CaRResult) -> None:
+        if request.image_key != self.image_id:
             return
-        if "ghost_id" in ctx:
-            kept = [c for c in result.concepts if c.mask.any()]
-            if not kept:
-                self.show_error("CaR found nothing for that concept even on its own.")
-                return
-            c = kept[0]
-            self.annotator.force_keep(ctx["ghost_id"], c.mask, c.score, c.status_text)
+        if request.ghost_id is not None:
+            show_forced(self.annotator, request.ghost_id, result)
             return
-        added = self.annotator.apply_car_result(result, {"config": {k: ctx["config"].to_dict()[k] for k in (
-            "preset", "eta", "theta", "lam", "prompts", "sam_mode")}})
-        kept = sum(1 for c in result.concepts if c.status.value != "removed")
+        added = show_car_result(self.annotator, result)
+        kept = sum(1 for c in result.concepts if c.status != "removed")
         msg = f"CaR: {kept} of {len(result.concepts)} concepts kept"
         if result.warnings:
             msg += " — " + "; ".join(result.warnings[:2])
         self.status.showMessage(msg, 8000)
         self.carApplied.emit(added)
 
-    def _car_failed(self, ctx: dict, err: JobError) -> None:
+    def _car_failed(self, request: CarRequest, err: JobError) -> None:
         self.show_error(f"CaR failed: {err.message}")
 
     def cancel_job(self) -> None:
-        if self.canvas.tool() is not None and getattr(self.canvas.tool(), "points", None):
+        tool = self.canvas.tool()
+        if tool is not None and tool.has_pending_input():
             return  # Esc belongs to the polygon / SAM tool (the canvas handles it)
         self.engine.cancel_car()
         self.runner.cancel("download")
 
     # ----- tools
     def set_tool(self, key: str) -> None:
-        tool = self.tools.get(key)
         if key == "sam" and not self.engine.sam_ready:
             self.status.showMessage("SAM is not loaded yet; clicks will work once the models are ready.", 6000)
-        self.canvas.set_tool(tool)
-        action = self.tool_actions.get(key)
-        if action is not None and not action.isChecked():
-            action.setChecked(True)
+        self.canvas.set_tool(self.tools.get(key))
+        self.menus.check_tool(key)
         self.canvas.setFocus()
 
-    def _sam_predicted(self, key, mask) -> None:
-        if key == self.image_id and self.canvas.tool() is self.tools["sam"]:
-            self.tools["sam"].show_prediction(mask)
+    def _sam_predicted(self, key: Any, mask: np.ndarray) -> None:
+        if key == self.image_id and self.canvas.tool() is self.sam_tool:
+            self.sam_tool.show_prediction(mask)
 
     def new_mask_by_sam(self) -> None:
         self.stack.select(-1)
@@ -604,197 +473,16 @@ class MainWindow(QMainWindow):
         if layer is not None:
             self.annotator.delete_layer(layer.id)
 
-    # ----- export
-    _export_progress: QProgressDialog | None = None
-
-    def ask_export_coco(self) -> None:
-        if self.project is None:
-            self.show_error("Open a folder or project first.")
-            return
-        from .export_dialog import CocoExportDialog
-
-        dlg = CocoExportDialog(str(self.project.path.with_suffix(".coco.json")), self)
-        if dlg.exec():
-            ids = [self.image_id] if dlg.current_only.isChecked() and self.image_id is not None else None
-            self.export_coco(dlg.path.text(), image_ids=ids, **dlg.options())
-
-    def export_coco(self, path: str | Path, **options) -> JobInfo | None:
-        if self.project is None:
-            return None
-        from ..annotations.coco_export import export_coco
-
-        project = self.project
-        self._export_progress = QProgressDialog("Exporting COCO JSON…", "Cancel", 0, 0, self)
-        self._export_progress.setWindowModality(Qt.WindowModality.WindowModal)
-        self._export_progress.setMinimumDuration(300)
-        job = self.runner.submit("export", lambda progress, cancel: export_coco(
-            project, path, progress=lambda d, t: progress((d, t)), **options), lane="io", label="Export")
-        self._export_progress.canceled.connect(lambda: self.runner.invalidate("export"))
-        return job
-
-    def _export_done(self, report) -> None:
-        if self._export_progress is not None:
-            self._export_progress.close()
-        notes = "; ".join(getattr(report, "notes", [])[:3])
-        self.status.showMessage(f"Exported {report.annotations} masks of {report.images} images to {report.path}"
-                                + (f" ({notes})" if notes else ""), 10000)
-
-    # ----- auto-labelling a folder
-    def ask_autolabel(self) -> None:
-        from .autolabel_dialog import AutoLabelDialog
-
-        if self.autolabel.running:
-            if self.autolabel_progress is not None:
-                self.autolabel_progress.show()
-                self.autolabel_progress.raise_()
-            self.status.showMessage("An auto-label run is in progress: cancel it before starting another.", 6000)
-            return
-        text = self.concept_bar.text().strip() or (self._recent_concepts() or [""])[0]
-        try:
-            base = self.concept_bar.config().replace(device=self.settings.device)
-        except CaRDesktopError:      # the bar's advanced settings are invalid: start from the plain preset
-            from ..engine.config import PRESETS, preset
-
-            name = self.settings.default_preset if self.settings.default_preset in PRESETS else "objects"
-            base = preset(name, device=self.settings.device)
-        dlg = AutoLabelDialog(folder=str(self.project.image_root) if self.project is not None else "",
-                              concepts=text, preset_name=base.preset, sam_mode=base.sam_mode, base_config=base,
-                              parent=self)
-        if dlg.exec():
-            self.start_autolabel(dlg.request())
-
-    def start_autolabel(self, request) -> bool:
-        """Open the folder's project if it is not the open one, then start the run in the background."""
-        from .autolabel_dialog import AutoLabelProgressDialog
-
-        folder = Path(request.folder) if request.folder is not None else None
-        if folder is not None and not self._inside_project(folder):
-            if not self.open_folder(folder):
-                return False
-        if self.project is None:
-            self.show_error("Open a folder or project first.")
-            return False
-        try:
-            started = self.autolabel.start(self.project, request)
-        except CaRDesktopError as exc:
-            self.show_error(str(exc))
-            return False
-        if not started:
-            self.status.showMessage("An auto-label run is in progress.", 6000)
-            return False
-        self._remember_concepts(request.concepts)
-        if self.autolabel_progress is not None:
-            self.autolabel_progress.close()
-        self.autolabel_progress = AutoLabelProgressDialog(request.concepts, self)
-        self.autolabel_progress.cancelRequested.connect(lambda: self.autolabel.cancel())
-        self.autolabel_progress.show()
-        return True
-
-    def _inside_project(self, folder: Path) -> bool:
-        if self.project is None:
-            return False
-        try:
-            folder.resolve().relative_to(self.project.image_root.resolve())
-            return True
-        except (ValueError, CaRDesktopError):
-            return False
-
-    def _autolabel_progressed(self, p) -> None:
-        if self.autolabel_progress is not None:
-            self.autolabel_progress.update_progress(p)
-
-    def _autolabel_image(self, image_id: int, status: str, detail: str) -> None:
-        self.file_list.set_status(image_id, status, detail)
-        if image_id == self.image_id and status == "auto":
-            self.annotator.reload()     # the open image's masks were replaced by the run
-        self.review_panel.schedule_refresh(1000)
-
-    def _autolabel_finished(self, p, stopped: bool, error: str) -> None:
-        if self.autolabel_progress is not None:
-            self.autolabel_progress.show_finished(p, stopped, error)
-        if error:
-            self.show_error(f"Auto-labelling stopped: {error}")
-        elif p is not None:
-            self.status.showMessage(f"Auto-label {'cancelled' if stopped else 'finished'}: {p.done} labelled, "
-                                    f"{p.skipped} skipped, {p.failed} failed", 10000)
-        if self.project is not None and self.autolabel.project is self.project:
-            self.review_panel.refresh()     # the file list was updated image by image
-
-    # ----- review queue
-    def open_annotation(self, image_id: int, annotation_id: int) -> None:
-        """Show the image with that mask selected (from the review queue)."""
-        if self.project is None:
-            return
-        if image_id == self.image_id and self._requested_image == image_id:
-            self._pending_annotation = None
-            self.select_annotation(annotation_id)
-            return
-        self._pending_annotation = (image_id, annotation_id)
-        if self._requested_image != image_id:
-            self.show_image(image_id)
-
-    def select_annotation(self, annotation_id: int) -> bool:
-        layer_id = self.annotator.layer_for_annotation(annotation_id)
-        if layer_id is None:
-            self.status.showMessage("That mask is no longer in the project.", 5000)
-            self.review_panel.schedule_refresh()
-            return False
-        self.stack.select(layer_id)
-        layer = self.stack.get(layer_id)
-        from .layers import bbox_of
-
-        box = bbox_of(layer.mask) if layer is not None else None
-        if box is not None:
-            y0, y1, x0, x1 = box
-            self.canvas.centerOn((x0 + x1) / 2, (y0 + y1) / 2)
-        return True
-
-    def accept_image(self, image_id: int) -> None:
-        """Mark an image reviewed (the review queue's Accept)."""
-        if self.project is None:
-            return
-        if image_id == self.image_id:
-            self.annotator.mark_reviewed()
-            return
-        try:
-            self.project.set_image_status(image_id, "reviewed")
-        except CaRDesktopError as exc:
-            self.show_error(str(exc))
-            return
-        self.file_list.set_status(image_id, "reviewed")
-        self.review_panel.schedule_refresh()
-
-    def accept_and_next(self) -> None:
-        if self.review_panel.current() is not None:
-            self.review_panel.accept_current()
-        else:
-            self.annotator.mark_reviewed()
-
-    # ----- label PNGs and COCO import
-    def ask_export_label_pngs(self) -> None:
-        if self.project is None:
-            self.show_error("Open a folder or project first.")
-            return
-        path = QFileDialog.getExistingDirectory(self, "Folder for the label PNGs", str(self.project.path.parent))
-        if path:
-            self.transfers.export_label_pngs(self.project, path)
-
-    def ask_import_coco(self) -> None:
-        if self.project is None:
-            self.show_error("Open the folder of the images (or their project) first.")
-            return
-        dlg = ImportCocoDialog(str(self.project.image_root), self)
-        if dlg.exec() and dlg.json_path.text().strip():
-            self.transfers.import_coco(self.project, dlg.json_path.text().strip(), dlg.images_dir.text().strip())
-
-    def _transfer_done(self, kind: str, report) -> None:
-        if kind == "import_coco":
-            self._refresh_file_list()
+    # ----- exports and imports (Transfers does the work)
+    def _transfer_done(self, kind: str, report: ExportReport | ImportReport) -> None:
+        if isinstance(report, ImportReport):
+            self.refresh_file_list()
             self.annotator.reload()
             self.review_panel.refresh()
             self.status.showMessage(f"Imported {report.annotations_added} masks", 8000)
         else:
-            self.status.showMessage(f"Wrote {report.images} label maps to {report.path}", 8000)
+            self.status.showMessage(f"Wrote {report.annotations} masks of {report.images} images to {report.path}",
+                                    8000)
 
     # ----- closing
     def closeEvent(self, event) -> None:

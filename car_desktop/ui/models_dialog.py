@@ -8,7 +8,6 @@ the window stays usable without models (images open, manual tools work).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -16,7 +15,8 @@ from PySide6.QtWidgets import (
     QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from .workers import JobError, JobInfo, JobRunner
+from .engine_client import ModelCatalog, ModelStatusLike
+from .workers import JobError, JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ class ModelsDialog(QDialog):
 
     COLS = ("Model", "Size", "Status", "Where")
 
-    def __init__(self, manager: Any, runner: JobRunner, intro: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, manager: ModelCatalog, runner: JobRunner, intro: str = "",
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Models")
         self.manager = manager
@@ -86,11 +87,7 @@ class ModelsDialog(QDialog):
         layout.addWidget(self.detail)
         layout.addWidget(buttons)
         self._queue: list[str] = []
-        self._statuses: list[Any] = []
-        runner.progress.connect(self._on_progress)
-        runner.finished.connect(self._on_finished)
-        runner.failed.connect(self._on_failed)
-        runner.cancelled.connect(self._on_cancelled)
+        self._statuses: list[ModelStatusLike] = []
         self.table.itemSelectionChanged.connect(self._show_detail)
         self.resize(820, 360)
         self.refresh()
@@ -104,14 +101,14 @@ class ModelsDialog(QDialog):
             self.detail.setText(f"Cannot read the model list: {exc}")
         self.table.setRowCount(len(self._statuses))
         for r, st in enumerate(self._statuses):
-            title = getattr(st, "title", "") or st.name
-            if getattr(st, "optional", False):
+            title = st.title or st.name
+            if st.optional:
                 title += " (optional)"
             size = human_size(st.size if st.ok else st.expected_size)
             state = st.state
-            if state == "present" and getattr(st, "verified", False):
+            if state == "present" and st.verified:
                 state = "present, verified"
-            elif state == "missing" and getattr(st, "downloaded", None):
+            elif state == "missing" and st.downloaded:
                 state = f"missing ({human_size(st.downloaded)} partly downloaded)"
             where = str(st.path) if st.ok else f"{st.folder or st.path}"
             for c, text in enumerate((title, size, state, where)):
@@ -124,7 +121,7 @@ class ModelsDialog(QDialog):
             self.table.selectRow(0)
 
     def missing(self) -> list[str]:
-        return [s.name for s in self._statuses if not s.ok and not getattr(s, "optional", False)]
+        return [s.name for s in self._statuses if not s.ok and not s.optional]
 
     def _selected_name(self) -> str | None:
         items = self.table.selectedItems()
@@ -165,7 +162,10 @@ class ModelsDialog(QDialog):
         self.progress.setRange(0, 0)
         self.cancel_button.setEnabled(True)
         self.detail.setText(f"Downloading {name}…")
-        self.runner.submit("download", job, lane="io", context={"name": name}, label=f"Downloading {name}")
+        self.runner.submit("download", job, lane="io", label=f"Downloading {name}",
+                           on_progress=lambda payload: self._progress(name, payload),
+                           on_done=lambda _result: self._downloaded(name), on_failed=self._failed,
+                           on_cancelled=self._cancelled)
 
     def _choose_file(self) -> None:
         name = self._selected_name()
@@ -186,38 +186,30 @@ class ModelsDialog(QDialog):
         self.modelsChanged.emit()
 
     # ----- download jobs
-    def _mine(self, job: JobInfo) -> bool:
-        return job.kind == "download"
-
-    def _on_progress(self, job: JobInfo, payload) -> None:
-        if not self._mine(job) or not isinstance(payload, tuple):
-            return
+    def _progress(self, name: str, payload: tuple[int, int | None]) -> None:
         done, total = payload
         if total:
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(1000 * done / total))
-            self.detail.setText(f"Downloading {job.context['name']}: {human_size(done)} of {human_size(total)}")
+            self.detail.setText(f"Downloading {name}: {human_size(done)} of {human_size(total)}")
 
     def _end(self) -> None:
         self.cancel_button.setEnabled(False)
         self.progress.setVisible(False)
         self.refresh()
 
-    def _on_finished(self, job: JobInfo, _result) -> None:
-        if self._mine(job):
-            self._end()
-            self.detail.setText(f"{job.context['name']} is ready.")
-            self.modelsChanged.emit()
-            self._next_download()
+    def _downloaded(self, name: str) -> None:
+        self._end()
+        self.detail.setText(f"{name} is ready.")
+        self.modelsChanged.emit()
+        self._next_download()
 
-    def _on_failed(self, job: JobInfo, err: JobError) -> None:
-        if self._mine(job):
-            self._queue = []
-            self._end()
-            self.detail.setText(err.message)
+    def _failed(self, err: JobError) -> None:
+        self._queue = []
+        self._end()
+        self.detail.setText(err.message)
 
-    def _on_cancelled(self, job: JobInfo) -> None:
-        if self._mine(job):
-            self._queue = []
-            self._end()
-            self.detail.setText("Download cancelled; the partial file is kept and resumes next time.")
+    def _cancelled(self) -> None:
+        self._queue = []
+        self._end()
+        self.detail.setText("Download cancelled; the partial file is kept and resumes next time.")

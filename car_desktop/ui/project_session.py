@@ -1,7 +1,11 @@
-"""Finding or creating the project for a folder, and reading images off the GUI thread.
+"""Finding or creating the project for a folder.
 
 A folder opened without a project gets one beside its images (``<folder>/car-desktop.cardb``), or, when
 the folder is read-only, in the user data folder under a name derived from the folder's path.
+``open_folder`` also adds the folder's images; a file that cannot be added (corrupt, not an image,
+over the pixel limit such as a decompression bomb) does not stop the others: it comes back in
+``FolderOpened.failures`` with its reason (and stays in the project's failure list) for the file
+list to show. No Qt here.
 """
 
 from __future__ import annotations
@@ -9,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .. import paths
+from ..annotations.models import FileFailure
 from ..annotations.store import Project
-from ..engine.errors import ImageLoadError
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +48,30 @@ def project_for_folder(folder: str | os.PathLike) -> tuple[Project, bool]:
     """Open the folder's project, creating it if needed; returns (project, created_in_user_data)."""
     folder = Path(folder)
     beside = folder / PROJECT_NAME
-    if beside.exists():
-        return Project.open(beside), False
-    if folder_writable(folder):
-        return Project.create(beside, folder), False
+    if beside.exists() or folder_writable(folder):
+        return Project.open_or_create(beside, folder)[0], False
     target = fallback_project_path(folder)
-    if target.exists():
-        return Project.open(target), True
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Project.create(target, folder), True
+    return Project.open_or_create(target, folder)[0], True
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 RGB with EXIF orientation applied (the engine's loader when present)."""
+@dataclass
+class FolderOpened:
+    """A folder's project with its images added, and the files that could not be added."""
+
+    project: Project
+    in_user_data: bool
+    failures: list[FileFailure] = field(default_factory=list)
+
+
+def open_folder(folder: str | os.PathLike) -> FolderOpened:
+    """``project_for_folder`` plus adding the folder's images (one transaction per 200 new files).
+    Raises CaRDesktopError only for the folder or the project, never for one image."""
+    project, elsewhere = project_for_folder(folder)
     try:
-        from ..engine.image_io import load_image as engine_load
-    except ImportError:  # pragma: no cover - engine module missing
-        engine_load = None
-    if engine_load is not None:
-        return engine_load(path)
-    from PIL import Image, ImageOps
+        _, failures = project.add_folder(folder)
+    except BaseException:
+        project.close()
+        raise
+    return FolderOpened(project, elsewhere, failures)
 
-    try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise ImageLoadError(f"Cannot read {path}: {exc}") from None

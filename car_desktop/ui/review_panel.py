@@ -12,6 +12,7 @@ only while the panel is visible.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
@@ -21,7 +22,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from ..annotations.review import KEPT_ALONE, SORTS, ReviewFilter, ReviewItem, queue_concepts, review_page
+from ..annotations.provenance import KEPT_ALONE
+from ..annotations.review import SORTS, ReviewFilter, ReviewItem, ReviewPage, queue_concepts, review_page
 from ..annotations.store import Project
 from .concept_panel import colour_icon
 from .workers import JobError, JobInfo, JobRunner
@@ -30,6 +32,16 @@ log = logging.getLogger(__name__)
 
 KIND = "review_query"
 PAGE = 300
+
+
+@dataclass(frozen=True)
+class _Queue:
+    """One answer of the query lane: a page of the queue of ``project`` and what the filters show."""
+
+    project: Project
+    page: ReviewPage
+    concepts: list[tuple[int, str, int]]
+    colors: dict[int, tuple[int, int, int]]
 COL_CONCEPT, COL_SCORE, COL_SAM, COL_IMAGE, COL_STATUS = range(5)
 
 #: The "Images" filter: label -> image statuses.
@@ -151,8 +163,6 @@ class ReviewPanel(QWidget):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._timer_fired)
-        runner.finished.connect(self._on_finished)
-        runner.failed.connect(self._on_failed)
         self._update_buttons()
 
     # ----- state
@@ -227,27 +237,27 @@ class ReviewPanel(QWidget):
             self._keep = cur.annotation_id
         project, flt, sort, limit = self.project, self.review_filter(), self.sort(), self._limit
 
-        def query(progress, cancel):
+        def query(progress, cancel) -> _Queue:
             page = review_page(project, flt, sort=sort, limit=limit)
             concepts = queue_concepts(project, flt)
             colors = {c.id: c.color for c in project.list_categories()}
-            return page, concepts, colors
+            return _Queue(project, page, concepts, colors)
 
-        return self.runner.submit(KIND, query, lane="query", context={"project": project}, label="Review queue")
+        return self.runner.submit(KIND, query, lane="query", label="Review queue", on_done=self._show,
+                                  on_failed=self._failed)
 
     def show_more(self) -> None:
         self._limit += PAGE
         self.refresh()
 
-    def _on_failed(self, job: JobInfo, err: JobError) -> None:
-        if job.kind == KIND:
-            self.summary.setText(f"Could not read the queue: {err.message}")
+    def _failed(self, err: JobError) -> None:
+        self.summary.setText(f"Could not read the queue: {err.message}")
 
-    def _on_finished(self, job: JobInfo, result: Any) -> None:
-        if job.kind != KIND or job.context.get("project") is not self.project:
+    def _show(self, queue: _Queue) -> None:
+        if queue.project is not self.project:
             return
-        page, concepts, colors = result
-        self._colors = colors
+        page, concepts = queue.page, queue.concepts
+        self._colors = queue.colors
         self._fill_concepts(concepts)
         self.items, self.total = page.items, page.total
         keep, advance_from = self._keep, self._advance_from

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSettings
 
-from ..engine.config import PRESETS
-from ..engine.device import DEVICE_CHOICES
+from .engine_client import DEVICE_CHOICES, PRESETS
 
 THEMES = ("system", "light", "dark")
 MAX_RECENT = 10

@@ -12,6 +12,8 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QStatusBar, QWidget
 
+from ..autolabel import AutoLabelProgress
+from .engine_client import Progress
 from .workers import JobInfo, JobRunner
 
 log = logging.getLogger(__name__)
@@ -33,21 +35,18 @@ def describe_progress(payload: Any) -> tuple[str, float | None]:
         if total:
             return f"{done}/{total}", max(0.0, min(1.0, done / total))
         return f"{done}", None
-    if hasattr(payload, "todo") and hasattr(payload, "processed"):   # an auto-label run (autolabel.py)
+    if isinstance(payload, AutoLabelProgress):
         text = f"{payload.processed}/{payload.todo} images"
-        if getattr(payload, "failed", 0):
+        if payload.failed:
             text += f", {payload.failed} failed"
         return text, payload.fraction
-    stage = getattr(payload, "stage", None)
-    if stage is not None:
-        text = STAGE_NAMES.get(stage, stage)
-        step = getattr(payload, "step", None)
-        if step is not None:
-            text += f", step {step}"
-        message = getattr(payload, "message", "")
-        if message:
-            text += f": {message}"
-        return text, getattr(payload, "fraction", None)
+    if isinstance(payload, Progress):
+        text = STAGE_NAMES.get(payload.stage, payload.stage)
+        if payload.step is not None:
+            text += f", step {payload.step}"
+        if payload.message:
+            text += f": {payload.message}"
+        return text, payload.fraction
     return str(payload), None
 
 
@@ -79,12 +78,7 @@ class JobStatusBar(QStatusBar):
         self._set_idle()
         runner.started.connect(self._on_started)
         runner.progress.connect(self._on_progress)
-        runner.finished.connect(lambda job, _r: self._on_end(job, "done"))
-        runner.failed.connect(lambda job, err: self._on_end(job, "failed"))
-        runner.cancelled.connect(lambda job: self._on_end(job, "cancelled"))
-
-    #: Job kinds too short to deserve the progress bar (SAM clicks are instant).
-    QUIET_KINDS = frozenset({"sam_click", "sam_prefetch"})
+        runner.ended.connect(self._on_end)
 
     def set_device_text(self, text: str) -> None:
         self.device_label.setText(text)
@@ -95,7 +89,7 @@ class JobStatusBar(QStatusBar):
         self.cancel_button.setVisible(False)
 
     def _on_started(self, job: JobInfo) -> None:
-        if job.kind in self.QUIET_KINDS:
+        if job.quiet:
             return
         self._job = job
         self.stage_label.setText(job.label or job.kind)
@@ -120,7 +114,7 @@ class JobStatusBar(QStatusBar):
         if self._job is None or job.id != self._job.id:
             return
         self._job = None
-        others = [j for j in self.runner.running() if j.kind not in self.QUIET_KINDS]
+        others = [j for j in self.runner.running() if not j.quiet]
         if others:
             self._on_started(others[-1])
         else:

@@ -3,25 +3,28 @@
 A tool receives canvas mouse and key events in image coordinates and talks to an ``EditHost`` (the
 annotation controller): brush strokes draw straight into the layer for instant feedback and are
 committed as one edit (rectangle, before, after) on release, so undo stores only the changed region.
-SAM clicks are asked of the host, which answers asynchronously from a worker thread.
+The pixels of strokes and polygons come from ``annotations.mask_ops``, the one implementation of
+mask geometry. SAM clicks are asked of the host, which answers asynchronously from a worker thread.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QCursor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsItem, QGraphicsPathItem
 
+from ..annotations import mask_ops
+from ..annotations.models import Edit, Rect
 from .imaging import rgba_view_qimage
-from .layers import MaskLayer, Rect
+from .layers import MaskLayer
 
 if TYPE_CHECKING:
-    from .canvas import Canvas, CanvasMouse
+    from .canvas import Canvas, CanvasMouse, ImageItem
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,7 @@ class EditHost(Protocol):
 
     def selected_layer(self) -> MaskLayer | None: ...
     def layer_touched(self, layer_id: int, rect: Rect) -> None: ...
-    def commit_mask_edit(self, layer_id: int, rect: Rect, before: np.ndarray, after: np.ndarray,
-                         label: str) -> None: ...
+    def commit_mask_edit(self, layer_id: int, edit: Edit, label: str) -> None: ...
     def message(self, text: str) -> None: ...
     def sam_predict(self, points: list[tuple[float, float]], labels: list[int]) -> None: ...
     def sam_accept(self, mask: np.ndarray) -> None: ...
@@ -86,6 +88,18 @@ class Tool:
     def leave(self) -> None:
         pass
 
+    def has_pending_input(self) -> bool:
+        """True while the tool holds clicks that Esc would discard (Esc then belongs to the tool)."""
+        return False
+
+
+@dataclass
+class _Stroke:
+    layer: MaskLayer
+    before: np.ndarray          # the whole mask when the button went down
+    last: tuple[float, float]
+    rect: Rect | None = None    # everything painted so far
+
 
 class BrushTool(Tool):
     """Paint (or with ``erase=True`` remove) a round brush into the selected mask."""
@@ -100,7 +114,7 @@ class BrushTool(Tool):
             self.name, self.label = "eraser", "Eraser"
         self.radius = radius
         self._ring: QGraphicsEllipseItem | None = None
-        self._stroke: dict | None = None
+        self._stroke: _Stroke | None = None
         self._last_pos = QPointF(-1e9, -1e9)
 
     def activate(self, canvas: "Canvas") -> None:
@@ -118,7 +132,7 @@ class BrushTool(Tool):
         self._ring = None
         super().deactivate()
 
-    def set_radius(self, radius: int) -> None:
+    def set_radius(self, radius: float) -> None:
         self.radius = int(max(MIN_BRUSH, min(MAX_BRUSH, radius)))
         self._place_ring(self._last_pos)
         self.host.message(f"{self.label} size {self.radius * 2} px")
@@ -132,8 +146,10 @@ class BrushTool(Tool):
     def _place_ring(self, pos: QPointF) -> None:
         self._last_pos = pos
         if self._ring is not None:
-            r = self.radius
-            self._ring.setRect(QRectF(pos.x() - r, pos.y() - r, 2 * r, 2 * r))
+            # mask_ops centres the disc on the pixel under the cursor; its edge lies half a pixel out.
+            cx, cy = np.floor(pos.x()) + 0.5, np.floor(pos.y()) + 0.5
+            r = round(self.radius) + 0.5
+            self._ring.setRect(QRectF(cx - r, cy - r, 2 * r, 2 * r))
             self._ring.setVisible(pos.x() > -1e8)
 
     def press(self, e: "CanvasMouse") -> bool:
@@ -143,17 +159,15 @@ class BrushTool(Tool):
         if layer is None:
             self.host.message("Select a mask first (click it, or pick it in the concept panel).")
             return True
-        self._stroke = {"layer": layer, "before": layer.mask.copy(), "rect": None, "last": (e.x, e.y)}
-        self._paint_segment(e.x, e.y, e.x, e.y)
+        self._stroke = _Stroke(layer, layer.mask.copy(), (e.x, e.y))
+        self._paint_segment((e.x, e.y))
         return True
 
     def move(self, e: "CanvasMouse") -> bool:
         self._place_ring(QPointF(e.x, e.y))
         if self._stroke is None:
             return False
-        lx, ly = self._stroke["last"]
-        self._paint_segment(lx, ly, e.x, e.y)
-        self._stroke["last"] = (e.x, e.y)
+        self._paint_segment((e.x, e.y))
         return True
 
     def release(self, e: "CanvasMouse") -> bool:
@@ -179,83 +193,24 @@ class BrushTool(Tool):
         self.grow() if delta > 0 else self.shrink()
         return True
 
-    def _paint_segment(self, x0: float, y0: float, x1: float, y1: float) -> None:
+    def _paint_segment(self, to: tuple[float, float]) -> None:
+        """Paint from the last point to ``to`` straight into the layer (committed on release)."""
         stroke = self._stroke
-        layer: MaskLayer = stroke["layer"]
-        h, w = layer.mask.shape
-        r = self.radius
-        rect = (
-            max(0, int(min(y0, y1) - r - 1)), min(h, int(max(y0, y1) + r + 2)),
-            max(0, int(min(x0, x1) - r - 1)), min(w, int(max(x0, x1) + r + 2)),
-        )
-        if rect[1] <= rect[0] or rect[3] <= rect[2]:
-            return
-        ry0, ry1, rx0, rx1 = rect
-        # Draw in a small scratch patch (pixel centres at +0.5) and merge: OpenCV cannot draw into bool.
-        patch = np.zeros((ry1 - ry0, rx1 - rx0), np.uint8)
-        s = 4  # sub-pixel bits
-        p0 = (int(round((x0 - 0.5 - rx0) * (1 << s))), int(round((y0 - 0.5 - ry0) * (1 << s))))
-        p1 = (int(round((x1 - 0.5 - rx0) * (1 << s))), int(round((y1 - 0.5 - ry0) * (1 << s))))
-        cv2.circle(patch, p0, int(r * (1 << s)), 1, -1, cv2.LINE_8, s)
-        cv2.circle(patch, p1, int(r * (1 << s)), 1, -1, cv2.LINE_8, s)
-        if p0 != p1:
-            cv2.line(patch, p0, p1, 1, max(1, 2 * r), cv2.LINE_8, s)
-        target = layer.mask[ry0:ry1, rx0:rx1]
-        if self.erase:
-            target &= patch == 0
-        else:
-            target |= patch.astype(bool)
-        from .layers import union_rect
-
-        stroke["rect"] = union_rect(stroke["rect"], rect)
-        self.host.layer_touched(layer.id, rect)
+        assert stroke is not None
+        rect = mask_ops.paint_into(stroke.layer.mask, [stroke.last, to], self.radius, value=not self.erase)
+        stroke.last = to
+        if rect is not None:
+            stroke.rect = rect.union(stroke.rect)
+            self.host.layer_touched(stroke.layer.id, rect)
 
     def _finish_stroke(self) -> None:
         stroke, self._stroke = self._stroke, None
-        if stroke is None or stroke["rect"] is None:
+        if stroke is None or stroke.rect is None:
             return
-        y0, y1, x0, x1 = stroke["rect"]
-        layer: MaskLayer = stroke["layer"]
-        before = stroke["before"][y0:y1, x0:x1].copy()
-        after = layer.mask[y0:y1, x0:x1].copy()
-        if np.array_equal(before, after):
-            return
-        self.host.commit_mask_edit(layer.id, stroke["rect"], before, after, self.label)
-
-
-def rasterize_polygon(points: list[tuple[float, float]], shape: tuple[int, int]) -> tuple[Rect, np.ndarray] | None:
-    """Pixels whose centres lie inside the polygon (even-odd rule), as (rect, bool patch).
-
-    A scanline fill over pixel centres: exact for the edge-coordinate convention of the canvas, where
-    pixel (i, j) spans [j, j+1) x [i, i+1) (OpenCV's fillPoly would also take boundary pixels).
-    """
-    if len(points) < 3:
-        return None
-    h, w = shape
-    pts = np.asarray(points, np.float64)
-    x0 = max(0, int(np.floor(pts[:, 0].min())))
-    x1 = min(w, int(np.ceil(pts[:, 0].max())))
-    y0 = max(0, int(np.floor(pts[:, 1].min())))
-    y1 = min(h, int(np.ceil(pts[:, 1].max())))
-    if x1 <= x0 or y1 <= y0:
-        return None
-    patch = np.zeros((y1 - y0, x1 - x0), bool)
-    a = pts
-    b = np.roll(pts, -1, axis=0)
-    for row in range(y0, y1):
-        yc = row + 0.5
-        crosses = (a[:, 1] <= yc) != (b[:, 1] <= yc)
-        if not crosses.any():
-            continue
-        ea, eb = a[crosses], b[crosses]
-        xs = np.sort(ea[:, 0] + (yc - ea[:, 1]) * (eb[:, 0] - ea[:, 0]) / (eb[:, 1] - ea[:, 1]))
-        for xa, xb in zip(xs[0::2], xs[1::2]):
-            # Pixel columns whose centre j + 0.5 lies in [xa, xb).
-            c0 = max(x0, int(np.ceil(xa - 0.5)))
-            c1 = min(x1, int(np.ceil(xb - 0.5)))
-            if c1 > c0:
-                patch[row - y0, c0 - x0:c1 - x0] = True
-    return (y0, y1, x0, x1), patch
+        rect = stroke.rect
+        edit = mask_ops.region_edit(rect, stroke.before[rect.slices], stroke.layer.mask[rect.slices])
+        if not edit.is_empty:
+            self.host.commit_mask_edit(stroke.layer.id, edit, self.label)
 
 
 class PolygonTool(Tool):
@@ -321,6 +276,9 @@ class PolygonTool(Tool):
             return True
         return False
 
+    def has_pending_input(self) -> bool:
+        return bool(self.points)
+
     def key_press(self, event) -> bool:
         key = event.key()
         if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.points:
@@ -346,19 +304,12 @@ class PolygonTool(Tool):
         if layer is None:
             self.host.message("Select a mask first (click it, or pick it in the concept panel).")
             return
-        raster = rasterize_polygon(points, layer.mask.shape)
-        if raster is None:
-            self.host.message("A polygon needs at least three points inside the image.")
+        if len(points) < 3:
+            self.host.message("A polygon needs at least three points.")
             return
-        rect, inside = raster
-        y0, y1, x0, x1 = rect
-        before = layer.mask[y0:y1, x0:x1].copy()
-        after = before & ~inside if self.subtract else before | inside
-        if np.array_equal(before, after):
-            return
-        layer.mask[y0:y1, x0:x1] = after
-        self.host.layer_touched(layer.id, rect)
-        self.host.commit_mask_edit(layer.id, rect, before, after, self.label)
+        _new, edit = mask_ops.add_polygon(layer.mask, points, value=not self.subtract)
+        if not edit.is_empty:
+            self.host.commit_mask_edit(layer.id, edit, self.label)
 
 
 class SamClickTool(Tool):
@@ -377,7 +328,7 @@ class SamClickTool(Tool):
         self.labels: list[int] = []
         self.preview: np.ndarray | None = None
         self._markers: list[QGraphicsEllipseItem] = []
-        self._preview_item = None
+        self._preview_item: ImageItem | None = None
         self._preview_buf: np.ndarray | None = None
 
     def activate(self, canvas: "Canvas") -> None:
@@ -433,9 +384,13 @@ class SamClickTool(Tool):
         self._preview_buf = buf
         self._preview_item.set_image(rgba_view_qimage(buf))
 
+    def has_pending_input(self) -> bool:
+        return bool(self.points)
+
     def key_press(self, event) -> bool:
         key = event.key()
-        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (event.modifiers() & Qt.KeyboardModifier.ControlModifier):
+        ctrl = event.modifiers() & Qt.KeyboardModifier.ControlModifier
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not ctrl:
             self.accept()
             return True
         if key == Qt.Key.Key_Escape and self.points:

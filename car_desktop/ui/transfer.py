@@ -1,13 +1,16 @@
-"""File > Export label PNGs… and File > Import COCO…: the work on the "io" lane, a progress dialog, and a
-report dialog that lists what could not be written or read (instead of a line in the status bar).
+"""File > Export COCO JSON…, Export label PNGs… and Import COCO…: the work on the "io" lane, a progress
+dialog, and a report dialog that lists what could not be written or read (instead of a line in the
+status bar).
 
 A COCO import is one project transaction: cancelling it (or a failure) leaves the project as it was.
-Cancelling a label-map export stops after the current image; the maps already written stay.
+Cancelling a label-map export stops after the current image; the maps already written stay. A
+cancelled COCO export leaves no file (exports write a temporary file and rename it).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,11 @@ from PySide6.QtWidgets import (
     QProgressDialog, QPushButton, QVBoxLayout, QWidget,
 )
 
+from ..annotations.models import ExportReport, ImportReport
 from ..annotations.store import Project
 from .workers import JobError, JobInfo, JobRunner
 
 log = logging.getLogger(__name__)
-
-KINDS = ("export_pngs", "import_coco")
 
 
 class ReportDialog(QDialog):
@@ -85,10 +87,13 @@ class ImportCocoDialog(QDialog):
 
 
 class Transfers(QObject):
-    """Runs exports and imports off the GUI thread and reports them; ``done(kind, report)`` on success."""
+    """Asks what to export or import, runs it off the GUI thread and reports it: ``done(kind, report)``
+    on success, ``failed(kind, message)`` on failure or cancel, ``problem(message)`` when nothing can
+    start (no project open)."""
 
     done = Signal(str, object)
     failed = Signal(str, str)
+    problem = Signal(str)
 
     def __init__(self, runner: JobRunner, parent_widget: QWidget) -> None:
         super().__init__(parent_widget)
@@ -96,13 +101,41 @@ class Transfers(QObject):
         self.parent_widget = parent_widget
         self.progress_dialog: QProgressDialog | None = None
         self.report_dialog: ReportDialog | None = None
-        runner.progress.connect(self._on_progress)
-        runner.finished.connect(self._on_finished)
-        runner.failed.connect(self._on_failed)
-        runner.cancelled.connect(self._on_cancelled)
+
+    # ----- asking (the File menu)
+    def ask_export_coco(self, project: Project | None, image_id: int | None) -> None:
+        if project is None:
+            self.problem.emit("Open a folder or project first.")
+            return
+        from .export_dialog import CocoExportDialog
+
+        dlg = CocoExportDialog(str(project.path.with_suffix(".coco.json")), self.parent_widget)
+        if dlg.exec():
+            ids = [image_id] if dlg.current_only.isChecked() and image_id is not None else None
+            self.export_coco(project, dlg.path.text(), image_ids=ids, **dlg.options())
+
+    def ask_export_label_pngs(self, project: Project | None) -> None:
+        if project is None:
+            self.problem.emit("Open a folder or project first.")
+            return
+        path = QFileDialog.getExistingDirectory(self.parent_widget, "Folder for the label PNGs",
+                                                str(project.path.parent))
+        if path:
+            self.export_label_pngs(project, path)
+
+    def ask_import_coco(self, project: Project | None) -> None:
+        if project is None:
+            self.problem.emit("Open the folder of the images (or their project) first.")
+            return
+        dlg = ImportCocoDialog(str(project.image_root), self.parent_widget)
+        if dlg.exec() and dlg.json_path.text().strip():
+            self.import_coco(project, dlg.json_path.text().strip(), dlg.images_dir.text().strip())
 
     # ----- starting
-    def _progress(self, text: str, kind: str) -> None:
+    def _start(self, kind: str, text: str, work: Callable[[Callable[[int, int], None]], Any],
+               summary: Callable[[Any], tuple[str, str, list[str]]], cancelled_text: str) -> JobInfo:
+        """Run ``work(report_progress)`` on the io lane with a progress dialog; ``summary(report)`` gives
+        the report dialog's title, summary and details."""
         self._close_progress()
         dlg = QProgressDialog(text, "Cancel", 0, 0, self.parent_widget)
         dlg.setWindowTitle(text.rstrip("…"))
@@ -113,34 +146,71 @@ class Transfers(QObject):
         dlg.canceled.connect(lambda: self.runner.cancel(kind))
         self.progress_dialog = dlg
 
+        def job(progress, cancel) -> Any:
+            def report(done: int, total: int) -> None:
+                cancel.check()   # inside an import's transaction: cancelling rolls all of it back
+                progress((done, total))
+
+            cancel.check()
+            return work(report)
+
+        def finished(report: Any) -> None:
+            self._close_progress()
+            self._show(*summary(report))
+            self.done.emit(kind, report)
+
+        def failed(err: JobError) -> None:
+            self._close_progress()
+            title = "Import failed" if kind == "import_coco" else "Export failed"
+            self._show(title, err.message, err.details.splitlines() if not err.user_error else [])
+            self.failed.emit(kind, err.message)
+
+        def cancelled() -> None:
+            self._close_progress()
+            self.failed.emit(kind, cancelled_text)
+
+        return self.runner.submit(kind, job, lane="io", label=text.rstrip("…"), on_progress=self._progress,
+                                  on_done=finished, on_failed=failed, on_cancelled=cancelled)
+
+    def export_coco(self, project: Project, path: str | Path, **options: Any) -> JobInfo:
+        from ..annotations.coco_export import export_coco
+
+        def summary(report: ExportReport) -> tuple[str, str, list[str]]:
+            return ("COCO exported", f"Exported {report.annotations} mask(s) of {report.images} image(s) to "
+                    f"{report.path}.", list(report.notes))
+
+        return self._start("export_coco", "Exporting COCO JSON…",
+                           lambda report: export_coco(project, path, progress=report, **options), summary,
+                           "Export cancelled: nothing was written.")
+
     def export_label_pngs(self, project: Project, out_dir: str | Path) -> JobInfo:
         from ..annotations import export_label_pngs
 
-        def job(progress, cancel):
-            def report(done: int, total: int) -> None:
-                cancel.check()
-                progress((done, total))
+        def summary(report: ExportReport) -> tuple[str, str, list[str]]:
+            return ("Label PNGs exported",
+                    f"Wrote {report.images} label map(s) with {report.annotations} mask(s) of {report.categories} "
+                    f"concept(s) to {report.path}. labels.txt and labels.json name the pixel values (0 is "
+                    "background).", list(report.notes))
 
-            return export_label_pngs(project, out_dir, progress=report)
-
-        self._progress("Writing label PNGs…", "export_pngs")
-        return self.runner.submit("export_pngs", job, lane="io", context={"out": str(out_dir)},
-                                  label="Export label PNGs")
+        return self._start("export_pngs", "Writing label PNGs…",
+                           lambda report: export_label_pngs(project, out_dir, progress=report), summary,
+                           "Export cancelled: the label maps written so far stay in the folder.")
 
     def import_coco(self, project: Project, json_path: str | Path, images_dir: str | Path) -> JobInfo:
         from ..annotations import import_coco
 
-        def job(progress, cancel):
-            def report(done: int, total: int) -> None:
-                cancel.check()   # inside the import's transaction: cancelling rolls all of it back
-                progress((done, total))
+        def summary(report: ImportReport) -> tuple[str, str, list[str]]:
+            text = (f"Imported {report.annotations_added} mask(s); {report.images_added} new image(s), "
+                    f"{report.images_existing} already in the project; {report.categories_added} new concept(s).")
+            details = [f"{p.kind} {p.entry_id}: {p.message}" for p in report.problems] + list(report.notes)
+            if report.problems:
+                n = len(report.problems)
+                text += f" {n} entr{'y was' if n == 1 else 'ies were'} not imported:"
+            return "COCO imported", text, details
 
-            cancel.check()
-            return import_coco(project, json_path, images_dir, progress=report)
-
-        self._progress("Importing COCO JSON…", "import_coco")
-        return self.runner.submit("import_coco", job, lane="io", context={"json": str(json_path)},
-                                  label="Import COCO")
+        return self._start("import_coco", "Importing COCO JSON…",
+                           lambda report: import_coco(project, json_path, images_dir, progress=report), summary,
+                           "Import cancelled: the project is unchanged.")
 
     # ----- results
     def _close_progress(self) -> None:
@@ -150,8 +220,8 @@ class Transfers(QObject):
             self.progress_dialog.deleteLater()
             self.progress_dialog = None
 
-    def _on_progress(self, job: JobInfo, payload: Any) -> None:
-        if job.kind in KINDS and self.progress_dialog is not None and isinstance(payload, tuple):
+    def _progress(self, payload: tuple[int, int]) -> None:
+        if self.progress_dialog is not None:
             done, total = payload
             self.progress_dialog.setRange(0, max(1, total))
             self.progress_dialog.setValue(min(done, max(1, total)))
@@ -161,39 +231,3 @@ class Transfers(QObject):
             self.report_dialog.close()
         self.report_dialog = ReportDialog(title, summary, details, self.parent_widget)
         self.report_dialog.open()     # window-modal, returns at once
-
-    def _on_finished(self, job: JobInfo, report: Any) -> None:
-        if job.kind not in KINDS:
-            return
-        self._close_progress()
-        if job.kind == "export_pngs":
-            summary = (f"Wrote {report.images} label map(s) with {report.annotations} mask(s) of "
-                       f"{report.categories} concept(s) to {report.path}. labels.txt and labels.json name "
-                       "the pixel values (0 is background).")
-            self._show("Label PNGs exported", summary, list(report.notes))
-        else:
-            summary = (f"Imported {report.annotations_added} mask(s); {report.images_added} new image(s), "
-                       f"{report.images_existing} already in the project; {report.categories_added} new "
-                       "concept(s).")
-            details = [f"{p.kind} {p.entry_id}: {p.message}" for p in report.problems] + list(report.notes)
-            if report.problems:
-                summary += f" {len(report.problems)} entr{'y was' if len(report.problems) == 1 else 'ies were'} " \
-                           "not imported:"
-            self._show("COCO imported", summary, details)
-        self.done.emit(job.kind, report)
-
-    def _on_failed(self, job: JobInfo, err: JobError) -> None:
-        if job.kind not in KINDS:
-            return
-        self._close_progress()
-        title = "Export failed" if job.kind == "export_pngs" else "Import failed"
-        self._show(title, err.message, err.details.splitlines() if not err.user_error else [])
-        self.failed.emit(job.kind, err.message)
-
-    def _on_cancelled(self, job: JobInfo) -> None:
-        if job.kind not in KINDS:
-            return
-        self._close_progress()
-        text = ("Export cancelled: the label maps written so far stay in the folder." if job.kind == "export_pngs"
-                else "Import cancelled: the project is unchanged.")
-        self.failed.emit(job.kind, text)

@@ -1,0 +1,49 @@
+"""Putting a CaR result on the open image: the project rows are written by
+``annotations.car_results`` (the same rule the folder loop uses), then the ``Annotator`` mirrors them
+as layers, in one undo group, and shows the concepts CaR removed."""
+
+from __future__ import annotations
+
+import logging
+
+from ..annotations.car_results import apply_car_result, force_keep
+from ..annotations.provenance import ORIGIN_WINDOW
+from .annotator import Annotator
+from .engine_client import CaRResult
+from .layers import MaskLayer
+
+log = logging.getLogger(__name__)
+
+
+def show_car_result(annotator: Annotator, result: CaRResult) -> list[MaskLayer]:
+    """Replace the open image's unedited CaR masks with ``result``; returns the layers added."""
+    project, image_id = annotator.project, annotator.image_id
+    if project is None or image_id is None:
+        annotator.message("Open a folder or project first: CaR results are saved into it.")
+        return []
+    ok, applied = annotator.guard(apply_car_result, project, image_id, result, origin=ORIGIN_WINDOW)
+    if not ok or applied is None:
+        return []
+    layers = annotator.adopt(applied.added, applied.deleted)
+    annotator.show_removed(applied.removed)
+    if applied.status_changed:
+        annotator.imageStatusChanged.emit(image_id, "auto")
+    if applied.protected:
+        annotator.message(f"Kept your edited masks of {', '.join(applied.protected)}")
+    return layers
+
+
+def show_forced(annotator: Annotator, ghost_id: int, result: CaRResult) -> MaskLayer | None:
+    """Turn a removed concept's row into a kept mask, from a run on that concept alone."""
+    ghost = annotator.stack.get(ghost_id)
+    project, image_id = annotator.project, annotator.image_id
+    if ghost is None or project is None or image_id is None:
+        return None
+    ok, added = annotator.guard(force_keep, project, image_id, result, ghost.concept or ghost.name,
+                                origin=ORIGIN_WINDOW)
+    if not ok or added is None:
+        annotator.message(f"CaR found nothing for {ghost.name} even on its own.")
+        return None
+    layer = annotator.adopt([added], [])[0]
+    annotator.replace_ghost(ghost_id, layer)
+    return layer
