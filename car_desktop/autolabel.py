@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
-from .annotations import Project
+from .annotations import ImageRecord, Project
 from .annotations.auto_labels import AUTO_LABELS_SETTING
 from .annotations.car_results import REMOVED_SETTING, apply_car_result
 from .annotations.errors import ProjectError
@@ -280,6 +280,70 @@ class _Clock:
                                  elapsed, rate, eta, current, image_id, tuple(r.failed))
 
 
+def plan_autolabel(project: Project, job: AutoLabelJob,
+                   test_models: bool) -> tuple[str, AutoLabelReport, list[int]]:
+    """The resume rule, shared by every way of running a job: (run key, a report with the skipped
+    images counted, the image ids still to do in job order). An image is skipped when a person reviewed
+    or edited it, when (without ``overwrite``) it already has this run key, or (with ``skip_failed``)
+    when it failed before and has not changed since."""
+    key = run_key(job.concepts, job.config, test_models=test_models)
+    report = AutoLabelReport(run_key=key)
+    ids = [r.id for r in project.list_images()] if job.image_ids is None else list(dict.fromkeys(job.image_ids))
+    report.total = len(ids)
+    todo: list[int] = []
+    for image_id in ids:
+        reason = _protection(project, image_id)
+        if reason is None and not job.overwrite and image_run_key(project, image_id) == key:
+            reason = SKIP_DONE
+        if reason is None and job.skip_failed and project.failure_unchanged(project.get_image(image_id).rel_path):
+            reason = SKIP_FAILED
+        if reason is None:
+            todo.append(image_id)
+        else:
+            _skip(report, reason)
+    log.info("auto-label %d images: %d to do, %d skipped (%s)", len(ids), len(todo), report.skipped,
+             report.skipped_by_reason)
+    return key, report, todo
+
+
+#: A run's image loop, given ``(todo, key, report, clock, emit, owner)``: claims and labels the images to
+#: do, and counts each one with ``count_outcome`` (see ``run_job``).
+ImageLoop = Callable[[list[int], str, AutoLabelReport, "_Clock", Callable[..., None], str], None]
+
+
+def run_job(project: Project, job: AutoLabelJob, test_models: bool, loop: ImageLoop,
+            progress: ProgressFn | None = None) -> AutoLabelReport:
+    """The frame shared by every way of running a job (``run_autolabel`` here, ``run_autolabel_ray``):
+    plan with the resume rule, emit "planned", record the run (for the GUI's dialog), hand the images to
+    do to ``loop`` under a new claim owner, release that owner's claims however the loop ended, then
+    emit "finished" and return the report."""
+    t0 = time.monotonic()
+    key, report, todo = plan_autolabel(project, job, test_models)
+    clock = _Clock(report, len(todo))
+
+    def emit(event: str, current: str | None = None, image_id: int | None = None) -> None:
+        if progress is not None:
+            progress(clock.snapshot(event, current, image_id))
+
+    emit("planned")
+    if todo:
+        project.set_setting(LAST_RUN_SETTING, {"concepts": job.concepts.labels, "preset": job.config.preset,
+                                               "sam_mode": job.config.sam_mode, "run_key": key})
+        owner = project.new_claim_owner()
+        try:
+            loop(todo, key, report, clock, emit, owner)
+        finally:
+            try:
+                project.release_claims(owner)
+            except ProjectError as exc:  # the project is gone or busy: the claims expire on their own
+                log.warning("could not release this run's claims: %s", exc)
+    report.elapsed = time.monotonic() - t0
+    emit("finished")
+    log.info("auto-label finished: %d done, %d skipped, %d failed, %.1f s%s", report.done, report.skipped,
+             len(report.failed), report.elapsed, " (stopped)" if report.stopped else "")
+    return report
+
+
 def run_autolabel(
     pipeline: Pipeline,
     project: Project,
@@ -298,48 +362,12 @@ def run_autolabel(
     (no concepts, missing model weights, a closed or unwritable project): ``CaRDesktopError`` subclasses.
     """
     test_models = pipeline.test_models if job.test_models is None else job.test_models
-    key = run_key(job.concepts, job.config, test_models=bool(test_models))
-    report = AutoLabelReport(run_key=key)
-    t0 = time.monotonic()
-    ids = [r.id for r in project.list_images()] if job.image_ids is None else list(dict.fromkeys(job.image_ids))
-    report.total = len(ids)
 
-    todo: list[int] = []
-    for image_id in ids:
-        reason = _protection(project, image_id)
-        if reason is None and not job.overwrite and image_run_key(project, image_id) == key:
-            reason = SKIP_DONE
-        if reason is None and job.skip_failed and project.failure_unchanged(project.get_image(image_id).rel_path):
-            reason = SKIP_FAILED
-        if reason is None:
-            todo.append(image_id)
-        else:
-            _skip(report, reason)
-    log.info("auto-label %d images: %d to do, %d skipped (%s)", len(ids), len(todo), report.skipped,
-             report.skipped_by_reason)
-    clock = _Clock(report, len(todo))
+    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: _Clock, emit: Callable[..., None],
+             owner: str) -> None:
+        _loop(pipeline, project, job, todo, key, report, clock, emit, cancel, stop, max(1, prefetch), owner)
 
-    def emit(event: str, current: str | None = None, image_id: int | None = None) -> None:
-        if progress is not None:
-            progress(clock.snapshot(event, current, image_id))
-
-    emit("planned")
-    if todo:
-        project.set_setting(LAST_RUN_SETTING, {"concepts": job.concepts.labels, "preset": job.config.preset,
-                                               "sam_mode": job.config.sam_mode, "run_key": key})
-        owner = project.new_claim_owner()
-        try:
-            _loop(pipeline, project, job, todo, key, report, clock, emit, cancel, stop, max(1, prefetch), owner)
-        finally:
-            try:
-                project.release_claims(owner)
-            except ProjectError as exc:  # the project is gone or busy: the claims expire on their own
-                log.warning("could not release this run's claims: %s", exc)
-    report.elapsed = time.monotonic() - t0
-    emit("finished")
-    log.info("auto-label finished: %d done, %d skipped, %d failed, %.1f s%s", report.done, report.skipped,
-             len(report.failed), report.elapsed, " (stopped)" if report.stopped else "")
-    return report
+    return run_job(project, job, bool(test_models), loop, progress)
 
 
 def _skip(report: AutoLabelReport, reason: str) -> None:
@@ -400,22 +428,30 @@ def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[in
                 except Cancelled:
                     report.stopped = True
                     break
-                if failure == _SKIPPED:
-                    clock.todo -= 1
-                    continue
-                clock.processed += 1
-                if failure is None:
-                    emit("image done", rel, image_id)
-                else:
-                    project.record_failure(rel, failure, "label", key)
-                    project.release_claim(image_id, owner)
-                    report.failed.append(Failure(rel, failure))
-                    emit("image failed", rel, image_id)
+                count_outcome(project, failure, rel, image_id, key, owner, report, clock, emit)
                 del future
         finally:
             for _, f in pending:
                 f.cancel()
             pending.clear()
+
+
+def count_outcome(project: Project, failure: str | None, rel: str, image_id: int, key: str, owner: str,
+                  report: AutoLabelReport, clock: _Clock, emit: Callable[..., None]) -> None:
+    """Count one image's outcome and emit its progress event. ``failure``: None when saved, ``_SKIPPED``
+    when a person took the image over meanwhile, else the reason, kept in the project's failure list
+    and the report (and the image's claim is released)."""
+    if failure == _SKIPPED:
+        clock.todo -= 1
+        return
+    clock.processed += 1
+    if failure is None:
+        emit("image done", rel, image_id)
+    else:
+        project.record_failure(rel, failure, "label", key)
+        project.release_claim(image_id, owner)
+        report.failed.append(Failure(rel, failure))
+        emit("image failed", rel, image_id)
 
 
 def _label_one(pipeline: Pipeline, project: Project, job: AutoLabelJob, image_id: int, rel: str, future: Future,
@@ -424,20 +460,43 @@ def _label_one(pipeline: Pipeline, project: Project, job: AutoLabelJob, image_id
     failure reason otherwise. Raises Cancelled."""
     try:
         image = future.result()
-    except ImageLoadError as exc:
+    except Exception as exc:  # noqa: BLE001 - a decoder failure is this image's, not the run's
+        return load_failure(exc, rel)
+    reason = size_changed(image.shape[:2], project.get_image(image_id))
+    if reason is not None:
+        return reason
+    result = segment_image(pipeline, image, job, cancel, rel)
+    del image
+    if isinstance(result, str):
+        return result
+    return save_car_result(project, image_id, rel, result, key, report, owner)
+
+
+def load_failure(exc: Exception, rel: str) -> str:
+    """The failure reason of an image whose decoding raised ``exc``."""
+    if isinstance(exc, ImageLoadError):
         log.warning("auto-label: %s", exc)
         return _short_reason(str(exc), rel)
-    except MemoryError:
+    if isinstance(exc, MemoryError):
         return "not enough memory to decode this image"
-    except Exception as exc:  # noqa: BLE001 - a decoder failure is this image's, not the run's
-        log.exception("auto-label: decoding %s failed", rel)
-        return f"cannot be decoded: {type(exc).__name__}: {exc}"
-    record = project.get_image(image_id)
-    if image.shape[:2] != (record.height, record.width):
-        return (f"the file changed since it was added to the project: it is {image.shape[1]}x{image.shape[0]}, "
+    log.error("auto-label: decoding %s failed", rel, exc_info=exc)
+    return f"cannot be decoded: {type(exc).__name__}: {exc}"
+
+
+def size_changed(shape: tuple[int, ...], record: ImageRecord) -> str | None:
+    """Why a decoded (height, width) cannot be stored on the image record, or None."""
+    if tuple(shape) != (record.height, record.width):
+        return (f"the file changed since it was added to the project: it is {shape[1]}x{shape[0]}, "
                 f"the project has {record.width}x{record.height}")
+    return None
+
+
+def segment_image(pipeline: Pipeline, image: np.ndarray, job: AutoLabelJob, cancel: CancelToken | None,
+                  rel: str) -> CaRResult | str:
+    """CaR on one decoded image: the result, or the reason this image failed. Raises Cancelled, and
+    ``CaRDesktopError`` for problems every image would share (weights, config)."""
     try:
-        result = pipeline.run(image, job.concepts, config=job.config, cancel=cancel)
+        return pipeline.run(image, job.concepts, config=job.config, cancel=cancel)
     except (Cancelled, KeyboardInterrupt):
         raise Cancelled("Cancelled by the user.") from None
     except ImageLoadError as exc:
@@ -449,7 +508,13 @@ def _label_one(pipeline: Pipeline, project: Project, job: AutoLabelJob, image_id
             raise  # weights, config: every image would fail the same way
         log.exception("auto-label: the engine failed on %s", rel)
         return f"engine error: {type(exc).__name__}: {exc}"
-    del image
+
+
+def save_car_result(project: Project, image_id: int, rel: str, result: CaRResult, key: str,
+                    report: AutoLabelReport, owner: str) -> str | None:
+    """Store one image's CaR result with its run key in one transaction (``apply_car_result``), clear its
+    failure and release its claim. Returns None when saved, ``_SKIPPED`` (counted as skipped) when a
+    person reviewed or edited the image meanwhile - checked inside the transaction."""
     for stage, seconds in result.timings.items():
         report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + seconds
     with project.batch():

@@ -26,6 +26,7 @@ from ..fileio import regular_file
 from .engine_options import add_engine_options, config_from_args, wants_test_models
 from .interrupt import InterruptHandler
 from .progress import ProgressBar, format_duration
+from .ray_options import add_ray_options, ray_options_from_args
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="redo images already labelled with these concepts and settings (reviewed or edited "
                         "images are still left alone)")
+    add_ray_options(p)
     p.set_defaults(handler=run_batch)
 
     m = sub.add_parser(
@@ -165,14 +167,15 @@ def run_batch(args: argparse.Namespace) -> int:
     config = config_from_args(args, crf_in_subprocess=False)
     test_models = wants_test_models(args)
     concepts = ConceptList.parse(text)  # bad concepts fail here, before the project is created or changed
+    ray_options = ray_options_from_args(args)  # likewise a missing Ray or a bad --workers
     if test_models:
         print("WARNING: test models (tiny, random weights): the masks mean nothing.", file=sys.stderr)
 
-    return _batch(args, concepts, config, shard, test_models)
+    return _batch(args, concepts, config, shard, test_models, ray_options)
 
 
 def _batch(args: argparse.Namespace, concepts: ConceptList, config, shard: tuple[int, int] | None,
-           test_models: bool) -> int:
+           test_models: bool, ray_options=None) -> int:
     from ..engine.pipeline import CaRPipeline
 
     bar = BatchProgress()
@@ -186,10 +189,15 @@ def _batch(args: argparse.Namespace, concepts: ConceptList, config, shard: tuple
             print(f"using the project's tuned thresholds (car-desktop tune): theta {config.theta:.2f}, eta {config.eta:.2f}")
         job = AutoLabelJob(concepts, config, image_ids=scan.ids, overwrite=args.overwrite, test_models=test_models,
                            skip_failed=args.skip_failed)
-        pipeline = CaRPipeline(config, test_models=test_models)
         start = time.monotonic()
         with InterruptHandler(stop, cancel, bar):
-            report = run_autolabel(pipeline, project, job, progress=bar, cancel=cancel, stop=stop)
+            if ray_options is not None:  # --ray: the same job on a Ray cluster (car_desktop.autolabel_ray)
+                from ..autolabel_ray import run_autolabel_ray
+
+                report = run_autolabel_ray(project, job, ray_options, progress=bar, cancel=cancel, stop=stop)
+            else:
+                pipeline = CaRPipeline(config, test_models=test_models)
+                report = run_autolabel(pipeline, project, job, progress=bar, cancel=cancel, stop=stop)
         add_failures = scan.failures
         report.failed[:0] = add_failures
         report.total += len(add_failures) + scan.skipped_unchanged
