@@ -172,6 +172,42 @@ def open_clip(project: Project, video_id: int) -> FrameSource:
     return source
 
 
+def extract_frames(project: Project, video_id: int, out_dir: str | os.PathLike, *, fmt: str = "jpg",
+                   force: bool = False, progress: Callable[[int, int], None] | None = None,
+                   cancel: CancelToken | None = None) -> dict[int, str]:
+    """Write every frame of a clip as ``out_dir/<clip name>/<frame>.<fmt>`` (jpg or png); returns the
+    frames' image ids -> their paths relative to ``out_dir`` (the ``file_name`` of an export beside
+    it). The folder passes the project's output guard; each file is written atomically."""
+    import cv2
+
+    from .fileio import atomic_write
+
+    if fmt not in ("jpg", "png"):
+        raise CaRDesktopError(f"frames are extracted as jpg or png, not {fmt!r}")
+    guard = project.output_guard(force)
+    out = guard.check_dir(out_dir, "frame folder")
+    record = video_store.get_video(project, video_id)
+    sub = Path(record.rel_path).name.replace(".", "_")
+    (out / sub).mkdir(parents=True, exist_ok=True)
+    ids = video_store.frame_ids(project, video_id)
+    names: dict[int, str] = {}
+    digits = max(6, len(str(record.frame_count - 1)))
+    with open_clip(project, video_id) as source:
+        for index, image in source.frames():
+            if cancel is not None:
+                cancel.check()
+            rel = f"{sub}/{index:0{digits}d}.{fmt}"
+            target = guard.check_file(out / rel, "extracted frame")
+            ok, data = cv2.imencode(f".{fmt}", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise CaRDesktopError(f"frame {index} of {record.rel_path} could not be encoded as {fmt}")
+            atomic_write(target, lambda fh, d=data: fh.write(d.tobytes()))
+            names[ids[index]] = rel
+            if progress is not None:
+                progress(index + 1, record.frame_count)
+    return names
+
+
 # -------------------------------------------------------------------------------------- key frames
 def video_run_key(job: VideoJob, *, test_models: bool) -> str:
     """The auto-label run key of the concepts and settings, plus the key frame choice and SAM 2 model."""

@@ -187,6 +187,23 @@ def list_tracks(project: Project, video_id: int | None = None) -> list[Track]:
     return [Track(int(a), int(b), int(c)) for a, b, c in rows]
 
 
+def clip_tracks(project: Project, video_id: int) -> dict[int, int]:
+    """category id -> track id of every object with a mask on the clip. Tracks that do not exist yet (a
+    mask a person added, of a concept new to the clip) are created; in a read-only project they get
+    the next free ids without being stored."""
+    have = {t.category_id: t.id for t in list_tracks(project, video_id)}
+    rows = project.query("SELECT DISTINCT a.category_id FROM annotations a JOIN images i ON i.id = a.image_id "
+                         "WHERE i.video_id = ? ORDER BY a.category_id", (video_id,))
+    missing = [int(r[0]) for r in rows if int(r[0]) not in have]
+    if missing and not project.readonly:
+        for category_id in missing:
+            have[category_id] = track_for(project, video_id, category_id).id
+    elif missing:
+        top = int(project.query("SELECT COALESCE(MAX(id), 0) FROM video_tracks")[0][0])
+        have.update({c: top + n for n, c in enumerate(missing, 1)})
+    return have
+
+
 def track_frames(project: Project, video_id: int) -> dict[int, list[int]]:
     """category id -> the frames (sorted) where the clip's object has a non-empty mask."""
     rows = project.query(

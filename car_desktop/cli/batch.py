@@ -133,10 +133,11 @@ class BatchProgress:
 
 
 class _InterruptHandler:
-    """SIGINT: the first sets ``stop`` (finish the current image), the second ``cancel`` (at once)."""
+    """SIGINT: the first sets ``stop`` (finish the current image, or ``unit``), the second ``cancel`` (at once)."""
 
-    def __init__(self, stop: CancelToken, cancel: CancelToken, bar: BatchProgress) -> None:
-        self.stop, self.cancel, self.bar = stop, cancel, bar
+    def __init__(self, stop: CancelToken, cancel: CancelToken, bar: BatchProgress | ProgressBar,
+                 unit: str = "image") -> None:
+        self.stop, self.cancel, self.bar, self.unit = stop, cancel, bar, unit
         self._old = None
 
     def __enter__(self) -> "_InterruptHandler":
@@ -151,10 +152,10 @@ class _InterruptHandler:
     def _handle(self, signum, frame) -> None:
         if not self.stop.cancelled:
             self.stop.cancel()
-            self.bar.message("stopping after the current image (Ctrl+C again to stop at once)...")
+            self.bar.message(f"stopping after the current {self.unit} (Ctrl+C again to stop at once)...")
         else:
             self.cancel.cancel()
-            self.bar.message("stopping now; the current image is dropped")
+            self.bar.message(f"stopping now; the current {self.unit} is dropped")
 
 
 def print_summary(report: AutoLabelReport, project_path: Path | None = None, out=None) -> None:

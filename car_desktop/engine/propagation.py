@@ -178,7 +178,7 @@ class _RunFrames:
             wanted = self.order[i:i + BLOCK]
             self._block = {}
             for frame_index in sorted(wanted):  # ascending: sequential decoding, one seek
-                image = self.source.read(frame_index)
+                image = self.source.read(frame_index, copy=False)
                 small = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
                 self._block[i + wanted.index(frame_index)] = small
         tensor = torch.from_numpy(self._block[i]).permute(2, 0, 1).float().div_(255.0)

@@ -2,7 +2,7 @@
 
 ``open_video(path)`` returns a ``FrameSource``: ``info`` (frame count, size, frame rate, whether the
 rate varies), ``read(i)`` (one frame as the engine's uint8 (H, W, 3) RGB array) and ``frames(start,
-stop)`` (a run of frames, decoded sequentially). Nothing is decoded up front and never the whole
+stop)`` (a run of frames, decoded sequentially, read-only). Nothing is decoded up front and never the whole
 clip: a small cache (``CACHE_BYTES``) keeps the last frames read, so stepping back and forth is
 cheap and memory stays bounded whatever the clip's length.
 
@@ -116,8 +116,9 @@ class FrameSource(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def read(self, index: int) -> np.ndarray:
-        """Frame ``index`` (0-based) as a C-contiguous uint8 (H, W, 3) RGB array (do not modify it)."""
+    def read(self, index: int, *, copy: bool = True) -> np.ndarray:
+        """Frame ``index`` (0-based) as a C-contiguous uint8 (H, W, 3) RGB array: the caller's own copy,
+        or with ``copy=False`` the cached frame itself, read-only."""
         if not 0 <= index < self.info.frame_count:
             raise IndexError(f"frame {index} is outside {self.path.name} (0..{self.info.frame_count - 1})")
         with self._lock:
@@ -126,13 +127,13 @@ class FrameSource(ABC):
                 frame = self._decode(index)
                 frame.setflags(write=False)
                 self._cache.put(index, frame)
-            return frame
+            return frame.copy() if copy else frame
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """(index, frame) for ``start <= index < stop``, in order (sequential decoding)."""
+        """(index, frame) for ``start <= index < stop``, in order (sequential decoding; read-only frames)."""
         stop = self.info.frame_count if stop is None else min(stop, self.info.frame_count)
         for index in range(max(0, start), stop):
-            yield index, self.read(index)
+            yield index, self.read(index, copy=False)
 
     @abstractmethod
     def _decode(self, index: int) -> np.ndarray: ...
