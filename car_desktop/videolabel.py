@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .annotations import video_masks, video_store
+from .annotations.car_results import REMOVED_SETTING
 from .annotations.errors import ProjectError
 from .annotations.provenance import ORIGIN_VIDEO, Provenance
 from .annotations.store import Project
@@ -90,6 +91,10 @@ class VideoProgress:
     total: int
     frame: int | None = None
     message: str = ""
+
+    def __str__(self) -> str:
+        unit = "key frames" if self.stage == "key frames" else "frames"
+        return f"{self.stage}: {self.done}/{self.total} {unit}" if self.stage != "done" else "done"
 
 
 @dataclass
@@ -239,13 +244,15 @@ def _forget_stale_keys(project: Project, video_id: int, keep: set[int], key: str
         if frame in keep or old_key is None or old_key == key:
             continue
         image_id = video_store.frame_image_id(project, video_id, frame)
-        with project.batch() as conn:
+        with project.batch():
             gone = [a.id for a in project.list_annotations(image_id) if a.source == "car" and not a.edited]
             journal.removed += video_masks.copy_rows(project, gone)
             for ann_id in gone:
                 project.delete_annotation(ann_id)
-            project.set_setting(f"car.removed.{image_id}", None)
-            conn.execute("DELETE FROM video_keys WHERE video_id = ? AND frame_index = ?", (video_id, frame))
+            journal.keys.append(video_masks.KeyBefore(frame, old_key, True, project.get_setting(
+                f"{REMOVED_SETTING}{image_id}")))
+            project.set_setting(f"{REMOVED_SETTING}{image_id}", None)
+            video_store.remove_key_frame(project, video_id, frame)
 
 
 def run_video(pipeline: Pipeline, project: Project, video_id: int, job: VideoJob, *,

@@ -12,8 +12,9 @@ score as score); an empty mask leaves the object without a mask there (lost). A 
 and CaR's own mask on a key frame are never replaced. A frame still 'new' becomes 'auto'.
 
 A ``Journal`` collects what a run changed (the rows it added, copies of the rows it replaced, the
-run records before it); ``undo`` puts it all back in one transaction and returns the journal that
-redoes it. A mask a person edited after the run is kept. Never Qt or torch.
+run records before it, the key frames it made as they were); ``undo`` puts it all back in one
+transaction and returns the journal that redoes it. A mask a person edited after the run is kept.
+Never Qt or torch.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import mask_codec, video_store
-from .car_results import CarApplied, car_masks, replace_car_masks
+from .car_results import REMOVED_SETTING, CarApplied, car_masks, replace_car_masks
 from .provenance import FRAME_KEY, FRAME_PROPAGATED, ORIGIN_VIDEO, Provenance
 from .store import Project
 
@@ -54,6 +55,16 @@ class RowCopy:
         return len(self.rle["counts"]) + 200
 
 
+@dataclass(frozen=True)
+class KeyBefore:
+    """A frame's key-frame record and removed-concept list before a run made it a key frame."""
+
+    frame: int
+    run_key: str | None
+    was_key: bool
+    removed: Any
+
+
 @dataclass
 class Journal:
     """What one run changed in one clip (see the module docstring)."""
@@ -63,6 +74,7 @@ class Journal:
     added: list[int] = field(default_factory=list)
     removed: list[RowCopy] = field(default_factory=list)
     records: list[tuple] | None = None      # the clip's run records before the run
+    keys: list[KeyBefore] = field(default_factory=list)   # key frames the run made, as they were
 
     @property
     def nbytes(self) -> int:
@@ -106,9 +118,23 @@ def undo(project: Project, journal: Journal) -> Journal:
         if journal.records is not None:
             redo.records = video_store.run_records(project, journal.video_id)
             video_store.set_run_records(project, journal.video_id, journal.records)
+        for before in reversed(journal.keys):
+            redo.keys.append(_key_state(project, journal.video_id, before.frame))
+            image_id = video_store.frame_image_id(project, journal.video_id, before.frame)
+            project.set_setting(f"{REMOVED_SETTING}{image_id}", before.removed)
+            if before.was_key:
+                video_store.set_key_frame(project, journal.video_id, before.frame, before.run_key)
+            else:
+                video_store.remove_key_frame(project, journal.video_id, before.frame)
     if kept:
         log.info("undo %s: kept %d mask(s) a person edited since", journal.label, len(kept))
     return redo
+
+
+def _key_state(project: Project, video_id: int, frame: int) -> KeyBefore:
+    keys = video_store.key_frames(project, video_id)
+    image_id = video_store.frame_image_id(project, video_id, frame)
+    return KeyBefore(frame, keys.get(frame), frame in keys, project.get_setting(f"{REMOVED_SETTING}{image_id}"))
 
 
 def _exists(project: Project, ann_id: int) -> bool:
@@ -120,6 +146,8 @@ def store_key_result(project: Project, video_id: int, index: int, result: CaRRes
                      origin: str = ORIGIN_VIDEO, journal: Journal | None = None) -> CarApplied:
     """Store CaR's result on frame ``index`` of a clip as a key frame (see the module docstring)."""
     image_id = video_store.frame_image_id(project, video_id, index)
+    if journal is not None:
+        journal.keys.append(_key_state(project, video_id, index))
     kept, removed = car_masks(result, origin=origin, run_key=run_key)
     kept = [dataclasses.replace(m, provenance=dataclasses.replace(m.provenance, frame_role=FRAME_KEY)) for m in kept]
     with project.batch():

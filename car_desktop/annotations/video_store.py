@@ -28,7 +28,7 @@ import numpy as np
 from .. import imagefiles
 from ..safepaths import UnsafePathError, safe_relative_path
 from . import mask_codec
-from .car_results import removed_concepts
+from .car_results import REMOVED_SETTING, removed_concepts
 from .errors import ProjectError
 from .provenance import FRAME_KEY, Provenance
 from .store import Project
@@ -129,7 +129,7 @@ def remove_video(project: Project, video_id: int) -> None:
     """Forget a clip with its frames, masks, tracks and records (the file is not touched)."""
     with project.batch() as conn:
         image_ids = [r[0] for r in conn.execute("SELECT id FROM images WHERE video_id = ?", (video_id,))]
-        conn.executemany("DELETE FROM settings WHERE key = ?", ((f"car.removed.{i}",) for i in image_ids))
+        conn.executemany("DELETE FROM settings WHERE key = ?", ((f"{REMOVED_SETTING}{i}",) for i in image_ids))
         if conn.execute("DELETE FROM videos WHERE id = ?", (video_id,)).rowcount == 0:
             raise ProjectError(f"no clip with id {video_id} in this project")
 
@@ -233,6 +233,11 @@ def set_key_frame(project: Project, video_id: int, index: int, run_key: str | No
     with project.batch() as conn:
         conn.execute("INSERT OR REPLACE INTO video_keys (video_id, frame_index, run_key, created_at) VALUES (?, ?, ?, ?)",
                      (video_id, index, run_key, time.time()))
+
+
+def remove_key_frame(project: Project, video_id: int, index: int) -> None:
+    with project.batch() as conn:
+        conn.execute("DELETE FROM video_keys WHERE video_id = ? AND frame_index = ?", (video_id, index))
 
 
 def key_frames(project: Project, video_id: int) -> dict[int, str | None]:
