@@ -43,6 +43,7 @@ def write_frames(path: Path, frames: list[np.ndarray], fps: int = 30, pts: list[
     import av
 
     codec, pix = _CODECS[path.suffix]
+    path.parent.mkdir(parents=True, exist_ok=True)
     container = av.open(str(path), "w")
     stream = container.add_stream(codec, rate=1000 if pts is not None else fps)
     stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]

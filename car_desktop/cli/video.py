@@ -82,13 +82,14 @@ def run_video_command(args: argparse.Namespace) -> int:
     if test_models:
         print("WARNING: test models (tiny, random weights, tiny SAM 2): the masks mean nothing.", file=sys.stderr)
     with open_or_create(args.project, args.clip.parent) as project:  # the clip (file or frame folder) is inside
+        record, info = _add(project, args)   # first: the guard then knows the clip as an input
         guard = project.output_guard(args.force)
         for path, what in ((args.export, "COCO file"), (args.ytvis, "YouTube-VIS file")):
             if path is not None:  # refused now, not after the labelling
                 guard.check_file(path, what)
         if args.extract_frames is not None:
             guard.check_dir(args.extract_frames, "frame folder")
-        return _label(args, project, job, test_models)
+        return _label(args, project, job, test_models, record, info)
 
 
 def _add(project, args: argparse.Namespace):
@@ -101,11 +102,10 @@ def _add(project, args: argparse.Namespace):
     return add_clip(project, args.clip)
 
 
-def _label(args: argparse.Namespace, project, job, test_models: bool) -> int:
+def _label(args: argparse.Namespace, project, job, test_models: bool, record, info) -> int:
     from ..engine.pipeline import CaRPipeline
     from ..videolabel import VideoProgress, run_video
 
-    record, info = _add(project, args)
     for warning in info.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{record.rel_path}: {record.frame_count} frames, {record.width}x{record.height}"
