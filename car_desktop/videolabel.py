@@ -34,9 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import IO, TYPE_CHECKING
 
 from .annotations import video_masks, video_store
 from .annotations.car_results import REMOVED_SETTING
@@ -206,7 +204,12 @@ def extract_frames(project: Project, video_id: int, out_dir: str | os.PathLike, 
             ok, data = cv2.imencode(f".{fmt}", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise CaRDesktopError(f"frame {index} of {record.rel_path} could not be encoded as {fmt}")
-            atomic_write(target, lambda fh, d=data: fh.write(d.tobytes()))
+            blob = data.tobytes()
+
+            def write(fh: IO[bytes], blob: bytes = blob) -> None:
+                fh.write(blob)
+
+            atomic_write(target, write)
             names[ids[index]] = rel
             if progress is not None:
                 progress(index + 1, record.frame_count)

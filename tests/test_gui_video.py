@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, QSettings, Qt
-
 from fakes import FakePipeline
+from PySide6.QtCore import QPoint, QSettings, Qt
 from video_clips import FRAMES, frame_and_masks, write_clip
 
 from car_desktop.annotations import video_store

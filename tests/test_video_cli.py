@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from video_clips import FRAMES, truncate, write_clip
 
 from car_desktop.annotations import Project, video_store

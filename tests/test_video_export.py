@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from fakes import FakePipeline
 from video_clips import FRAMES, H, W, frame_and_masks, write_clip
 

@@ -3,13 +3,19 @@ clear message for every file that cannot be a clip."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-from video_clips import FRAMES, H, W, frame_and_masks, truncate, write_clip, write_empty_clip, write_frame_folder, \
-    write_vfr_clip
+from video_clips import (
+    FRAMES,
+    H,
+    W,
+    frame_and_masks,
+    truncate,
+    write_clip,
+    write_empty_clip,
+    write_frame_folder,
+    write_vfr_clip,
+)
 
 from car_desktop import imagefiles
 from car_desktop.engine.errors import ImageLoadError, VideoLoadError

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fakes import FakePipeline
 from video_clips import FRAMES, RED_GONE, write_clip
 
@@ -89,7 +88,7 @@ def test_objects_leaving_a_key_frame_one_way_share_a_run():
 
 # ------------------------------------------------------------------------------------------- labelling
 def test_every_frame_an_object_is_in_gets_its_mask_from_its_key_frame(base, project):
-    root, truth, video_id, report = base
+    _root, truth, video_id, report = base
     assert report.key_frames == [0, 15] and report.keys_labelled == 2 and not report.stopped
     keys = video_store.object_keys(project, video_id)
     names = {c.id: c.name for c in project.list_categories()}
@@ -164,7 +163,7 @@ def test_car_on_a_frame_in_a_gap_reseeds_it_and_undo_reverts_it_as_one_step(base
     assert not [t for t in (27, 28, 29) if (t, "red") in after]           # absent at 27: removed from there on
     # Given to key frame 27 now: green and blue on 22-26 and 28-29 (carried again from 27), red on 28-29 (gone).
     assert (report.stale_removed, report.runs_done, report.frames_stored) == (2 * 7 + 2, 2, 7)
-    assert all(after[(t, "red")] == before[(t, "red")] for t in range(0, 27))   # the run from 15 is not redone
+    assert all(after[(t, "red")] == before[(t, "red")] for t in range(27))   # the run from 15 is not redone
     assert after[(28, "green")][1:3] == (FRAME_PROPAGATED, 27) and after[(27, "green")][1] == FRAME_KEY
     assert 27 in video_store.key_frames(project, video_id)
     video_masks.undo(project, journal)

@@ -100,7 +100,8 @@ def add_video(project: Project, rel_path: str, *, kind: str, frame_count: int, w
             "added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (rel_path, kind, int(frame_count), int(width), int(height), fps_value, int(variable_rate), fingerprint,
              now))
-        video_id = int(cur.lastrowid)
+        assert cur.lastrowid is not None
+        video_id = cur.lastrowid
         conn.executemany(
             "INSERT INTO images (rel_path, width, height, content_hash, status, added_at, video_id, frame_index) "
             "VALUES (?, ?, ?, NULL, 'new', ?, ?, ?)",

@@ -65,7 +65,7 @@ def export_ytvis(project: Project, out_path: str | os.PathLike, video_ids: Seque
     used: set[int] = set()
     head = {
         "info": {"description": "CaR Desktop export (YouTube-VIS format)", "version": __version__,
-                 "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+                 "date_created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")},
         "licenses": [],
         "videos": [{"id": c.id, "width": c.width, "height": c.height, "length": c.frame_count,
                     "file_names": list(file_names[c.id]) if file_names is not None else
@@ -113,9 +113,10 @@ def _track_entry(project: Project, clip: video_store.VideoRecord, category_id: i
     for frame, counts in per_frame.items():
         rles = [{"size": size, "counts": c} for c in counts]
         rle = rles[0] if len(rles) == 1 else mask_utils.merge(rles)
-        segmentations[frame] = {"size": size, "counts": rle["counts"].decode("ascii")}
+        raw = rle["counts"]
+        segmentations[frame] = {"size": size, "counts": raw.decode("ascii") if isinstance(raw, bytes) else str(raw)}
         areas[frame] = int(mask_utils.area(rle))
-        bboxes[frame] = [int(round(v)) for v in mask_utils.toBbox(rle)]
+        bboxes[frame] = [int(v) for v in mask_utils.toBbox(rle)]  # integral: pixel edges
     entry: dict[str, Any] = {"id": track_id, "video_id": clip.id, "category_id": category_id, "iscrowd": 0,
                              "height": clip.height, "width": clip.width, "segmentations": segmentations,
                              "areas": areas, "bboxes": bboxes}

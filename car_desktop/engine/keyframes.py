@@ -45,9 +45,9 @@ def scene_cuts(source: FrameSource, threshold: float = 0.5, *, progress: Callabl
     for index, frame in source.frames():
         check(cancel)
         hist = _histogram(frame)
-        if previous is not None and index - cuts[-1] >= MIN_SCENE_FRAMES:
-            if cv2.compareHist(previous, hist, cv2.HISTCMP_BHATTACHARYYA) > threshold:
-                cuts.append(index)
+        if (previous is not None and index - cuts[-1] >= MIN_SCENE_FRAMES
+                and cv2.compareHist(previous, hist, cv2.HISTCMP_BHATTACHARYYA) > threshold):
+            cuts.append(index)
         previous = hist
         if progress is not None and (index % 25 == 0 or index == total - 1):
             progress(index + 1, total)

@@ -32,6 +32,7 @@ holds the module lock. Never Qt.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -113,8 +114,8 @@ def assign_frames(frame_count: int, keys: Mapping[int, str]) -> dict[int, tuple[
 
     first, kind = marks[0]
     if kind != ABSENT:
-        claim(range(0, first), first, -1)
-    for (a, kind_a), (b, kind_b) in zip(marks, marks[1:]):
+        claim(range(first), first, -1)
+    for (a, kind_a), (b, kind_b) in itertools.pairwise(marks):
         between = range(a + 1, b)
         if kind_a == ABSENT:
             if kind_b != ABSENT:

@@ -79,7 +79,7 @@ def sam2_available() -> bool:
     """True when the optional ``sam2`` package can be imported."""
     try:
         import sam2  # noqa: F401
-    except Exception:  # ImportError, or a broken install (hydra missing)
+    except Exception:  # noqa: BLE001 - ImportError, or a broken install (hydra missing)
         return False
     return True
 

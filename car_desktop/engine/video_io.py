@@ -26,6 +26,7 @@ No Qt, no torch.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -34,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -110,7 +111,7 @@ class FrameSource(ABC):
     def __len__(self) -> int:
         return self.info.frame_count
 
-    def __enter__(self) -> FrameSource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -336,7 +337,7 @@ class FrameFolder(FrameSource):
                                  f"({', '.join(unnumbered[:3])}); a frame folder holds numbered frames only.")
         numbered.sort(key=lambda item: (item[0], item[1].name))
         numbers = [int(n) for n, _ in numbered if n is not None]
-        for a, b in zip(numbered, numbered[1:]):
+        for a, b in itertools.pairwise(numbered):
             if a[0] == b[0]:
                 raise VideoLoadError(f"{path}: {a[1].name} and {b[1].name} have the same frame number {a[0]}.")
         self._files = [p for _, p in numbered]

@@ -33,7 +33,7 @@ from ..annotations.video_export import export_video_coco
 from ..annotations.ytvis import export_ytvis
 from ..errors import CaRDesktopError
 from ..videolabel import VideoJob, VideoProgress, VideoReport
-from .engine_client import VIDEO_EXTENSIONS, CarRequest, CaRResult
+from .engine_client import VIDEO_EXTENSIONS, CarRequest, CaRResult, ConceptList
 from .video_dialog import VideoChoice, VideoLabelDialog
 from .video_timeline import Timeline
 from .workers import JobError
@@ -297,7 +297,7 @@ class VideoMode(QObject):
             return
         try:
             config = self.win.concept_bar.config().replace(device=self.win.settings.device)
-            job = VideoJob(choice.concepts, config, every=choice.every, scene_cuts=choice.scene_cuts,
+            job = VideoJob(ConceptList.parse(choice.concepts), config, every=choice.every, scene_cuts=choice.scene_cuts,
                            cut_threshold=choice.cut_threshold, sam2_model=choice.sam2_model,
                            test_models=self.win.test_models)
             self.win.project.set_setting(LAST_JOB_SETTING, choice.__dict__)
