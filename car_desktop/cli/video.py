@@ -21,7 +21,7 @@ from ..annotations.ytvis import export_ytvis
 from ..cancel import CancelToken
 from ..engine.concepts import ConceptList
 from ..engine.errors import CaRDesktopError
-from .batch import _InterruptHandler, open_or_create, read_concepts
+from .batch import _InterruptHandler, add_concept_options, open_or_create, read_concepts
 from .engine_options import add_engine_options, config_from_args, wants_test_models
 from .progress import ProgressBar, format_duration
 
@@ -41,9 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "frames and propagation runs already done; masks a person edited are never replaced.",
         epilog=EXIT_CODES)
     p.add_argument("clip", type=Path, metavar="CLIP", help="video file or folder of numbered frames")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--concepts", help='comma-separated; "|" joins synonyms: "car | automobile, person"')
-    src.add_argument("--concepts-file", type=Path, metavar="FILE", help="concepts one per line (or comma-separated)")
+    add_concept_options(p, "car | automobile, person")
     p.add_argument("--project", type=Path, required=True, metavar="P",
                    help="project file; created with the clip's folder as its image folder if it does not exist")
     p.add_argument("--every", type=int, default=30, metavar="N",
