@@ -435,6 +435,7 @@ class MainWindow(QMainWindow):
             return  # Esc belongs to the polygon / SAM tool (the canvas handles it)
         self.engine.cancel_car()
         self.runner.cancel("download")
+        self.runner.cancel("video")   # a clip's labelling or propagation (what is done is kept)
 
     # ----- tools
     def set_tool(self, key: str) -> None:
