@@ -3,6 +3,8 @@ play), CaR on a frame as a key frame, labelling the clip in the background, undo
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from fakes import FakePipeline
@@ -62,7 +64,7 @@ def test_the_clip_is_one_row_and_the_timeline_steps_and_scrubs(clip_window, qtbo
     assert not win.video.timeline.playing
 
 
-def test_car_on_a_frame_makes_it_a_key_frame_and_labelling_fills_the_clip(clip_window, qtbot):
+def test_car_on_a_frame_makes_it_a_key_frame_and_labelling_fills_the_clip(clip_window, qtbot, tmp_path):
     win = clip_window
     project, video_id = win.project, win.video.video.id
     _go(win, qtbot, Qt.Key.Key_Period)
@@ -81,13 +83,32 @@ def test_car_on_a_frame_makes_it_a_key_frame_and_labelling_fills_the_clip(clip_w
     assert _go(win, qtbot, Qt.Key.Key_Period) == 11
     layers = {ly.name for ly in win.stack.layers() if not ly.removed and ly.mask.any()}
     assert layers == {"red", "green", "blue"}                        # a propagated frame shows its masks
+    # edit red here with a tool's operation, then carry only red forward from this frame
+    red = next(ly for ly in win.stack.layers() if ly.name == "red")
+    win.stack.select(red.id)
+    win.annotator.replace_mask(red.id, frame_and_masks(11)[1]["red"], "fix")
+    with qtbot.waitSignal(win.video.runFinished, timeout=60000) as done:
+        qtbot.keyClick(win.canvas, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    assert (done.args[0].runs_done, done.args[0].frames_stored) == (1, 8)       # frames 12-19, up to key 20
+    frame12 = video_store.frame_image_id(project, video_id, 12)
+    red12 = next(a for a in project.list_annotations(frame12) if a.category_id == red.category_id)
+    assert red12.provenance.from_frame == 11
+    win.video.undo_run()                                               # the re-propagation, as one step
+    qtbot.waitUntil(lambda: next(a for a in project.list_annotations(frame12)
+                                 if a.category_id == red.category_id).provenance.from_frame == 10, timeout=20000)
+    for kind in ("coco", "ytvis"):
+        win.video.export(kind, tmp_path / f"{kind}.json")
+    qtbot.waitUntil(lambda: (tmp_path / "ytvis.json").exists() and (tmp_path / "coco.json").exists(), timeout=20000)
+    assert len(json.loads((tmp_path / "coco.json").read_text())["images"]) == FRAMES
     # Ctrl+Z: no edit on this frame, so the last run is undone as one step
     assert win.video.can_undo()
     with qtbot.waitSignal(win.video.undone, timeout=20000):
         qtbot.keyClick(win.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert sorted(video_store.key_frames(project, video_id)) == [1]
     frame11 = video_store.frame_image_id(project, video_id, 11)
-    assert project.list_annotations(frame11) == [] and not any(ly.mask.any() for ly in win.stack.layers())
+    kept = project.list_annotations(frame11)                           # only the person's correction stays
+    assert [(a.category_id, a.edited) for a in kept] == [(red.category_id, True)]
+    assert [ly.name for ly in win.stack.layers() if ly.mask.any()] == ["red"]
 
 
 def test_an_image_in_the_list_leaves_the_clip(clip_window, qtbot, tmp_path):

@@ -426,5 +426,6 @@ class VideoMode(QObject):
         def failed(err: JobError) -> None:
             self.win.show_error(f"Export failed: {err.message}")
 
-        self.win.runner.submit("video_export", job, lane="io", label="Exporting the clip", on_done=done,
+        # One kind per format: a COCO and a YouTube-VIS export may run one after the other.
+        self.win.runner.submit(f"video_export_{kind}", job, lane="io", label="Exporting the clip", on_done=done,
                                on_failed=failed)
