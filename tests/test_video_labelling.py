@@ -221,3 +221,11 @@ def test_the_clip_is_an_input_no_export_may_replace(base, project):
     with pytest.raises(OutputRefusedError, match="input image"):
         export_video_coco(project, base[0] / "clip.mov", force=True)
     assert Path(base[0] / "clip.mov").stat().st_size > 1000
+
+
+def test_the_review_queue_lists_no_frames(base, project):
+    from car_desktop.annotations.review import ReviewFilter, review_items
+
+    assert project.count_annotations() > 0
+    anything = ReviewFilter(image_statuses=(), sources=(), scored_only=False)
+    assert review_items(project, anything) == []
