@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e .
+	# SAM 2 (video extra) builds against the torch just installed, without its optional CUDA extension
+	SAM2_BUILD_CUDA=0 $(VENV)/bin/pip install -q --no-build-isolation 'sam2>=1.1,<2'
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 

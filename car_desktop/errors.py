@@ -15,3 +15,10 @@ class CaRDesktopError(Exception):
 
 class Cancelled(CaRDesktopError):
     """The caller cancelled a run; nothing was half-updated."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when it has none), cut to ``limit``
+    characters: what a one-line message quotes of a library's error."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -129,13 +129,14 @@ def check_pixels(path: Path, width: int, height: int) -> None:
         raise ImageTooLargeError(too_big_message(path, (width, height)))
 
 
-def check_file(path: Path) -> None:
-    """ImageLoadError unless ``path`` is a readable, non-empty regular file (a FIFO is never opened)."""
+def check_file(path: Path, what: str = "an image file") -> None:
+    """ImageLoadError unless ``path`` is a readable, non-empty regular file (a FIFO is never opened).
+    ``what`` names the kind of file expected in the message ("a video file")."""
     st, problem = regular_file(path)
     if st is None and problem == "does not exist":
         raise ImageLoadError(f"{path}: no such file.")
     if st is None or problem:
-        raise ImageLoadError(f"{path} {problem}, not an image file.")
+        raise ImageLoadError(f"{path} {problem}, not {what}.")
     if st.st_size == 0:
         raise ImageLoadError(f"{path}: the file is empty (0 bytes).")
     if not os.access(path, os.R_OK):

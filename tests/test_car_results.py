@@ -193,7 +193,7 @@ def test_upgrade_from_version_1(tmp_path: Path):
     path = tmp_path / "old.cardb"
     _v1_project(path)
     with Project.open(path) as p:
-        assert p.schema_version == schema.SCHEMA_VERSION == 3
+        assert p.schema_version == schema.SCHEMA_VERSION == 4
         window, imported = p.list_annotations(1)
         (loop,), (forced,) = p.list_annotations(2), p.list_annotations(3)
         assert window.provenance == Provenance(concept="car | automobile", status=KEPT_ALONE,

@@ -89,7 +89,8 @@ def test_wheel_has_every_module_and_data_file(wheel):
     for needed in ("models.json", "style/app.qss", "icons/car-desktop.svg", "icons/car-desktop.png"):
         assert f"car_desktop/resources/{needed}" in resources
     assert not resources - names, f"missing from the wheel: {sorted(resources - names)}"
-    configs = _source_files(ROOT / "car_desktop" / "engine" / "model_configs", "*.json")
+    configs = (_source_files(ROOT / "car_desktop" / "engine" / "model_configs", "*.json")
+               | _source_files(ROOT / "car_desktop" / "engine" / "model_configs", "*.yaml"))
     assert configs and not configs - names, f"missing from the wheel: {sorted(configs - names)}"
 
 

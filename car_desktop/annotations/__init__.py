@@ -52,6 +52,10 @@ API summary (all masks are 2-D numpy bool arrays of the image's (height, width))
   force=False) -> ExportReport``; ``export_label_pngs(project, out_dir, image_ids=None,
   include_failed=False, force=False) -> ExportReport``; ``import_coco(project, coco_json, images_dir,
   progress=None, stage=None) -> ImportReport`` (idempotent; every entry checked, see coco_import).
+* Clips (video): ``video_store`` (clips, their frames as images, tracks, key frames, propagation
+  records), ``video_masks`` (key-frame CaR results, propagated masks, the undo journal of a run),
+  ``video_export.export_video_coco`` (one image per frame, track ids) and ``ytvis`` (YouTube-VIS
+  writer and reader). See docs/video.md.
 """
 
 from .coco_export import export_coco

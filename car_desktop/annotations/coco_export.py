@@ -30,7 +30,7 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -45,7 +45,7 @@ from .. import __version__
 from ..fileio import atomic_open, finite_or_none
 from . import mask_codec
 from .errors import ExportError
-from .models import ExportReport
+from .models import ExportReport, ImageRecord
 from .polygons import CONVENTION_TEXT, CONVENTIONS, PIXEL_EDGES, outer_rings
 from .store import Project
 
@@ -289,7 +289,9 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
                 on_holes: Literal["report", "refuse"] = "report", auto_max_parts: int = AUTO_MAX_PARTS,
                 progress: ProgressFn | None = None, workers: int | None = None,
                 polygon_convention: str = PIXEL_EDGES, keep_empty_categories: bool = False,
-                include_failed: bool = False, force: bool = False) -> ExportReport:
+                include_failed: bool = False, force: bool = False,
+                image_fields: Callable[[ImageRecord], Mapping[str, Any]] | None = None,
+                annotation_fields: Callable[[int, int], Mapping[str, Any]] | None = None) -> ExportReport:
     """Write the project (or ``image_ids``) as COCO JSON to ``out_path`` and report what was written.
 
     ``progress(done, total)`` is called now and then with annotation rows processed. Raises
@@ -302,6 +304,10 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
     ``workers``: processes that trace polygons (formats 'polygon' and 'auto', instance mode); None
     picks one per CPU when the export has at least PARALLEL_MIN_ROWS rows, 0 or 1 traces here. The
     output is the same either way.
+
+    The frames of clips are exported only when named in ``image_ids`` (``video_store``).
+    ``image_fields(image)`` and ``annotation_fields(image_id, category_id)`` add (or replace) keys of
+    each image and annotation entry (the video export adds frame numbers and track ids).
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -313,7 +319,7 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
         raise ExportError(f"unknown polygon convention {polygon_convention!r}; use one of {', '.join(CONVENTIONS)}")
     out_path = project.output_guard(force).check_file(out_path, "COCO file")
     report = ExportReport(path=str(out_path))
-    all_images = project.list_images()
+    all_images = project.list_images(include_frames=image_ids is not None)
     if image_ids is not None:
         wanted = set(int(i) for i in image_ids)
         unknown = wanted - {im.id for im in all_images}
@@ -329,7 +335,8 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
     cat_names = {c.id: c.name for c in categories}
     names = {im.id: im.rel_path for im in images}
 
-    subset = image_ids is not None or report.failed_left_out > 0
+    subset = (image_ids is not None or report.failed_left_out > 0
+              or project.count_images(include_frames=True) > len(names))  # clips' frames are not exported
     total = project.count_annotations() if not subset else sum(project.count_annotations(i) for i in names)
     rows_done = 0
     used_categories: set[int] = set()
@@ -389,6 +396,8 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
                 "segmentation": segmentation, "area": piece.area, "bbox": list(piece.bbox),
                 "iscrowd": piece.iscrowd,
             }
+            if annotation_fields is not None:
+                ann.update(annotation_fields(piece.image_id, piece.category_id))
             score = finite_or_none(piece.score) if include_score else None
             if score is not None:
                 ann["score"] = round(score, 6)
@@ -408,8 +417,8 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
                  "segmentation_format": fmt, "mode": mode, "polygon_convention": polygon_convention,
                  "polygon_convention_text": CONVENTION_TEXT[polygon_convention]},
         "licenses": [],
-        "images": [{"id": im.id, "file_name": im.rel_path, "width": im.width, "height": im.height}
-                   for im in images],
+        "images": [{"id": im.id, "file_name": im.rel_path, "width": im.width, "height": im.height,
+                    **(image_fields(im) if image_fields is not None else {})} for im in images],
     }
     written = list(categories)
 

@@ -85,14 +85,15 @@ def read_coco_json(coco_json: str | os.PathLike | dict, stage: StageFn | None = 
     if isinstance(coco_json, dict):
         data, cut = coco_json, False
     else:
-        data, cut = _parse(Path(coco_json), stage, progress)
+        data, cut = parse_json_file(Path(coco_json), stage, progress)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         name = "the data" if isinstance(coco_json, dict) else str(coco_json)
         raise CocoImportError(f"{name} is not COCO JSON: no 'images' list at the top level")
     return data, cut
 
 
-def _parse(path: Path, stage: StageFn | None, progress: ProgressFn | None) -> tuple[Any, bool]:
+def parse_json_file(path: Path, stage: StageFn | None, progress: ProgressFn | None) -> tuple[Any, bool]:
+    """A JSON file read safely (regular file only, progress, nesting cut at ``MAX_DEPTH``): (data, cut)."""
     st, problem = regular_file(path)
     if st is None or problem:  # a pipe would block, a folder cannot be read
         raise CocoImportError(f"COCO file {path} {problem}; nothing was imported")

@@ -6,7 +6,9 @@ user typed it (``concept``, the "car | automobile" form that categories use too)
 (``status``: ``KEPT``, ``KEPT_ALONE`` or ``FORCED``, and ``status_text``, the engine's words), SAM's verdict, the
 models, the settings that decide the result, how many loop steps ran, whether the tiny test models
 made it, the auto-label run key, and where it ran (``origin``). Imported masks record their COCO id
-and crowd flag. Whether a person edited the mask is the annotation's ``edited`` flag, not provenance.
+and crowd flag. On the frames of a clip, ``frame_role`` says whether CaR made the mask on that key
+frame (``FRAME_KEY``) or SAM 2 carried it there (``FRAME_PROPAGATED``) from the key frame
+``from_frame``. Whether a person edited the mask is the annotation's ``edited`` flag, not provenance.
 
 What CaR produced for the whole image, before any edit (masks, removed concepts, scores), is kept
 apart in the image's auto-label record (``auto_labels.py``; ``auto_labels.auto_mask(project,
@@ -39,6 +41,11 @@ REMOVED: Final = "removed"      # removed by the loop (only in the auto-label re
 ORIGIN_WINDOW: Final = "window"        # a CaR run on the image shown in the window
 ORIGIN_AUTOLABEL: Final = "autolabel"  # the folder loop (GUI or CLI)
 ORIGIN_COCO: Final = "coco"            # imported from a COCO file
+ORIGIN_VIDEO: Final = "video"          # a clip's frames: CaR on key frames, SAM 2 in between
+
+#: What a mask on a clip's frame is.
+FRAME_KEY: Final = "key"                # CaR ran on this frame
+FRAME_PROPAGATED: Final = "propagated"  # SAM 2 carried it here from the key frame ``from_frame``
 
 #: The engine settings recorded with a CaR mask (the ones that change what it computes).
 CONFIG_KEYS: Final = ("preset", "eta", "theta", "lam", "phi_iou", "phi_iom", "prompts", "stuff_prompts",
@@ -62,6 +69,8 @@ class Provenance:
     origin: str = ""
     coco_id: int | None = None
     iscrowd: bool = False
+    frame_role: str = ""
+    from_frame: int | None = None
     version: int = PROVENANCE_VERSION
 
     @staticmethod

@@ -39,6 +39,7 @@ SAM_FILTERS = ("accepted", "rejected", "not_run")
 
 # Derived columns, computed once per row in a sub-select from the provenance record (provenance.py);
 # a hand-edited or foreign row whose JSON is broken reads as NULLs instead of breaking the queue.
+# The frames of clips are not in the queue (they are reviewed on the clip's timeline).
 _BASE = f"""
 SELECT a.id AS ann_id, a.image_id AS image_id, i.rel_path AS rel_path, i.status AS image_status,
        a.category_id AS category_id, c.name AS category_name, a.score AS score, a.source AS source,
@@ -50,6 +51,7 @@ SELECT a.id AS ann_id, a.image_id AS image_id, i.rel_path AS rel_path, i.status 
 FROM annotations a
 JOIN images i ON i.id = a.image_id
 JOIN categories c ON c.id = a.category_id
+WHERE i.video_id IS NULL
 """
 
 _ALONE = f"(q.car_status = '{KEPT_ALONE}')"

@@ -32,7 +32,7 @@ from .provenance import Provenance
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x43615244  # b"CaRD"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Settings key prefix of an image's removed-concept list (``car_results``): ``car.removed.<image id>``.
 REMOVED_SETTING = "car.removed."
@@ -213,15 +213,70 @@ def _rebuild_auto_labels(conn: sqlite3.Connection) -> None:
                          (f"{AUTO_LABELS_SETTING}{image_id}", dumps_strict(record.to_dict())))
 
 
+# Version 4: video. A clip (a video file, or a folder of numbered frames) is a row of ``videos``;
+# each of its frames is an ``images`` row (video_id, frame_index) holding the frame's annotations like
+# any image; a concept of a clip is one track (``video_tracks``); ``video_keys`` lists the frames CaR
+# ran on, ``video_runs`` how far SAM 2 carried each object from each key frame (so a rerun redoes
+# only what changed). See annotations/video_store.py.
+_V4 = """
+CREATE TABLE videos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rel_path TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('file', 'frames')),
+    frame_count INTEGER NOT NULL CHECK (frame_count > 0),
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    fps REAL,
+    variable_rate INTEGER NOT NULL DEFAULT 0,
+    fingerprint TEXT,
+    added_at REAL NOT NULL
+);
+ALTER TABLE images ADD COLUMN video_id INTEGER REFERENCES videos(id) ON DELETE CASCADE;
+ALTER TABLE images ADD COLUMN frame_index INTEGER;
+CREATE UNIQUE INDEX images_video_frame ON images(video_id, frame_index);
+CREATE TABLE video_tracks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+    category_id INTEGER NOT NULL REFERENCES categories(id) ON DELETE CASCADE,
+    created_at REAL NOT NULL,
+    UNIQUE (video_id, category_id)
+);
+CREATE TABLE video_keys (
+    video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+    frame_index INTEGER NOT NULL,
+    run_key TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (video_id, frame_index)
+);
+CREATE TABLE video_runs (
+    video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+    category_id INTEGER NOT NULL REFERENCES categories(id) ON DELETE CASCADE,
+    key_frame INTEGER NOT NULL,
+    step INTEGER NOT NULL CHECK (step IN (-1, 1)),
+    token TEXT NOT NULL,
+    reach INTEGER NOT NULL,
+    done_at REAL NOT NULL,
+    PRIMARY KEY (video_id, category_id, key_frame, step)
+);
+"""
+
+
+def _to_v4(conn: sqlite3.Connection) -> None:
+    """Version 4: clips, their frames as images, tracks, key frames and propagation runs (``_V4``)."""
+    _run_script(_V4)(conn)
+
+
 #: MIGRATIONS[v] takes a connection at schema version v to v + 1 (v = 0 is a fresh file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    0: _run_script(_V1), 1: _run_script(_V2), 2: _to_v3}
+    0: _run_script(_V1), 1: _run_script(_V2), 2: _to_v3, 3: _to_v4}
 
 #: The tables each schema version has; a file missing one is damaged.
 TABLES: dict[int, frozenset[str]] = {
     1: frozenset({"meta", "settings", "images", "categories", "annotations"}),
     2: frozenset({"meta", "settings", "images", "categories", "annotations", "failures", "claims"}),
     3: frozenset({"meta", "settings", "images", "categories", "annotations", "failures", "claims"}),
+    4: frozenset({"meta", "settings", "images", "categories", "annotations", "failures", "claims", "videos",
+                  "video_tracks", "video_keys", "video_runs"}),
 }
 
 #: Longest wait for another process's write transaction before giving up (seconds).

@@ -385,13 +385,14 @@ class Project:
 
     def output_guard(self, force: bool = False) -> OutputGuard:
         """The check every export runs on its output paths: never this project (or its -wal/-shm),
-        never an input image (the project's images, and files that failed to be added), never
-        inside the image folder unless ``force``."""
+        never an input image (the project's images, files that failed to be added, and clips),
+        never inside the image folder unless ``force``."""
         root = self.image_root
 
         def inputs() -> list[Path]:
-            rels = [r[0] for r in self._read("SELECT rel_path FROM images")]
+            rels = [r[0] for r in self._read("SELECT rel_path FROM images WHERE video_id IS NULL")]
             rels += [r[0] for r in self._read("SELECT rel_path FROM failures")]
+            rels += [r[0] for r in self._read("SELECT rel_path FROM videos")]
             return [root / rel for rel in rels]
 
         return OutputGuard(project=self.path, image_root=root, inputs=inputs, force=force)
@@ -593,16 +594,25 @@ class Project:
             raise ProjectError(f"no image with id {image_id} in this project")
         return _row_to_image(rows[0])
 
-    def list_images(self, status: str | None = None) -> list[ImageRecord]:
-        """All images ordered by rel_path, optionally only those with ``status``."""
-        if status is None:
-            rows = self._read(f"SELECT {_IMG_COLS} FROM images ORDER BY rel_path")
-        else:
-            rows = self._read(f"SELECT {_IMG_COLS} FROM images WHERE status = ? ORDER BY rel_path", (status,))
-        return [_row_to_image(r) for r in rows]
+    def list_images(self, status: str | None = None, *, include_frames: bool = False) -> list[ImageRecord]:
+        """All images ordered by rel_path, optionally only those with ``status``. The frames of clips
+        (``video_store``) are images too, left out unless ``include_frames``."""
+        where = [] if include_frames else ["video_id IS NULL"]
+        params: tuple = ()
+        if status is not None:
+            where.append("status = ?")
+            params = (status,)
+        sql = f"SELECT {_IMG_COLS} FROM images{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY rel_path"
+        return [_row_to_image(r) for r in self._read(sql, params)]
 
-    def count_images(self) -> int:
-        return int(self._read("SELECT COUNT(*) FROM images")[0][0])
+    def count_images(self, *, include_frames: bool = False) -> int:
+        sql = "SELECT COUNT(*) FROM images" + ("" if include_frames else " WHERE video_id IS NULL")
+        return int(self._read(sql)[0][0])
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Rows of a read-only SQL statement: for the modules of this package that keep tables of
+        their own (``video_store``). Writes go through ``batch()``."""
+        return self._read(sql, params)
 
     def image_path(self, image_id: int) -> Path:
         """Absolute path of an image under the current ``image_root``."""
@@ -626,7 +636,8 @@ class Project:
         """Auto-labelled images, the least confident first (lowest CaR score among their masks)."""
         sql = (f"SELECT {', '.join('i.' + c.strip() for c in _IMG_COLS.split(','))}, MIN(a.score) AS s "
                "FROM images i JOIN annotations a ON a.image_id = i.id "
-               "WHERE i.status = 'auto' AND a.score IS NOT NULL GROUP BY i.id ORDER BY s ASC, i.id")
+               "WHERE i.status = 'auto' AND i.video_id IS NULL AND a.score IS NOT NULL GROUP BY i.id "
+               "ORDER BY s ASC, i.id")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [(_row_to_image(r[:6]), float(r[6])) for r in self._read(sql)]

@@ -31,7 +31,7 @@ from .. import __version__, imagefiles
 from ..errors import CaRDesktopError
 
 #: Modules under car_desktop.cli that register sub-commands, in help order.
-COMMAND_MODULES = ("segment", "models", "project", "batch", "eval", "eval_dataset", "tune")
+COMMAND_MODULES = ("segment", "models", "project", "batch", "video", "eval", "eval_dataset", "tune")
 
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = ("exit codes: 0 done; 1 done, but some items failed (each listed); 2 nothing done: a user error "

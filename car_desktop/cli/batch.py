@@ -49,10 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "current image with everything saved.",
         epilog=EXIT_CODES)
     p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images (searched recursively)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--concepts", help='comma-separated; "|" joins synonyms: "cat, dog | puppy, sky"')
-    src.add_argument("--concepts-file", type=Path, metavar="FILE",
-                     help="concepts one per line (or comma-separated); lines starting with # are ignored")
+    add_concept_options(p, "cat, dog | puppy, sky")
     p.add_argument("--project", type=Path, required=True, metavar="P",
                    help="project file; created with IMAGES_DIR as its image folder if it does not exist")
     add_engine_options(p)
@@ -86,6 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # ------------------------------------------------------------------------------------------ batch
+def add_concept_options(p: argparse.ArgumentParser, example: str) -> None:
+    """--concepts TEXT or --concepts-file FILE (one of them is required); ``read_concepts`` reads them."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--concepts", help=f'comma-separated; "|" joins synonyms: "{example}"')
+    src.add_argument("--concepts-file", type=Path, metavar="FILE",
+                     help="concepts one per line (or comma-separated); lines starting with # are ignored")
+
+
 def read_concepts(args: argparse.Namespace) -> str:
     if args.concepts is not None:
         return args.concepts

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from ..errors import CaRDesktopError, Cancelled
 
-__all__ = ["CaRDesktopError", "Cancelled", "ConceptError", "ConfigError", "ImageLoadError",
+__all__ = ["CaRDesktopError", "Cancelled", "ConceptError", "ConfigError", "ImageLoadError", "VideoLoadError",
            "WeightsCorruptError", "WeightsMissingError"]
 
 
 class ImageLoadError(CaRDesktopError):
     """The image file is missing, unreadable, corrupt, empty or of an unsupported kind."""
+
+
+class VideoLoadError(ImageLoadError):
+    """A video file or frame folder is missing, corrupt, truncated, empty or cannot be decoded."""
 
 
 class ConceptError(CaRDesktopError):

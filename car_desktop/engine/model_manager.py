@@ -5,15 +5,16 @@ missing weights into the user's cache (one folder per model: ``<cache>/models/<n
 also where a manually downloaded copy is picked up). A local file the user points to
 (``set_local_file``, kept in ``<config>/local_models.json``) takes precedence over everything.
 CLIP weights also count as present when they already sit in the Hugging Face cache (open_clip's usual
-place) or in ``~/.cache/clip``. ``resolve_clip_pretrained`` and ``resolve_sam_checkpoint`` are what
-the model loaders call: they return a local file, download when allowed and online, or raise
-``WeightsMissingError`` within seconds with a message naming the file, its URL and the folder.
+place) or in ``~/.cache/clip``. ``resolve_clip_pretrained``, ``resolve_sam_checkpoint`` and
+``resolve_sam2_checkpoint`` are what the model loaders call: they return a local file, download when
+allowed and online, or raise ``WeightsMissingError`` within seconds with a message naming the file,
+its URL and the folder.
 
 Status is cheap: size and structure are checked every time (a truncated safetensors or zip checkpoint
 is caught without hashing), the full SHA-256 once per file version (remembered in
 ``<cache>/verified.json`` by size and modification time). A file the user points to must be a
 checkpoint of the model's kind (``checkpoint_problem``: a PyTorch or safetensors file whose weight
-names are SAM's or CLIP's; read without unpickling anything). Model folders are always inside the
+names are SAM's, SAM 2's or CLIP's; read without unpickling anything). Model folders are always inside the
 cache (manifest names and file names are checked in manifest.py, and again here). The two JSON
 records are written with ``fileio.atomic_write_text``. One lock per model: two threads asking for
 the same download share one download. Never Qt.
@@ -139,6 +140,7 @@ def structure_problem(path: Path) -> str | None:
 #: Weight names that identify a checkpoint's kind (all of them must appear in the file's key names).
 _KIND_MARKERS: dict[str, tuple[tuple[bytes, ...], ...]] = {
     "sam": ((b"image_encoder", b"mask_decoder"),),
+    "sam2": ((b"image_encoder", b"memory_attention"),),
     "clip": ((b"visual", b"transformer"), (b"visual", b"token_embedding")),
 }
 _SNIFF_BYTES = 16 << 20  # key names sit near the start of a pickle; a safetensors header is its start
@@ -561,3 +563,14 @@ def resolve_sam_checkpoint(model_type: str, progress: ProgressCallback | None = 
         raise ConfigError(f"Unknown SAM model type {model_type!r}; choose one of vit_b, vit_l, vit_h, vit_t.")
     mgr = manager or default_manager()
     return mgr.ensure(name, progress=progress, cancel=cancel)
+
+
+def resolve_sam2_checkpoint(name: str, progress: ProgressCallback | None = None,
+                            cancel: CancelToken | None = None, *, manager: ModelManager | None = None) -> Path:
+    """A local checkpoint file for a SAM 2 model of the manifest (``sam2.1_hiera_tiny`` ... ``_large``)."""
+    mgr = manager or default_manager()
+    if mgr.spec(name).kind != "sam2":
+        raise ConfigError(f"{name} is not a SAM 2 model; choose one of "
+                          f"{', '.join(n for n in mgr.names() if mgr.spec(n).kind == 'sam2')}.")
+    return mgr.ensure(name, progress=progress, cancel=cancel)
+

@@ -30,6 +30,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
+from ..errors import first_line
 from .device import FP32, Precision, resolve_device, resolve_precision
 from .errors import ConfigError, WeightsCorruptError, WeightsMissingError
 
@@ -140,11 +141,12 @@ def _build_architecture(model_type: str) -> tuple[torch.nn.Module, Any, Any]:
     return registry[model_type](checkpoint=None).eval(), predictor_cls, generator_cls
 
 
-def _read_state_dict(path: Path, model_type: str) -> dict[str, torch.Tensor]:
-    """The state dict in a SAM ``.pth``, or a ``WeightsCorruptError`` / ``WeightsMissingError``."""
+def read_state_dict(path: Path, model_type: str, what: str = "SAM") -> dict[str, torch.Tensor]:
+    """The state dict in a SAM (or SAM 2: ``what``) checkpoint, or a ``WeightsCorruptError`` /
+    ``WeightsMissingError``. A dict nesting it under "model" or "state_dict" is unwrapped."""
     if not path.is_file():
         raise WeightsMissingError(
-            f"The SAM {model_type} weights file {path} does not exist. Download it again "
+            f"The {what} {model_type} weights file {path} does not exist. Download it again "
             f"(car-desktop models download) or point the app to a local copy."
         )
     try:
@@ -152,8 +154,8 @@ def _read_state_dict(path: Path, model_type: str) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
             AttributeError, IndexError, KeyError, TypeError) as exc:
         raise WeightsCorruptError(
-            f"The SAM {model_type} weights file {path} cannot be read: it is truncated, corrupt or not a "
-            f"PyTorch checkpoint ({type(exc).__name__}: {_short(exc)}). Delete it and download it again."
+            f"The {what} {model_type} weights file {path} cannot be read: it is truncated, corrupt or not a "
+            f"PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)}). Delete it and download it again."
         ) from exc
     if isinstance(obj, dict):
         for nested in ("model", "state_dict"):
@@ -162,8 +164,8 @@ def _read_state_dict(path: Path, model_type: str) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsCorruptError(
-            f"The file {path} is a PyTorch file but not a SAM state dict (got {type(obj).__name__}). "
-            f"Point the app to the official segment_anything .pth for {model_type}."
+            f"The file {path} is a PyTorch file but not a {what} state dict (got {type(obj).__name__}). "
+            f"Point the app to the official checkpoint for {what} {model_type}."
         )
     return obj
 
@@ -173,11 +175,6 @@ def _guess_type(state_dict: dict[str, torch.Tensor]) -> str | None:
     if weight is None:
         return "vit_t" if any(k.startswith("image_encoder.layers.") for k in state_dict) else None
     return _ENCODER_WIDTH_TO_TYPE.get(int(weight.shape[0]))
-
-
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text[:limit]
 
 
 def _model_key(model_type: str, checkpoint: Path | None, model: torch.nn.Module | None = None) -> str:
@@ -216,7 +213,7 @@ def load_sam(
         raise ConfigError(f"Unknown SAM model {model_type!r}; choose from {', '.join(SAM_MODEL_TYPES)}.")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     path = Path(checkpoint) if checkpoint is not None else None
-    state_dict = _read_state_dict(path, model_type) if path is not None else None
+    state_dict = read_state_dict(path, model_type) if path is not None else None
     model, predictor_cls, generator_cls = _build_architecture(model_type)
     if state_dict is not None:
         try:

@@ -30,18 +30,23 @@ from ..cancel import CancelToken
 from ..engine.concepts import ConceptList
 from ..engine.config import (DEFAULT_BACKGROUND_WORDS, DEVICE_CHOICES, PRESET_DESCRIPTIONS, PRESETS, SAM_MODES,
                              VISUAL_PROMPTS, CaRConfig, preset)
-from ..engine.errors import ConceptError, ImageLoadError, WeightsCorruptError, WeightsMissingError
+from ..engine.errors import ConceptError, ImageLoadError, VideoLoadError, WeightsCorruptError, WeightsMissingError
 from ..engine.results import CaRResult, Progress
+from ..engine.video_io import VIDEO_EXTENSIONS
 from .workers import JobError, JobInfo, JobRunner, ProgressFn
 
 if TYPE_CHECKING:
     from ..annotations.store import Project
+    from ..annotations.video_store import VideoRecord
     from ..autolabel import AutoLabelJob, AutoLabelProgress, AutoLabelReport
+    from ..engine.video_io import FrameSource, VideoInfo
+    from ..videolabel import VideoJob, VideoProgress, VideoReport
 
 __all__ = [
     "CaRConfig", "CaRResult", "CarRequest", "ConceptError", "ConceptList", "DEFAULT_BACKGROUND_WORDS",
     "DEVICE_CHOICES", "EngineClient", "ImageLoadError", "ModelCatalog", "ModelStatusLike", "PRESETS",
-    "PRESET_DESCRIPTIONS", "PipelineLike", "Progress", "SAM_MODES", "SamSessionLike", "VISUAL_PROMPTS", "preset",
+    "PRESET_DESCRIPTIONS", "PipelineLike", "Progress", "SAM_MODES", "SamSessionLike", "VIDEO_EXTENSIONS",
+    "VISUAL_PROMPTS", "VideoLoadError", "preset",
 ]
 
 log = logging.getLogger(__name__)
@@ -188,6 +193,7 @@ class EngineClient(QObject):
         self.sam_ready = False
         self._image_key: Any = None
         self._image: np.ndarray | None = None
+        self._clip: tuple[Any, int, FrameSource] | None = None   # the clip frames are read from (io lane only)
 
     # ----- models
     def _get_pipeline(self) -> PipelineLike:
@@ -317,3 +323,69 @@ class EngineClient(QObject):
 
         self.runner.submit("sam_click", job, lane="sam", label="SAM", quiet=True, on_done=done,
                            on_failed=lambda err: self.error.emit(f"SAM: {err.message}"))
+
+    # ----- video: frames on the io lane, labelling and propagation on the engine lane
+    def open_clip(self, project: Project, path: Path, on_done: Callable[[tuple[VideoRecord, VideoInfo]], None],
+                  on_failed: Callable[[JobError], None]) -> JobInfo:
+        """Add a clip (file or frame folder) to the project, or find it again (``videolabel.add_clip``)."""
+        def job(progress: ProgressFn, cancel: CancelToken) -> tuple[VideoRecord, VideoInfo]:
+            from ..videolabel import add_clip
+
+            return add_clip(project, path)
+
+        return self.runner.submit("open_clip", job, lane="io", label=f"Opening {Path(path).name}", on_done=on_done,
+                                  on_failed=on_failed)
+
+    def read_frame(self, project: Project, video_id: int, index: int,
+                   on_done: Callable[[tuple[int, np.ndarray]], None], on_failed: Callable[[JobError], None]) -> JobInfo:
+        """Decode frame ``index`` of a clip on the io lane; the clip stays open for the next frames."""
+        def job(progress: ProgressFn, cancel: CancelToken) -> tuple[int, np.ndarray]:
+            from ..videolabel import open_clip
+
+            if self._clip is None or self._clip[:2] != (project, video_id):
+                self._close_clip()
+                self._clip = (project, video_id, open_clip(project, video_id))
+            return index, self._clip[2].read(index)
+
+        return self.runner.submit("read_frame", job, lane="io", label="Reading frame", quiet=True, on_done=on_done,
+                                  on_failed=on_failed)
+
+    def close_clip(self) -> None:
+        """Close the clip frames were read from (on the io lane, after any frame still being read)."""
+        self.runner.submit("close_clip", lambda progress, cancel: self._close_clip(), lane="io", quiet=True)
+
+    def _close_clip(self) -> None:
+        if self._clip is not None:
+            self._clip[2].close()
+            self._clip = None
+
+    def run_video(self, project: Project, video_id: int, job: VideoJob, *,
+                  on_progress: Callable[[VideoProgress], None], on_done: Callable[[VideoReport], None],
+                  on_failed: Callable[[JobError], None], on_cancelled: Callable[[], None]) -> JobInfo:
+        """CaR on the clip's key frames, then SAM 2 between them (``videolabel.run_video``)."""
+        def work(progress: ProgressFn, cancel: CancelToken) -> VideoReport:
+            from ..videolabel import run_video
+
+            return run_video(self._get_pipeline(), project, video_id, job, progress=progress, cancel=cancel)
+
+        return self.runner.submit("video", work, lane="engine", label="Labelling the clip", on_done=on_done,
+                                  on_failed=on_failed, on_cancelled=on_cancelled, on_progress=on_progress)
+
+    def propagate_clip(self, project: Project, video_id: int, sam2_model: str, *, categories: list[int] | None = None,
+                       from_frame: int | None = None, on_progress: Callable[[VideoProgress], None],
+                       on_done: Callable[[VideoReport], None], on_failed: Callable[[JobError], None],
+                       on_cancelled: Callable[[], None]) -> JobInfo:
+        """SAM 2 carries the clip's objects from their key frames (``videolabel.propagate``)."""
+        def work(progress: ProgressFn, cancel: CancelToken) -> VideoReport:
+            from ..engine.sam2_models import TEST_MODEL, load_sam2
+            from ..videolabel import open_clip, propagate
+
+            progress("loading SAM 2")
+            handle = load_sam2(TEST_MODEL if self.test_models else sam2_model, self.config.device, cancel=cancel)
+            with open_clip(project, video_id) as source:
+                return propagate(project, video_id, handle, source, categories=categories, from_frame=from_frame,
+                                 progress=progress, cancel=cancel)
+
+        return self.runner.submit("video", work, lane="engine", label="Propagating with SAM 2", on_done=on_done,
+                                  on_failed=on_failed, on_cancelled=on_cancelled, on_progress=on_progress)
+

@@ -28,6 +28,13 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("Ctrl+Shift+Enter", "Review queue: accept the image and go to the next doubtful mask"),
     ("Ctrl+Shift+L", "Auto-label a folder"),
     ("Ctrl+E", "Export COCO JSON"),
+    ("Ctrl+Alt+O", "Open a video clip (Video menu: also a folder of numbered frames)"),
+    (", / .", "Clip: previous / next frame"),
+    ("< / >", "Clip: previous / next key frame"),
+    ("Ctrl+Space", "Clip: play / pause"),
+    ("Ctrl+Alt+L", "Clip: CaR on key frames, then SAM 2 through the clip"),
+    ("Ctrl+Alt+P", "Clip: propagate with SAM 2 (only what changed)"),
+    ("Ctrl+Alt+R", "Clip: re-propagate the selected object from the frame shown"),
     ("F1", "This list"),
 ]
 

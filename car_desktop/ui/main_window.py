@@ -31,7 +31,6 @@ from .car_apply import show_car_result, show_forced
 from .concept_bar import ConceptBar
 from .concept_panel import ConceptPanel
 from .engine_client import CaRConfig, CaRResult, CarRequest, ConceptList, EngineClient, ModelCatalog, PipelineFactory
-from .file_list import FileList
 from .help_dialog import HelpDialog
 from .layers import LayerStack
 from .project_session import IMAGE_FILTER, PROJECT_FILTER, open_folder
@@ -42,6 +41,8 @@ from .status import JobStatusBar
 from .tools import BrushTool, PolygonTool, SamClickTool, Tool
 from .transfer import Transfers
 from .tuned_defaults import TunedDefaults
+from .video_controller import VideoMode
+from .video_file_list import MediaFileList
 from .window_actions import WindowActions
 from .workers import JobError, JobRunner
 
@@ -69,7 +70,7 @@ class MainWindow(QMainWindow):
         self.canvas = Canvas(self.stack)
         self.concept_bar = ConceptBar(self.settings.default_preset)
         self.concept_panel = ConceptPanel(self.stack)
-        self.file_list = FileList()
+        self.file_list = MediaFileList()
         self.status = JobStatusBar(self.runner)
         self.setStatusBar(self.status)
         self.engine = EngineClient(self.runner, test_models=test_models,
@@ -110,6 +111,8 @@ class MainWindow(QMainWindow):
             "sam": self.sam_tool,
         }
         self.menus = WindowActions(self)
+        self.video = VideoMode(self)
+        lay.addWidget(self.video.timeline)
         self._connect()
         self.concept_panel.opacity.setValue(int(self.settings.opacity * 100))
         self.canvas.set_opacity(self.settings.opacity)
@@ -271,6 +274,7 @@ class MainWindow(QMainWindow):
         self.image_id, self.image = None, None
         self.settings.add_recent_project(str(project.path))
         self._update_title()
+        self.video.set_project(project)
         self.refresh_file_list(keep_errors=False)
         self.concept_bar.set_recent(self.recent_concepts())
         self.review_panel.set_project(project)
@@ -328,6 +332,7 @@ class MainWindow(QMainWindow):
         """Read the image on the io lane; a newer request supersedes an older one."""
         if self.project is None:
             return
+        self.video.leave()
         self.engine.cancel_car()      # a run for the previous image must never land on this one
         path = self.project.image_path(image_id)
         self.requested_image = image_id
@@ -345,6 +350,10 @@ class MainWindow(QMainWindow):
         target = self.file_list.neighbour(self.image_id, step)
         if target is not None:
             self.show_image(target)
+
+    def show_frame_image(self, image_id: int, image: np.ndarray) -> None:
+        """Show a decoded clip frame (the video controller read it) as the image ``image_id``."""
+        self._image_loaded(image_id, image)
 
     def _image_loaded(self, image_id: int, image: np.ndarray) -> None:
         self.image_id, self.image = image_id, image
@@ -406,6 +415,8 @@ class MainWindow(QMainWindow):
         self.engine.run_car(self.image, CarRequest(self.image_id, concepts, config, ghost_id=ghost_id))
 
     def _car_finished(self, request: CarRequest, result: CaRResult) -> None:
+        if self.video.take_car_result(request, result):
+            return
         if request.image_key != self.image_id:
             return
         if request.ghost_id is not None:
@@ -428,6 +439,7 @@ class MainWindow(QMainWindow):
             return  # Esc belongs to the polygon / SAM tool (the canvas handles it)
         self.engine.cancel_car()
         self.runner.cancel("download")
+        self.runner.cancel("video")   # a clip's labelling or propagation (what is done is kept)
 
     # ----- tools
     def set_tool(self, key: str) -> None:

@@ -72,7 +72,7 @@ class WindowActions:
 
         a = win.annotator
         e = mb.addMenu("&Edit")
-        self.undo = self._action(e, "Undo", a.undo, "Ctrl+Z")
+        self.undo = self._action(e, "Undo", lambda: win.video.undo(), "Ctrl+Z")
         self.redo = self._action(e, "Redo", a.redo, "Ctrl+Shift+Z")
         e.addSeparator()
         self._action(e, "Delete mask", win.delete_selected, "Delete")
@@ -112,7 +112,7 @@ class WindowActions:
         t.addSeparator()
         self._action(t, "New mask by SAM clicks…", win.new_mask_by_sam, "N")
         toolbar.addSeparator()
-        for text, slot in (("Fit", win.canvas.fit), ("Undo", a.undo), ("Redo", a.redo)):
+        for text, slot in (("Fit", win.canvas.fit), ("Undo", lambda: win.video.undo()), ("Redo", a.redo)):
             toolbar.addAction(text, slot)
 
         m = mb.addMenu("&Models")
@@ -139,7 +139,7 @@ class WindowActions:
             self.recent_menu.addAction("(none)").setEnabled(False)
 
     def history_changed(self) -> None:
-        self.undo.setEnabled(self.win.annotator.can_undo())
+        self.undo.setEnabled(self.win.video.can_undo())
         self.redo.setEnabled(self.win.annotator.can_redo())
 
     def check_tool(self, key: str) -> None:
