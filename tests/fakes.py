@@ -102,6 +102,7 @@ class FakePipeline:
     device: str = "cpu"
     test_models: bool = False
     calls: list[ConceptList] = field(default_factory=list)
+    configs: list[CaRConfig | None] = field(default_factory=list)
     shapes: list[tuple[int, int]] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
 
@@ -128,6 +129,7 @@ class FakePipeline:
         n = len(self.calls)
         parsed = ConceptList.parse(concepts)
         self.calls.append(parsed)
+        self.configs.append(config)
         self.shapes.append(image.shape[:2])
         self.started.set()
         if progress:

@@ -45,7 +45,7 @@ class AutoLabelController(QObject):
             return
         text = win.concept_bar.text().strip() or (win.recent_concepts() or [""])[0]
         try:
-            base = win.concept_bar.config().replace(device=win.settings.device)
+            base = win.settings.engine_config(win.concept_bar.config())
         except CaRDesktopError:      # the bar's advanced settings are invalid: start from the plain preset
             name = win.settings.default_preset if win.settings.default_preset in PRESETS else "objects"
             base = preset(name, device=win.settings.device)

@@ -28,8 +28,8 @@ from PySide6.QtCore import QObject, Signal
 
 from ..cancel import CancelToken
 from ..engine.concepts import ConceptList
-from ..engine.config import (DEFAULT_BACKGROUND_WORDS, DEVICE_CHOICES, PRESET_DESCRIPTIONS, PRESETS, SAM_MODES,
-                             VISUAL_PROMPTS, CaRConfig, preset)
+from ..engine.config import (DEFAULT_BACKGROUND_WORDS, DEVICE_CHOICES, PRECISION_CHOICES, PRESET_DESCRIPTIONS, PRESETS,
+                             SAM_MODES, VISUAL_PROMPTS, CaRConfig, preset)
 from ..engine.errors import ConceptError, ImageLoadError, VideoLoadError, WeightsCorruptError, WeightsMissingError
 from ..engine.results import CaRResult, Progress
 from ..engine.video_io import VIDEO_EXTENSIONS
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CaRConfig", "CaRResult", "CarRequest", "ConceptError", "ConceptList", "DEFAULT_BACKGROUND_WORDS",
-    "DEVICE_CHOICES", "EngineClient", "ImageLoadError", "ModelCatalog", "ModelStatusLike", "PRESETS",
+    "DEVICE_CHOICES", "EngineClient", "ImageLoadError", "ModelCatalog", "ModelStatusLike", "PRECISION_CHOICES", "PRESETS",
     "PRESET_DESCRIPTIONS", "PipelineLike", "Progress", "SAM_MODES", "SamSessionLike", "VIDEO_EXTENSIONS",
     "VISUAL_PROMPTS", "VideoLoadError", "preset",
 ]

@@ -74,7 +74,7 @@ class MainWindow(QMainWindow):
         self.status = JobStatusBar(self.runner)
         self.setStatusBar(self.status)
         self.engine = EngineClient(self.runner, test_models=test_models,
-                                   config=CaRConfig(device=self.settings.device), pipeline_factory=pipeline_factory,
+                                   config=self.settings.engine_config(CaRConfig()), pipeline_factory=pipeline_factory,
                                    model_manager=model_manager, parent=self)
         self.review_panel = ReviewPanel(self.runner)
         self.tuned_defaults = TunedDefaults(self.concept_bar, self)
@@ -192,6 +192,10 @@ class MainWindow(QMainWindow):
     def set_device(self, name: str) -> None:
         self.settings.device = name
         self.status.showMessage(f"Device {name} is used from the next start.", 6000)
+
+    def set_precision(self, name: str) -> None:
+        self.settings.precision = name
+        self.status.showMessage(f"Precision {name} is used from the next run.", 6000)
 
     def show_help(self) -> None:
         HelpDialog(self).exec()
@@ -398,7 +402,7 @@ class MainWindow(QMainWindow):
         self.remember_concepts(concepts.text)
         if self.autolabel.running:
             self.status.showMessage("Auto-labelling is running: this run starts after the images in progress.", 6000)
-        config = config.replace(device=self.settings.device)
+        config = self.settings.engine_config(config)
         self.engine.run_car(self.image, CarRequest(self.image_id, concepts, config))
 
     def force_keep(self, ghost_id: int) -> None:
@@ -408,7 +412,7 @@ class MainWindow(QMainWindow):
             return
         try:
             concepts = ConceptList.parse([ghost.concept or ghost.name])
-            config = self.concept_bar.config().replace(device=self.settings.device)
+            config = self.settings.engine_config(self.concept_bar.config())
         except CaRDesktopError as exc:
             self.show_error(str(exc))
             return

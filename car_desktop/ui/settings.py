@@ -1,10 +1,10 @@
-"""Persisted user settings (QSettings): device, default preset, theme, recent projects."""
+"""Persisted user settings (QSettings): device, precision, default preset, theme, recent projects."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QSettings
 
-from .engine_client import DEVICE_CHOICES, PRESETS
+from .engine_client import DEVICE_CHOICES, PRECISION_CHOICES, PRESETS, CaRConfig
 
 THEMES = ("system", "light", "dark")
 MAX_RECENT = 10
@@ -29,6 +29,18 @@ class Settings:
     @device.setter
     def device(self, value: str) -> None:
         self.q.setValue("engine/device", value)
+
+    @property
+    def precision(self) -> str:
+        return self._get("engine/precision", "auto", PRECISION_CHOICES)
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self.q.setValue("engine/precision", value)
+
+    def engine_config(self, config: CaRConfig) -> CaRConfig:
+        """``config`` with the device and precision the user chose (every run of the window goes through here)."""
+        return config.replace(device=self.device, precision=self.precision)
 
     @property
     def default_preset(self) -> str:

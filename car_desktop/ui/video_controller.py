@@ -296,7 +296,7 @@ class VideoMode(QObject):
         if self.video is None or self.win.project is None or self.running:
             return
         try:
-            config = self.win.concept_bar.config().replace(device=self.win.settings.device)
+            config = self.win.settings.engine_config(self.win.concept_bar.config())
             job = VideoJob(ConceptList.parse(choice.concepts), config, every=choice.every, scene_cuts=choice.scene_cuts,
                            cut_threshold=choice.cut_threshold, sam2_model=choice.sam2_model,
                            test_models=self.win.test_models)

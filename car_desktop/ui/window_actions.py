@@ -11,9 +11,13 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMenu, QToolBar
 
-from .engine_client import DEVICE_CHOICES
+from .engine_client import DEVICE_CHOICES, PRECISION_CHOICES
 from .quality_panel import install_quality_panel
 from .settings import THEMES
+
+#: Menu text of each precision choice: what "auto" decides is the engine's (device.resolve_precision).
+PRECISION_TEXT = {"auto": "auto (bf16 where this CPU runs it faster)", "fp32": "fp32 (exact)",
+                  "bf16": "bf16 (CPU)", "fp16": "fp16 (CUDA only)"}
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
@@ -118,13 +122,15 @@ class WindowActions:
         m = mb.addMenu("&Models")
         self._action(m, "Models…", win.show_models_dialog)
         self._choice_menu(m.addMenu("Device"), [(d, d) for d in DEVICE_CHOICES], win.settings.device, win.set_device)
+        self._choice_menu(m.addMenu("Precision"), [(p, PRECISION_TEXT.get(p, p)) for p in PRECISION_CHOICES],
+                          win.settings.precision, win.set_precision)
         h = mb.addMenu("&Help")
         self._action(h, "Keyboard shortcuts", win.show_help, "F1")
         self._action(h, "About CaR Desktop", win.show_about)
 
     def _choice_menu(self, menu: QMenu, choices: list[tuple[str, str]], current: str,
                      choose: Callable[[str], None]) -> None:
-        """Exclusive checkable entries (theme, device)."""
+        """Exclusive checkable entries (theme, device, precision)."""
         group = QActionGroup(self.win)
         for value, text in choices:
             act = self._action(menu, text, lambda _=False, v=value: choose(v), checkable=True)
