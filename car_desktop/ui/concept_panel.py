@@ -58,11 +58,12 @@ class ConceptPanel(QWidget):
         self.tree.itemDoubleClicked.connect(lambda item, col: self._rename(item.data(0, Qt.ItemDataRole.UserRole)))
         header = self.tree.header()
         # The name column is sized by the panel, never by a (possibly 2,000-character) name.
+        # (names are elided to MAX_CHARS and again to the column's width).
         header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(COL_SCORE, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(COL_STATUS, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(40)
-        header.resizeSection(COL_NAME, 150)
+        header.resizeSection(COL_NAME, 140)
         self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setMinimumWidth(200)
         self.opacity = QSlider(Qt.Orientation.Horizontal)

@@ -99,12 +99,12 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.concept_bar)
         lay.addWidget(self.canvas, 1)
         self.setCentralWidget(central)
-        self._dock("Concepts", self.concept_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        concepts_dock = self._dock("Concepts", self.concept_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         images_dock = self._dock("Images", self.file_list, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.review_dock = self._dock("Review queue", self.review_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.review_dock.setFeatures(self.review_dock.features() | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         # The queue's columns (concept, score, SAM, image, status) need the room; the file list less so.
-        self.resizeDocks([self.review_dock], [430], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.review_dock, concepts_dock], [430, 340], Qt.Orientation.Horizontal)
         self.resizeDocks([images_dock, self.review_dock], [200, 600], Qt.Orientation.Vertical)
         self.review = ReviewRouting(self)
 

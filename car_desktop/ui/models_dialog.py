@@ -40,7 +40,7 @@ class ModelsDialog(QDialog):
 
     modelsChanged = Signal()
 
-    COLS = ("Model", "Size", "Status", "File", "Folder for a manual download")
+    COLS = ("Model", "Size", "Status", "File", "Folder")
 
     def __init__(self, manager: ModelCatalog, runner: JobRunner, intro: str = "",
                  parent: QWidget | None = None) -> None:
@@ -58,6 +58,9 @@ class ModelsDialog(QDialog):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeaderItem(4).setToolTip("Where a file you download by hand goes (picked up from there)")
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
@@ -154,7 +157,7 @@ class ModelsDialog(QDialog):
                     text += f"\nUsing {st.path}"
                 fact = self._facts.get(st.name)
                 if fact is not None:
-                    text += "\n" + "\n".join(fact.lines()[1:])
+                    text += "\n" + "\n".join(line.strip() for line in fact.lines()[1:])
                 elif not st.ok:
                     text += f"\nTo install by hand, put the file in: {st.folder or st.path.parent}"
                 self.detail.setText(text.strip())

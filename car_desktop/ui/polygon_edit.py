@@ -119,6 +119,11 @@ class PolygonEditTool(Tool):
         layer = self.layer
         if layer is None:
             return False
+        if not self._changed:   # an untouched outline changes nothing (not even the holes it cannot show)
+            self._reset()
+            self._redraw()
+            self._finish()
+            return False
         new_mask = self.shape.to_mask(layer.mask.shape)
         self._reset()
         self._redraw()

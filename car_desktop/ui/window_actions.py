@@ -95,7 +95,8 @@ class WindowActions:
         self._action(e, "Mark image reviewed", a.mark_reviewed, "Ctrl+Return")
         self._action(e, "Accept image and go to the next doubtful mask", win.review.accept_and_next,
                      "Ctrl+Shift+Return")
-        self._action(e, "Cancel running job", win.cancel_job, "Esc")
+        self._action(e, "Cancel: the tool's clicks, else the selection, else the running job", win.cancel_job,
+                     "Esc")
 
         v = mb.addMenu("&View")
         self._action(v, "Fit", win.canvas.fit, "F")
