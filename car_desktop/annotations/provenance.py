@@ -61,6 +61,7 @@ class Provenance:
     status_text: str = ""
     sam_accepted: bool | None = None
     sam_iou: float | None = None
+    accepted: bool = False          # a person accepted this very mask (the review queue's verdict)
     models: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     steps: int | None = None

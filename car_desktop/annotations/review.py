@@ -18,7 +18,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import ProjectError
 from .provenance import FORCED, KEPT_ALONE, sql_field
@@ -47,7 +47,8 @@ SELECT a.id AS ann_id, a.image_id AS image_id, i.rel_path AS rel_path, i.status 
        {sql_field("status")} AS car_status,
        {sql_field("status_text")} AS status_text,
        {sql_field("sam_accepted")} AS sam_accepted,
-       {sql_field("sam_iou")} AS sam_iou
+       {sql_field("sam_iou")} AS sam_iou,
+       {sql_field("accepted")} AS accepted
 FROM annotations a
 JOIN images i ON i.id = a.image_id
 JOIN categories c ON c.id = a.category_id
@@ -85,6 +86,7 @@ class ReviewItem:
     status_text: str | None
     sam_accepted: bool | None    # None: SAM did not check this mask
     sam_iou: float | None
+    accepted: bool = False       # a person accepted this mask (``accept_mask``)
 
     @property
     def kept_alone(self) -> bool:
@@ -141,6 +143,7 @@ class ReviewFilter:
     car_statuses: tuple[str, ...] = ()
     sam: tuple[str, ...] = ()            # any of SAM_FILTERS
     edited: bool | None = None           # None: both; False: untouched by a person; True: edited
+    accepted: bool | None = None         # None: both; False: not accepted yet; True: accepted
     scored_only: bool = True             # leave out masks that carry no score and no CaR status
 
     def where(self) -> tuple[str, list]:
@@ -167,6 +170,9 @@ class ReviewFilter:
         if self.edited is not None:
             clauses.append("q.edited = ?")
             params.append(int(self.edited))
+        if self.accepted is not None:
+            clauses.append("COALESCE(q.accepted, 0) = ?")
+            params.append(int(self.accepted))
         if self.scored_only:
             clauses.append("(q.score IS NOT NULL OR q.car_status IS NOT NULL)")
         return (" AND ".join(clauses) or "1"), params
@@ -205,7 +211,7 @@ def _reader(project: Project) -> Iterator[sqlite3.Connection]:
 
 def _item(row: tuple) -> ReviewItem:
     (ann_id, image_id, rel_path, image_status, category_id, category_name, score, source, edited, area,
-     car_status, status_text, sam_accepted, sam_iou) = row
+     car_status, status_text, sam_accepted, sam_iou, accepted) = row
     return ReviewItem(
         annotation_id=int(ann_id), image_id=int(image_id), rel_path=rel_path, image_status=image_status,
         category_id=int(category_id), category_name=category_name,
@@ -214,6 +220,7 @@ def _item(row: tuple) -> ReviewItem:
         status_text=None if status_text is None else str(status_text),
         sam_accepted=None if sam_accepted is None else bool(sam_accepted),
         sam_iou=None if sam_iou is None or isinstance(sam_iou, str) else float(sam_iou),
+        accepted=bool(accepted) and not isinstance(accepted, str),
     )
 
 
@@ -252,10 +259,36 @@ def review_items(project: Project, flt: ReviewFilter | None = None, *, sort: str
 def queue_concepts(project: Project, flt: ReviewFilter | None = None) -> list[tuple[int, str, int]]:
     """(category_id, name, masks in the queue) for the concept filter, ignoring the concept filter."""
     flt = flt or ReviewFilter()
-    open_flt = ReviewFilter(image_statuses=flt.image_statuses, sources=flt.sources, car_statuses=flt.car_statuses,
-                            sam=flt.sam, edited=flt.edited, scored_only=flt.scored_only)
+    open_flt = replace(flt, category_ids=())
     where, params = open_flt.where()
     with _reader(project) as conn:
         rows = conn.execute(f"SELECT q.category_id, q.category_name, COUNT(*) FROM ({_BASE}) q WHERE {where} "
                             "GROUP BY q.category_id ORDER BY q.category_name COLLATE NOCASE", params).fetchall()
     return [(int(cid), name, int(n)) for cid, name, n in rows]
+
+
+def accept_mask(project: Project, annotation_id: int, accepted: bool = True) -> None:
+    """Record a person's verdict that this mask is right (rejecting is deleting it, which the window
+    does through its undo history)."""
+    ann = project.get_annotation(annotation_id)
+    project.set_annotation_provenance(annotation_id, replace(ann.provenance, accepted=bool(accepted)))
+
+
+@dataclass(frozen=True)
+class ReviewProgress:
+    """How many of a project's images (clip frames left out) a person has marked reviewed."""
+
+    reviewed: int
+    total: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.reviewed} of {self.total} image{'s' if self.total != 1 else ''} reviewed"
+
+
+def review_progress(project: Project) -> ReviewProgress:
+    """The review dock's counter ("n of N images reviewed"), read through its own connection."""
+    with _reader(project) as conn:
+        reviewed, total = conn.execute(
+            "SELECT COALESCE(SUM(status = 'reviewed'), 0), COUNT(*) FROM images WHERE video_id IS NULL").fetchone()
+    return ReviewProgress(int(reviewed), int(total))

@@ -997,6 +997,13 @@ class Project:
                 raise ProjectError(f"no annotation with id {annotation_id} in this project")
         return self.get_annotation(annotation_id)
 
+    def set_annotation_provenance(self, annotation_id: int, provenance: Provenance) -> None:
+        """Replace an annotation's provenance record (a verdict such as ``accepted``)."""
+        with self._write() as conn:
+            if conn.execute("UPDATE annotations SET provenance = ?, updated_at = ? WHERE id = ?",
+                            (provenance.to_json(), time.time(), annotation_id)).rowcount == 0:
+                raise ProjectError(f"no annotation with id {annotation_id} in this project")
+
     def set_annotation_score(self, annotation_id: int, score: float | None) -> None:
         """Set the score; a non-finite one (inf, nan) is stored as no score."""
         with self._write() as conn:

@@ -13,8 +13,9 @@ import argparse
 import json
 import sys
 
+from ..engine.model_facts import facts_text, model_facts
 from ..engine.model_manager import SAM_TYPE_TO_NAME, ModelManager, ModelStatus
-from .progress import ProgressBar, format_mb
+from .progress import ProgressBar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,9 +64,8 @@ def _name(mgr: ModelManager, name: str) -> str:
     return name
 
 
-def _row(st: ModelStatus) -> list[str]:
+def _row(st: ModelStatus, size: str) -> list[str]:
     state = st.state + (" (verified)" if st.verified else "")
-    size = format_mb(st.size if st.size is not None else st.expected_size)
     note = st.detail
     if st.optional:
         note = ("optional; " + note) if note else "optional"
@@ -75,18 +75,21 @@ def _row(st: ModelStatus) -> list[str]:
 def cmd_list(args: argparse.Namespace) -> int:
     mgr = _manager()
     statuses = mgr.list()
+    facts = {f.name: f for f in model_facts(mgr)}
     if args.json:
         print(json.dumps([
             {"name": s.name, "state": s.state, "verified": s.verified, "path": str(s.path), "size": s.size,
-             "expected_size": s.expected_size, "source": s.source, "detail": s.detail, "title": s.title}
+             "expected_size": s.expected_size, "source": s.source, "detail": s.detail, "title": s.title,
+             **facts[s.name].to_dict()}
             for s in statuses
         ], indent=2))
         return 0
-    rows = [["NAME", "STATUS", "SIZE", "PATH", "NOTE"]] + [_row(s) for s in statuses]
+    rows = [["NAME", "STATUS", "SIZE", "PATH", "NOTE"]] + [_row(s, facts[s.name].size) for s in statuses]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + ("  " + r[4] if r[4] else ""))
     print(f"\nCache folder: {mgr.models_dir}")
+    print("\nTo download by hand, put each file in its folder:\n" + facts_text(list(facts.values())))
     return 0
 
 

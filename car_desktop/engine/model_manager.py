@@ -386,6 +386,12 @@ class ModelManager:
     def list(self) -> builtins.list[ModelStatus]:
         return [self.status(name) for name in self._specs]
 
+    def facts(self) -> builtins.list[Any]:
+        """File name, URL, manual-download folder and size of every model (``model_facts``)."""
+        from .model_facts import model_facts
+
+        return model_facts(self)
+
     def path_for(self, name: str) -> Path:
         """The file that is loaded for ``name`` when present; otherwise where it will be downloaded."""
         return self.status(name).path

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QPoint, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView, QStyleOptionGraphicsItem, QToolTip,
@@ -86,6 +86,7 @@ class Canvas(QGraphicsView):
     hovered = Signal(str)            # concept under the cursor ("" for none)
     cursorMoved = Signal(int, int)   # image pixel under the cursor
     zoomChanged = Signal(float)
+    layerMenuRequested = Signal(int, QPoint)   # layer id under a right click (no tool active), global pos
 
     def __init__(self, stack: LayerStack, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -124,6 +125,7 @@ class Canvas(QGraphicsView):
         self._space_down = False
         self._pan_last = QPoint()
         self._last_hover = ""
+        self._fitted = True          # refit on resize until the user zooms
         self._dirty: Rect | None = None
         self._dirty_all = False
         self._outline_timer = QTimer(self, singleShot=True, interval=40)
@@ -248,6 +250,7 @@ class Canvas(QGraphicsView):
             self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self.setTransform(self.transform().fromScale(factor, factor))
         self.setTransformationAnchor(anchor)
+        self._fitted = False
         self.zoomChanged.emit(factor)
 
     def zoom_by(self, ratio: float, view_pos: QPoint | None = None) -> None:
@@ -267,6 +270,7 @@ class Canvas(QGraphicsView):
         self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + moved.x())
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() + moved.y())
         self.setTransformationAnchor(old_anchor)
+        self._fitted = False
         self.zoomChanged.emit(target)
 
     def fit(self) -> None:
@@ -274,7 +278,36 @@ class Canvas(QGraphicsView):
         if not (h and w):
             return
         self.fitInView(QRectF(0, 0, w, h), Qt.AspectRatioMode.KeepAspectRatio)
+        self._fitted = True
         self.zoomChanged.emit(self.zoom())
+
+    def is_fitted(self) -> bool:
+        """Whether the view shows the fitted image (a resize then refits it)."""
+        return self._fitted
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._fitted and self.has_image():
+            self.fit()
+
+    def event(self, event) -> bool:
+        # Keys a tool claims (Delete while editing a polygon) reach it before the window's shortcuts.
+        if event.type() == QEvent.Type.ShortcutOverride and self._tool is not None \
+                and self._tool.claims_key(event.key()):
+            event.accept()
+            return True
+        return super().event(event)
+
+    def contextMenuEvent(self, event) -> None:
+        if self._tool is None and self.has_image():
+            p = self.mapToScene(event.pos())
+            layer = self.stack.layer_at(int(np.floor(p.x())), int(np.floor(p.y())))
+            if layer is not None:
+                self.stack.select(layer.id)
+                self.layerMenuRequested.emit(layer.id, event.globalPos())
+                event.accept()
+                return
+        super().contextMenuEvent(event)
 
     def actual_size(self) -> None:
         self.set_zoom(1.0)

@@ -1,8 +1,9 @@
 """The concept panel: one row per mask layer with colour, visibility, score and status.
 
 Status reads "kept (score 0.83)", "removed at step 2 (score 0.12)" or "kept without competition".
-The context menu force-keeps a removed concept, renames, recolours, relabels or deletes; the panel only
-emits requests, the annotation controller carries them out (so they are undoable and saved).
+The context menu force-keeps a removed concept, renames, recolours, shows the mask alone, or deletes; the
+panel only emits requests, the annotation controller carries them out (so they are undoable and saved).
+Names are shortened (``long_text``; the full name is in the tooltip) so a long concept never widens it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from .imaging import qcolor
 from .layers import LayerStack, MaskLayer
+from .long_text import elide, fit_to_screen, tooltip
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class ConceptPanel(QWidget):
     recolourRequested = Signal(int, object)      # layer id, (r, g, b)
     deleteRequested = Signal(int)
     visibilityRequested = Signal(int, bool)
+    soloRequested = Signal(int)
     opacityChanged = Signal(float)
 
     def __init__(self, stack: LayerStack, parent: QWidget | None = None) -> None:
@@ -54,11 +57,15 @@ class ConceptPanel(QWidget):
         self.tree.currentItemChanged.connect(self._current_changed)
         self.tree.itemDoubleClicked.connect(lambda item, col: self._rename(item.data(0, Qt.ItemDataRole.UserRole)))
         header = self.tree.header()
-        header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.ResizeToContents)
+        # The name column is sized by the panel, never by a (possibly 2,000-character) name.
+        # (names are elided to MAX_CHARS and again to the column's width).
+        header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(COL_SCORE, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(COL_STATUS, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(40)
-        self.setMinimumWidth(360)
+        header.resizeSection(COL_NAME, 140)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.setMinimumWidth(200)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(50)
@@ -94,7 +101,7 @@ class ConceptPanel(QWidget):
         return item
 
     def _fill(self, item: QTreeWidgetItem, layer: MaskLayer) -> None:
-        item.setText(COL_NAME, layer.name)
+        item.setText(COL_NAME, elide(layer.name))
         item.setIcon(COL_NAME, colour_icon(layer.color))
         item.setCheckState(COL_NAME, Qt.CheckState.Checked if layer.visible else Qt.CheckState.Unchecked)
         item.setText(COL_SCORE, "" if layer.score is None else f"{layer.score:.2f}")
@@ -102,7 +109,8 @@ class ConceptPanel(QWidget):
         if layer.edited and not layer.removed:
             status += " · edited"
         item.setText(COL_STATUS, status)
-        item.setToolTip(COL_NAME, f"{layer.name}: {status}, {layer.area} px")
+        item.setToolTip(COL_NAME, f"{tooltip(layer.name)}\n{status}, {layer.area} px")
+        item.setToolTip(COL_STATUS, status)
         grey = QBrush(QColor(140, 140, 140)) if layer.removed else QBrush()
         for col in range(3):
             item.setForeground(col, grey)
@@ -154,6 +162,8 @@ class ConceptPanel(QWidget):
         menu.addAction("Colour…", lambda: self._recolour(layer_id))
         menu.addAction("Hide" if layer.visible else "Show",
                        lambda: self.visibilityRequested.emit(layer_id, not layer.visible))
+        menu.addAction("Show all masks" if self.stack.solo_id == layer_id else "Show only this mask (O)",
+                       lambda: self.soloRequested.emit(layer_id))
         menu.addSeparator()
         menu.addAction("Delete", lambda: self.deleteRequested.emit(layer_id))
         menu.exec(self.tree.viewport().mapToGlobal(pos))
@@ -162,7 +172,13 @@ class ConceptPanel(QWidget):
         layer = self.stack.get(layer_id)
         if layer is None:
             return
-        name, ok = QInputDialog.getText(self, "Rename", "Concept name:", text=layer.name)
+        dialog = QInputDialog(self)
+        dialog.setWindowTitle("Rename")
+        dialog.setLabelText(f"New name of the concept {elide(layer.name)}:")
+        dialog.setTextValue(layer.name)
+        fit_to_screen(dialog)
+        ok = dialog.exec() == QInputDialog.DialogCode.Accepted
+        name = dialog.textValue()
         if ok and name.strip() and name.strip() != layer.name:
             self.renameRequested.emit(layer_id, name.strip())
 

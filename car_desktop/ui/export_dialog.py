@@ -1,4 +1,6 @@
-"""Export: COCO JSON options (format, mode, scores) and a progress dialog; the work runs on a worker."""
+"""Export: COCO JSON options (format, mode, scores, empty categories) and a progress dialog; the work
+runs on a worker. The options are ``export_coco``'s keyword arguments, the same the CLI's
+``export`` passes (``--keep-empty-categories`` is the checkbox "Keep categories without annotations")."""
 
 from __future__ import annotations
 
@@ -36,12 +38,16 @@ class CocoExportDialog(QDialog):
         self.scores = QCheckBox("Include scores")
         self.scores.setChecked(True)
         self.current_only = QCheckBox("Only the current image")
+        self.keep_empty = QCheckBox("Keep categories without annotations")
+        self.keep_empty.setToolTip("List every concept of the project, even those without a mask in this export "
+                                   "(category ids are the project's either way, so they stay stable)")
         form = QFormLayout(self)
         form.addRow("File", row)
         form.addRow("Segmentation", self.fmt)
         form.addRow("Mode", self.mode)
         form.addRow("", self.scores)
         form.addRow("", self.current_only)
+        form.addRow("", self.keep_empty)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -54,4 +60,4 @@ class CocoExportDialog(QDialog):
 
     def options(self) -> dict:
         return {"fmt": self.fmt.currentText(), "mode": self.mode.currentText(),
-                "include_score": self.scores.isChecked()}
+                "include_score": self.scores.isChecked(), "keep_empty_categories": self.keep_empty.isChecked()}

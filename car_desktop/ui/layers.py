@@ -57,6 +57,7 @@ class LayerStack(QObject):
         self._size: tuple[int, int] = (0, 0)
         self._selected: int = -1
         self._next_id = 1
+        self._solo: tuple[int, dict[int, bool]] | None = None   # (solo layer, visibility before)
 
     # ----- reading
     @property
@@ -105,6 +106,7 @@ class LayerStack(QObject):
         self._size = (int(height), int(width))
         self._layers = []
         self._selected = -1
+        self._solo = None
         self.reset.emit()
         self.selectionChanged.emit(-1)
 
@@ -112,6 +114,7 @@ class LayerStack(QObject):
         for layer in layers:
             self._check_mask(layer.mask)
         self._layers = list(layers)
+        self._solo = None
         self._next_id = max([self._next_id] + [layer.id + 1 for layer in layers])
         if self.get(self._selected) is None:
             self._selected = -1
@@ -160,6 +163,31 @@ class LayerStack(QObject):
         if layer_id != self._selected:
             self._selected = layer_id
             self.selectionChanged.emit(layer_id)
+
+    @property
+    def solo_id(self) -> int:
+        """The layer shown alone (``solo``), or -1."""
+        return -1 if self._solo is None else self._solo[0]
+
+    def solo(self, layer_id: int) -> bool:
+        """Show only ``layer_id`` (True), or, when it is already shown alone, give every layer back the
+        visibility it had before (False). Display only: nothing is saved."""
+        if self._solo is not None:
+            was, before = self._solo
+            self._solo = None
+            for layer in self._layers:
+                if layer.visible != before.get(layer.id, True):
+                    self.update(layer.id, visible=before.get(layer.id, True))
+            if was == layer_id or self.get(layer_id) is None:
+                return False
+        if self.get(layer_id) is None:
+            return False
+        before = {layer.id: layer.visible for layer in self._layers}
+        for layer in self._layers:
+            if layer.visible != (layer.id == layer_id):
+                self.update(layer.id, visible=layer.id == layer_id)
+        self._solo = (layer_id, before)
+        return True
 
     # ----- helpers
     def _require(self, layer_id: int) -> MaskLayer:

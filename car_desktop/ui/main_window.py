@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QApplication, QDockWidget, QFileDialog, QInputDialog, QMainWindow, QMessageBox, QVBoxLayout, QWidget,
+    QApplication, QDockWidget, QFileDialog, QMainWindow, QMessageBox, QVBoxLayout, QWidget,
 )
 
 from ..annotations.models import ExportReport, ImportReport
@@ -28,11 +28,14 @@ from .autolabel_controller import AutoLabelController
 from .autolabel_run import AutoLabelRunner
 from .canvas import Canvas
 from .car_apply import show_car_result, show_forced
+from .category_dialog import ask_category
 from .concept_bar import ConceptBar
 from .concept_panel import ConceptPanel
 from .engine_client import CaRConfig, CaRResult, CarRequest, ConceptList, EngineClient, ModelCatalog, PipelineFactory
 from .help_dialog import HelpDialog
 from .layers import LayerStack
+from .long_text import elide
+from .polygon_edit import PolygonEditTool
 from .project_session import IMAGE_FILTER, PROJECT_FILTER, open_folder
 from .review_panel import ReviewPanel
 from .review_routing import ReviewRouting
@@ -96,11 +99,12 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.concept_bar)
         lay.addWidget(self.canvas, 1)
         self.setCentralWidget(central)
-        self._dock("Concepts", self.concept_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        concepts_dock = self._dock("Concepts", self.concept_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         images_dock = self._dock("Images", self.file_list, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.review_dock = self._dock("Review queue", self.review_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.review_dock.setFeatures(self.review_dock.features() | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         # The queue's columns (concept, score, SAM, image, status) need the room; the file list less so.
-        self.resizeDocks([self.review_dock], [430], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.review_dock, concepts_dock], [430, 340], Qt.Orientation.Horizontal)
         self.resizeDocks([images_dock, self.review_dock], [200, 600], Qt.Orientation.Vertical)
         self.review = ReviewRouting(self)
 
@@ -108,8 +112,10 @@ class MainWindow(QMainWindow):
         self.tools: dict[str, Tool] = {
             "brush": BrushTool(self.annotator), "eraser": BrushTool(self.annotator, erase=True),
             "polygon_add": PolygonTool(self.annotator), "polygon_subtract": PolygonTool(self.annotator, subtract=True),
-            "sam": self.sam_tool,
+            "sam": self.sam_tool, "polygon_edit": PolygonEditTool(self.annotator),
         }
+        self.polygon_editor: PolygonEditTool = self.tools["polygon_edit"]  # type: ignore[assignment]
+        self.polygon_editor.finished = lambda: self.set_tool("select")
         self.menus = WindowActions(self)
         self.video = VideoMode(self)
         lay.addWidget(self.video.timeline)
@@ -136,12 +142,14 @@ class MainWindow(QMainWindow):
         self.concept_bar.presetChanged.connect(lambda n: setattr(self.settings, "default_preset", n))
         self.concept_panel.opacityChanged.connect(self._opacity)
         self.concept_panel.visibilityRequested.connect(self.annotator.set_visible)
+        self.concept_panel.soloRequested.connect(self.stack.solo)
         self.concept_panel.renameRequested.connect(self.annotator.rename)
         self.concept_panel.recolourRequested.connect(self.annotator.recolour)
         self.concept_panel.deleteRequested.connect(self.annotator.delete_layer)
         self.concept_panel.forceKeepRequested.connect(self.force_keep)
         self.file_list.imageActivated.connect(self.show_image)
         self.canvas.hovered.connect(lambda text: self.status.showMessage(text, 2000) if text else None)
+        self.canvas.layerMenuRequested.connect(lambda lid, pos: self.menus.mask_menu(lid).exec(pos))
         self.canvas.cursorMoved.connect(lambda x, y: self.status.pixel_label.setText(f"{x}, {y}"))
         self.annotator.info.connect(lambda text: self.status.showMessage(text, 5000))
         self.annotator.failed.connect(self.show_error)
@@ -438,9 +446,14 @@ class MainWindow(QMainWindow):
         self.show_error(f"CaR failed: {err.message}")
 
     def cancel_job(self) -> None:
+        """Esc: first the active tool's clicks (or polygon edit), then the selected mask, then running jobs."""
         tool = self.canvas.tool()
         if tool is not None and tool.has_pending_input():
-            return  # Esc belongs to the polygon / SAM tool (the canvas handles it)
+            tool.cancel_input()
+            return
+        if self.stack.selected_id != -1:
+            self.stack.select(-1)
+            return
         self.engine.cancel_car()
         self.runner.cancel("download")
         self.runner.cancel("video")   # a clip's labelling or propagation (what is done is kept)
@@ -452,6 +465,25 @@ class MainWindow(QMainWindow):
         self.canvas.set_tool(self.tools.get(key))
         self.menus.check_tool(key)
         self.canvas.setFocus()
+
+    def edit_polygon(self) -> None:
+        """Turn the selected mask into an editable polygon (Enter applies, Esc cancels)."""
+        if self.annotator.selected_layer() is None:
+            self.status.showMessage("Select a mask first, then Edit as polygon (Ctrl+J).", 5000)
+            return
+        self.set_tool("polygon_edit")
+        if not self.polygon_editor.editing():
+            self.set_tool("select")
+
+    def solo_selected(self) -> None:
+        """Show only the selected mask (O again shows the others as they were)."""
+        layer = self.stack.selected()
+        if layer is None:
+            self.status.showMessage("Select a mask first.", 4000)
+            return
+        alone = self.stack.solo(layer.id)
+        self.status.showMessage(f"Showing only {elide(layer.name)} (O shows all)" if alone else "Showing all masks",
+                                4000)
 
     def _sam_predicted(self, key: Any, mask: np.ndarray) -> None:
         if key == self.image_id and self.canvas.tool() is self.sam_tool:
@@ -474,18 +506,17 @@ class MainWindow(QMainWindow):
             if new is not None:
                 self.stack.select(new.id)
 
-    def ask_category(self, title: str, label: str) -> str | None:
+    def ask_category(self, title: str, label: str, current: str = "") -> str | None:
         names = [c.name for c in self.project.list_categories()] if self.project is not None else []
-        name, ok = QInputDialog.getItem(self, title, label, names or [""], 0, True)
-        return name.strip() if ok and name.strip() else None
+        return ask_category(self, title, label, names, current)
 
     def ask_relabel(self) -> None:
         layer = self.annotator.selected_layer()
         if layer is None:
             self.status.showMessage("Select a mask first.", 4000)
             return
-        name = self.ask_category("Relabel", f"New concept for this {layer.name} mask:")
-        if name:
+        name = self.ask_category("Relabel", f"New concept for this {layer.name} mask:", layer.name)
+        if name and name != layer.name:
             self.annotator.relabel(layer.id, name)
 
     def delete_selected(self) -> None:

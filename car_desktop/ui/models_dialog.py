@@ -1,7 +1,10 @@
 """The models dialog: which weights the app needs, their size and state; download or pick a file.
 
 Downloads run on the "io" worker lane with progress and Cancel; offline, the error names the file and
-the folder where a manually copied file is picked up. Opened on first start when weights are missing;
+the folder where a manually copied file is picked up. Each model's exact file name, URL, folder and
+size come from the manager's ``facts()`` (``engine.model_facts``, the lines ``car-desktop models list``
+prints), shown for the selected row and copied for all by "Copy download facts". Nothing imported here
+pulls in torch: the manager module is torch-free. Opened on first start when weights are missing;
 the window stays usable without models (images open, manual tools work).
 """
 
@@ -11,11 +14,12 @@ import logging
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QProgressBar,
+    QApplication, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QProgressBar,
     QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from .engine_client import ModelCatalog, ModelStatusLike
+from .long_text import fit_to_screen
 from .workers import JobError, JobRunner
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,7 @@ class ModelsDialog(QDialog):
 
     modelsChanged = Signal()
 
-    COLS = ("Model", "Size", "Status", "Where")
+    COLS = ("Model", "Size", "Status", "File", "Folder")
 
     def __init__(self, manager: ModelCatalog, runner: JobRunner, intro: str = "",
                  parent: QWidget | None = None) -> None:
@@ -54,10 +58,14 @@ class ModelsDialog(QDialog):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeaderItem(4).setToolTip("Where a file you download by hand goes (picked up from there)")
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
@@ -69,12 +77,17 @@ class ModelsDialog(QDialog):
         self.file_button = QPushButton("Choose file…")
         self.cancel_button = QPushButton("Cancel download")
         self.cancel_button.setEnabled(False)
+        self.copy_button = QPushButton("Copy download facts")
+        self.copy_button.setToolTip("Copy every model's file name, URL and folder (as 'car-desktop models list' "
+                                    "prints them), e.g. to fetch the files on another computer")
+        self.copy_button.clicked.connect(self.copy_facts)
         self.download_button.clicked.connect(self._download_selected)
         self.download_all_button.clicked.connect(self.download_missing)
         self.file_button.clicked.connect(self._choose_file)
         self.cancel_button.clicked.connect(lambda: self.runner.cancel("download"))
         row = QHBoxLayout()
-        for b in (self.download_button, self.download_all_button, self.file_button, self.cancel_button):
+        for b in (self.download_button, self.download_all_button, self.file_button, self.cancel_button,
+                  self.copy_button):
             row.addWidget(b)
         row.addStretch(1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
@@ -88,32 +101,40 @@ class ModelsDialog(QDialog):
         layout.addWidget(buttons)
         self._queue: list[str] = []
         self._statuses: list[ModelStatusLike] = []
+        self._facts: dict[str, object] = {}
         self.table.itemSelectionChanged.connect(self._show_detail)
-        self.resize(820, 360)
+        self.resize(980, 420)
+        fit_to_screen(self)
         self.refresh()
 
     def refresh(self) -> None:
         try:
             self._statuses = list(self.manager.list())
+            facts = getattr(self.manager, "facts", None)
+            self._facts = {f.name: f for f in facts()} if facts is not None else {}
         except Exception as exc:  # a broken manifest must not take the dialog down
             log.exception("model list failed")
-            self._statuses = []
+            self._statuses, self._facts = [], {}
             self.detail.setText(f"Cannot read the model list: {exc}")
         self.table.setRowCount(len(self._statuses))
         for r, st in enumerate(self._statuses):
             title = st.title or st.name
             if st.optional:
                 title += " (optional)"
-            size = human_size(st.size if st.ok else st.expected_size)
+            fact = self._facts.get(st.name)
+            size = fact.size if fact is not None else human_size(st.size if st.ok else st.expected_size)
             state = st.state
             if state == "present" and st.verified:
                 state = "present, verified"
             elif state == "missing" and st.downloaded:
                 state = f"missing ({human_size(st.downloaded)} partly downloaded)"
-            where = str(st.path) if st.ok else f"{st.folder or st.path}"
-            for c, text in enumerate((title, size, state, where)):
+            where = str(fact.folder) if fact is not None else f"{st.folder or st.path.parent}"
+            file_name = fact.file_name if fact is not None else st.path.name
+            for c, text in enumerate((title, size, state, file_name, where)):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, st.name)
+                if fact is not None:
+                    item.setToolTip("\n".join(fact.lines()))
                 if c == 2:
                     item.setForeground(Qt.GlobalColor.darkGreen if st.ok else Qt.GlobalColor.red)
                 self.table.setItem(r, c, item)
@@ -132,9 +153,22 @@ class ModelsDialog(QDialog):
         for st in self._statuses:
             if st.name == name:
                 text = st.detail or ""
-                if not st.ok:
+                if st.ok:
+                    text += f"\nUsing {st.path}"
+                fact = self._facts.get(st.name)
+                if fact is not None:
+                    text += "\n" + "\n".join(line.strip() for line in fact.lines()[1:])
+                elif not st.ok:
                     text += f"\nTo install by hand, put the file in: {st.folder or st.path.parent}"
                 self.detail.setText(text.strip())
+
+    def facts_text(self) -> str:
+        """Every model's download facts as ``car-desktop models list`` prints them."""
+        return "\n".join(line for f in self._facts.values() for line in f.lines())
+
+    def copy_facts(self) -> None:
+        QApplication.clipboard().setText(self.facts_text())
+        self.detail.setText("Copied the file names, URLs and folders of every model.")
 
     def _download_selected(self) -> None:
         name = self._selected_name()

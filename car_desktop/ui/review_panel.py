@@ -3,7 +3,9 @@
 "Kept without competition" comes first (its score of 1 is not a confidence), then the lowest CaR
 scores, with SAM's verdict shown; the order and the filters are ``annotations.review``'s. Choosing a
 row asks the window to open that image with that mask selected, where the normal tools fix it;
-"Accept image" marks the image reviewed and moves on to the next doubtful mask of another image.
+"Accept image" marks the image reviewed and moves on to the next doubtful mask of another image; a
+row's context menu accepts or rejects one mask (``verdictRequested``), and the counter on top says how
+many of the project's images are reviewed.
 The queue is read on the "query" lane through its own read-only connection, one page at a time, so a
 project of any size never stalls the window (200 000 masks: about 0.3 s a page on a laptop core), and
 only while the panel is visible.
@@ -18,15 +20,18 @@ from typing import Any
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTreeWidget, QTreeWidgetItem,
-    QVBoxLayout, QWidget,
+    QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QMenu, QPushButton, QTreeWidget,
+    QTreeWidgetItem, QVBoxLayout, QWidget,
 )
 
 from ..annotations.provenance import KEPT_ALONE
-from ..annotations.review import SORTS, ReviewFilter, ReviewItem, ReviewPage, queue_concepts, review_page
+from ..annotations.review import (
+    SORTS, ReviewFilter, ReviewItem, ReviewPage, ReviewProgress, queue_concepts, review_page, review_progress,
+)
 from ..annotations.store import Project
 from .concept_panel import colour_icon
 from .lazy_refresh import LazyRefreshMixin
+from .long_text import elide, tooltip
 from .workers import JobError, JobInfo, JobRunner
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,13 @@ class _Queue:
     page: ReviewPage
     concepts: list[tuple[int, str, int]]
     colors: dict[int, tuple[int, int, int]]
+    progress: ReviewProgress
+
+
+#: Characters of a concept name shown in the queue's narrow column and filter (the tooltip has all).
+NAME_CHARS = 40
+#: Default widths of the columns a user may resize (set again for each project, never carried over).
+CONCEPT_WIDTH, IMAGE_WIDTH = 130, 110
 COL_CONCEPT, COL_SCORE, COL_SAM, COL_IMAGE, COL_STATUS = range(5)
 
 #: The "Images" filter: label -> image statuses.
@@ -54,6 +66,7 @@ IMAGE_FILTERS: dict[str, tuple[str, ...]] = {
 #: The "Masks" filter: label -> ReviewFilter fields.
 MASK_FILTERS: dict[str, dict[str, Any]] = {
     "All masks": {},
+    "Not accepted yet": {"accepted": False},
     "Not edited": {"edited": False},
     "Edited": {"edited": True},
     "Kept without competition": {"car_statuses": (KEPT_ALONE,)},
@@ -69,6 +82,7 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
 
     maskActivated = Signal(int, int)
     acceptRequested = Signal(int)
+    verdictRequested = Signal(int, int, bool)   # image id, annotation id, accepted (False: reject = delete)
     refreshed = Signal(int)            # rows shown (tests wait on it)
 
     def __init__(self, runner: JobRunner, parent: QWidget | None = None) -> None:
@@ -113,12 +127,20 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
         self.tree.headerItem().setToolTip(COL_SAM, "Whether SAM's refinement was accepted (its IoU with CaR's mask)")
         header = self.tree.header()
         header.setStretchLastSection(True)
-        for col in (COL_CONCEPT, COL_SCORE, COL_SAM, COL_IMAGE):
+        for col in (COL_SCORE, COL_SAM):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        for col in (COL_CONCEPT, COL_IMAGE):   # long names must not size the column
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
         header.setMinimumSectionSize(36)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(lambda pos: self._row_menu(pos))
+        self._reset_columns()
         self.tree.currentItemChanged.connect(self._current_changed)
         self.tree.itemClicked.connect(lambda item, _col: self._activate(item))
 
+        self.progress_label = QLabel("")
+        self.progress_label.setToolTip("Images a person marked reviewed, of all the project's images")
         self.summary = QLabel("")
         self.more_button = QPushButton("More")
         self.more_button.setToolTip(f"Show {PAGE} more masks")
@@ -153,13 +175,14 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(3)
+        layout.addWidget(self.progress_label)
         layout.addLayout(filters1)
         layout.addLayout(filters2)
         layout.addWidget(self.tree, 1)
         layout.addLayout(bottom)
         layout.addLayout(actions)
 
-        self.setMinimumWidth(380)
+        self.setMinimumWidth(220)
         self.init_lazy_refresh()
         self._update_buttons()
 
@@ -172,7 +195,14 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
             self.concept_combo.clear()
             self.concept_combo.addItem("All concepts", None)
         self.tree.clear()
+        self.progress_label.setText("")
+        self._reset_columns()
         self.refresh()
+
+    def _reset_columns(self) -> None:
+        header = self.tree.header()
+        header.resizeSection(COL_CONCEPT, CONCEPT_WIDTH)
+        header.resizeSection(COL_IMAGE, IMAGE_WIDTH)
 
     def review_filter(self) -> ReviewFilter:
         cid = self.concept_combo.currentData()
@@ -217,7 +247,7 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
             page = review_page(project, flt, sort=sort, limit=limit)
             concepts = queue_concepts(project, flt)
             colors = {c.id: c.color for c in project.list_categories()}
-            return _Queue(project, page, concepts, colors)
+            return _Queue(project, page, concepts, colors, review_progress(project))
 
         return self.runner.submit(KIND, query, lane="query", label="Review queue", on_done=self._show,
                                   on_failed=self._failed)
@@ -235,6 +265,7 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
         page, concepts = queue.page, queue.concepts
         self._colors = queue.colors
         self._fill_concepts(concepts)
+        self.progress_label.setText(queue.progress.text)
         self.items, self.total = page.items, page.total
         keep, advance_from = self._keep, self._advance_from
         self._keep = self._advance_from = None
@@ -261,7 +292,10 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
             self.concept_combo.clear()
             self.concept_combo.addItem("All concepts", None)
             for cid, name, n in concepts:
-                self.concept_combo.addItem(colour_icon(self._colors.get(cid, (128, 128, 128))), f"{name} ({n})", cid)
+                self.concept_combo.addItem(colour_icon(self._colors.get(cid, (128, 128, 128))),
+                                           f"{elide(name, NAME_CHARS)} ({n})", cid)
+                self.concept_combo.setItemData(self.concept_combo.count() - 1, tooltip(name),
+                                               Qt.ItemDataRole.ToolTipRole)
             index = self.concept_combo.findData(current)
             if index < 0 and current is not None:   # its masks all left the queue: keep the filter visible
                 self.concept_combo.addItem(f"(concept {current}: 0)", current)
@@ -270,19 +304,21 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
 
     def _make_item(self, it: ReviewItem) -> QTreeWidgetItem:
         item = QTreeWidgetItem()
-        item.setText(COL_CONCEPT, it.category_name)
+        item.setText(COL_CONCEPT, elide(it.category_name, NAME_CHARS))
         item.setIcon(COL_CONCEPT, colour_icon(self._colors.get(it.category_id, (128, 128, 128))))
         item.setText(COL_SCORE, it.score_text)
         item.setTextAlignment(COL_SCORE, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         item.setText(COL_SAM, it.sam_text)
         item.setText(COL_IMAGE, it.rel_path)
         status = [it.status_short]
+        if it.accepted:
+            status.append("accepted")
         if it.edited:
             status.append("edited")
         if it.image_status == "reviewed":
             status.append("image reviewed")
         item.setText(COL_STATUS, " · ".join(status))
-        tip = f"{it.category_name} in {it.rel_path}: {it.car_text}, {it.area} px"
+        tip = f"{tooltip(it.category_name)}\nin {it.rel_path}: {it.car_text}, {it.area} px"
         if it.kept_alone:
             tip += "\n" + ALONE_TIP
         item.setToolTip(COL_CONCEPT, tip)
@@ -312,6 +348,24 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
         if 0 <= index < len(self.items):
             it = self.items[index]
             self.maskActivated.emit(it.image_id, it.annotation_id)
+
+    def _row_menu(self, pos) -> QMenu | None:
+        """Accept / reject the mask of the row under ``pos`` (returned unshown when not interactive)."""
+        item = self.tree.itemAt(pos)
+        index = -1 if item is None else self.tree.indexOfTopLevelItem(item)
+        if not 0 <= index < len(self.items):
+            return None
+        it = self.items[index]
+        menu = QMenu(self)
+        menu.addAction("Accept mask", lambda: self.verdictRequested.emit(it.image_id, it.annotation_id, True))
+        menu.addAction("Reject mask (delete it; Ctrl+Z brings it back)",
+                       lambda: self.verdictRequested.emit(it.image_id, it.annotation_id, False))
+        menu.addSeparator()
+        menu.addAction("Show", lambda: self.maskActivated.emit(it.image_id, it.annotation_id))
+        menu.addAction("Accept image", lambda: self.acceptRequested.emit(it.image_id))
+        self.last_menu = menu
+        menu.popup(self.tree.viewport().mapToGlobal(pos))
+        return menu
 
     def select_row(self, index: int) -> None:
         if 0 <= index < self.tree.topLevelItemCount():

@@ -1,7 +1,10 @@
 """The review queue and the window: jumping to a doubtful mask, accepting images, keeping the queue fresh.
 
 A click in the queue opens the mask's image (or, if it is the open one, just selects the mask); the
-queue refreshes, coalesced, whenever masks or image statuses change.
+queue refreshes, coalesced, whenever masks or image statuses change. Per-mask verdicts come from the
+queue's row menu and the canvas's mask menu: Accept records it in the mask's provenance
+(``annotations.review.accept_mask``), Reject deletes the mask through the annotator, on its image, so
+Ctrl+Z brings it back.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject
 
 from ..annotations.models import Rect
+from ..annotations.review import accept_mask
 from ..errors import CaRDesktopError
 
 if TYPE_CHECKING:
@@ -27,8 +31,9 @@ class ReviewRouting(QObject):
         super().__init__(win)
         self.win = win
         self.panel = win.review_panel
-        self._pending: tuple[int, int] | None = None     # (image id, annotation id) to select once shown
+        self._pending: tuple[int, int, str] | None = None   # (image id, annotation id, "select"|"reject")
         self.panel.maskActivated.connect(self.open_annotation)
+        self.panel.verdictRequested.connect(self.verdict)
         self.panel.acceptRequested.connect(self.accept_image)
         win.annotator.imageStatusChanged.connect(lambda *_: self.panel.schedule_refresh())
         win.carApplied.connect(lambda *_: self.panel.schedule_refresh())
@@ -37,7 +42,8 @@ class ReviewRouting(QObject):
     def _image_shown(self, image_id: int) -> None:
         pending, self._pending = self._pending, None
         if pending is not None and pending[0] == image_id:
-            self.select_annotation(pending[1])
+            if self.select_annotation(pending[1]) and pending[2] == "reject":
+                self.reject_mask(image_id, pending[1])
         self.panel.schedule_refresh(800)
 
     def open_annotation(self, image_id: int, annotation_id: int) -> None:
@@ -49,7 +55,7 @@ class ReviewRouting(QObject):
             self._pending = None
             self.select_annotation(annotation_id)
             return
-        self._pending = (image_id, annotation_id)
+        self._pending = (image_id, annotation_id, "select")
         if win.requested_image != image_id:
             win.show_image(image_id)
 
@@ -66,6 +72,61 @@ class ReviewRouting(QObject):
         if box is not None:
             win.canvas.centerOn((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
         return True
+
+    # ----- per-mask verdicts
+    def verdict(self, image_id: int, annotation_id: int, accepted: bool) -> None:
+        if accepted:
+            self.accept_mask(annotation_id)
+        else:
+            self.reject_mask(image_id, annotation_id)
+
+    def accept_mask(self, annotation_id: int) -> bool:
+        """Record that a person accepted this mask (it stays as it is)."""
+        win = self.win
+        if win.project is None:
+            return False
+        try:
+            accept_mask(win.project, annotation_id)
+        except CaRDesktopError as exc:
+            win.show_error(str(exc))
+            return False
+        win.status.showMessage("Mask accepted", 3000)
+        self.panel.schedule_refresh()
+        return True
+
+    def reject_mask(self, image_id: int, annotation_id: int) -> None:
+        """Delete the mask, undoably: on the open image at once, else once its image is shown."""
+        win = self.win
+        if win.project is None:
+            return
+        if image_id != win.image_id or win.requested_image != image_id:
+            self._pending = (image_id, annotation_id, "reject")
+            if win.requested_image != image_id:
+                win.show_image(image_id)
+            return
+        layer_id = win.annotator.layer_for_annotation(annotation_id)
+        if layer_id is None:
+            win.status.showMessage("That mask is no longer in the project.", 5000)
+        else:
+            win.annotator.delete_layer(layer_id)
+        self.panel.schedule_refresh()
+
+    def _selected_annotation(self) -> int | None:
+        layer = self.win.annotator.selected_layer()
+        ann = None if layer is None else self.win.annotator.annotation_id(layer.id)
+        if ann is None:
+            self.win.status.showMessage("Select a saved mask first.", 4000)
+        return ann
+
+    def accept_selected(self) -> None:
+        ann = self._selected_annotation()
+        if ann is not None:
+            self.accept_mask(ann)
+
+    def reject_selected(self) -> None:
+        ann = self._selected_annotation()
+        if ann is not None and self.win.image_id is not None:
+            self.reject_mask(self.win.image_id, ann)
 
     def accept_image(self, image_id: int) -> None:
         """Mark an image reviewed (the review queue's Accept)."""

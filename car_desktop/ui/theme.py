@@ -1,14 +1,39 @@
-"""Light, dark or system theme: a Fusion palette plus the small style sheet in resources/style."""
+"""Light, dark or system theme: a Fusion palette plus the small style sheet in resources/style.
+
+Fusion draws a check box's frame a shade darker than the window colour, which on a dark palette is
+the colour of the field around it: an unchecked box (a hidden layer's visibility in the concept
+panel) vanished. ``ClearIndicatorStyle`` draws a light frame around every check box indicator when
+the palette is dark.
+"""
 
 from __future__ import annotations
 
 import logging
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QPainter, QPalette, QPen
+from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle
 
 from ..paths import resource_path
 
 log = logging.getLogger(__name__)
+
+class ClearIndicatorStyle(QProxyStyle):
+    """Fusion, with check box frames that stand out on dark backgrounds."""
+
+    def drawPrimitive(self, element, option, painter: QPainter, widget=None) -> None:
+        super().drawPrimitive(element, option, painter, widget)
+        if element == QStyle.PrimitiveElement.PE_IndicatorCheckBox \
+                and option.palette.color(QPalette.ColorRole.Base).lightness() < 128:
+            frame = QColor(option.palette.color(QPalette.ColorRole.Text))
+            frame.setAlpha(190)
+            painter.save()
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+            painter.setPen(QPen(frame, 1))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRect(QRectF(option.rect).adjusted(0.5, 0.5, -1.5, -1.5))
+            painter.restore()
+
 
 def dark_palette() -> QPalette:
     p = QPalette()
@@ -31,7 +56,7 @@ def dark_palette() -> QPalette:
 
 
 def apply_theme(app: QApplication, theme: str) -> None:
-    app.setStyle("Fusion")
+    app.setStyle(ClearIndicatorStyle("Fusion"))
     if theme == "dark":
         app.setPalette(dark_palette())
     elif theme == "light":

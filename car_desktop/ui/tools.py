@@ -92,6 +92,13 @@ class Tool:
         """True while the tool holds clicks that Esc would discard (Esc then belongs to the tool)."""
         return False
 
+    def cancel_input(self) -> None:
+        """Discard what ``has_pending_input`` reports (the window's Esc)."""
+
+    def claims_key(self, key: int) -> bool:
+        """True for keys the tool needs before the window's shortcuts see them (e.g. Delete)."""
+        return False
+
 
 @dataclass
 class _Stroke:
@@ -279,6 +286,10 @@ class PolygonTool(Tool):
     def has_pending_input(self) -> bool:
         return bool(self.points)
 
+    def cancel_input(self) -> None:
+        self.points = []
+        self._redraw()
+
     def key_press(self, event) -> bool:
         key = event.key()
         if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.points:
@@ -386,6 +397,9 @@ class SamClickTool(Tool):
 
     def has_pending_input(self) -> bool:
         return bool(self.points)
+
+    def cancel_input(self) -> None:
+        self.clear()
 
     def key_press(self, event) -> bool:
         key = event.key()

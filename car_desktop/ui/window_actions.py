@@ -1,5 +1,7 @@
 """The window's menus, toolbar and keyboard shortcuts: every ``QAction`` is made here, and each is wired
-to the window or to one of its controllers (annotator, transfers, auto-label, review queue)."""
+to the window or to one of its controllers (annotator, transfers, auto-label, review queue). The F1
+list is generated from these actions (``help_dialog``), so it names every shortcut. The canvas's mask
+menu (right click on a mask) reuses the same actions."""
 
 from __future__ import annotations
 
@@ -38,11 +40,12 @@ class WindowActions:
         self.tool_group = QActionGroup(win)
         self._build()
 
-    def _action(self, menu: QMenu, text: str, slot: Callable[..., object], shortcut: str | None = None,
+    def _action(self, menu: QMenu, text: str, slot: Callable[..., object], shortcut: str | tuple[str, ...] | None = None,
                 tip: str = "", checkable: bool = False) -> QAction:
         action = QAction(text, self.win)
         if shortcut:
-            action.setShortcut(QKeySequence(shortcut))
+            keys = (shortcut,) if isinstance(shortcut, str) else shortcut
+            action.setShortcuts([QKeySequence(k) for k in keys])
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         if tip:
             action.setStatusTip(tip)
@@ -77,25 +80,40 @@ class WindowActions:
         a = win.annotator
         e = mb.addMenu("&Edit")
         self.undo = self._action(e, "Undo", lambda: win.video.undo(), "Ctrl+Z")
-        self.redo = self._action(e, "Redo", a.redo, "Ctrl+Shift+Z")
+        self.redo = self._action(e, "Redo", a.redo, ("Ctrl+Shift+Z", "Ctrl+Y"))
         e.addSeparator()
-        self._action(e, "Delete mask", win.delete_selected, "Delete")
+        self.edit_polygon = self._action(e, "Edit mask as polygon", win.edit_polygon, "Ctrl+J",
+                                         tip="Drag vertices, double-click an edge to add one, right-click to "
+                                             "delete one; Enter applies, Esc cancels")
+        self.delete_mask = self._action(e, "Delete mask", win.delete_selected, "Delete")
         self._action(e, "Fill holes", lambda: a.apply_op("fill_holes"), "H")
         self._action(e, "Remove specks", lambda: a.apply_op("remove_specks"))
         self._action(e, "Split into instances", a.split_selected)
         self._action(e, "Merge same concept", a.merge_into_selected)
-        self._action(e, "Relabel mask…", win.ask_relabel, "L")
+        self.relabel = self._action(e, "Relabel mask…", win.ask_relabel, "L")
         e.addSeparator()
+        self.accept_mask = self._action(e, "Accept mask", win.review.accept_selected,
+                                        tip="Record that the selected mask is right")
+        self.reject_mask = self._action(e, "Reject mask", win.review.reject_selected,
+                                        tip="Delete the selected mask (Ctrl+Z brings it back)")
         self._action(e, "Mark image reviewed", a.mark_reviewed, "Ctrl+Return")
         self._action(e, "Accept image and go to the next doubtful mask", win.review.accept_and_next,
                      "Ctrl+Shift+Return")
-        self._action(e, "Cancel running job", win.cancel_job, "Esc")
+        self._action(e, "Cancel: the tool's clicks, else the selection, else the running job", win.cancel_job,
+                     "Esc")
 
         v = mb.addMenu("&View")
         self._action(v, "Fit", win.canvas.fit, "F")
         self._action(v, "100 %", win.canvas.actual_size, "1")
         self._action(v, "Previous image", lambda: win.step_image(-1), "A")
         self._action(v, "Next image", lambda: win.step_image(+1), "D")
+        # The arrows only while the canvas has the focus: lists and text fields keep theirs.
+        for text, step, key in (("Previous image (canvas)", -1, "Left"), ("Next image (canvas)", +1, "Right")):
+            arrow = self._action(v, text, lambda _=False, s=step: win.step_image(s), key)
+            arrow.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+            win.canvas.addAction(arrow)
+        self.solo = self._action(v, "Show only the selected mask", win.solo_selected, "O",
+                                 tip="O again shows the other masks as they were")
         review_toggle = win.review_dock.toggleViewAction()
         review_toggle.setText("Review queue")
         v.addAction(review_toggle)
@@ -106,6 +124,7 @@ class WindowActions:
         t = mb.addMenu("&Tools")
         toolbar = QToolBar("Tools", win)
         toolbar.setObjectName("Tools")
+        self.toolbar = toolbar
         win.addToolBar(toolbar)
         for key, label, shortcut in TOOLS:
             act = self._action(t, label, lambda _=False, k=key: win.set_tool(k), shortcut, checkable=True)
@@ -127,6 +146,17 @@ class WindowActions:
         h = mb.addMenu("&Help")
         self._action(h, "Keyboard shortcuts", win.show_help, "F1")
         self._action(h, "About CaR Desktop", win.show_about)
+
+    def mask_menu(self, layer_id: int) -> QMenu:
+        """The canvas's right-click menu of a mask (already selected by the click)."""
+        menu = QMenu(self.win)
+        for action in (self.edit_polygon, self.solo, self.relabel):
+            menu.addAction(action)
+        menu.addSeparator()
+        for action in (self.accept_mask, self.reject_mask, self.delete_mask):
+            menu.addAction(action)
+        self.last_mask_menu = menu
+        return menu
 
     def _choice_menu(self, menu: QMenu, choices: list[tuple[str, str]], current: str,
                      choose: Callable[[str], None]) -> None:
