@@ -101,7 +101,7 @@ class ImageSource(Protocol):
     def scan(self, under: str = "", recursive: bool = True) -> SourceScan: ...
     def read_bytes(self, rel: str) -> bytes: ...
     def probe(self, rel: str) -> tuple[imagefiles.ImageSize, str]: ...
-    def fingerprint(self, rel: str) -> tuple[int, str] | None: ...
+    def fingerprint(self, rel: str) -> tuple[int, str | None] | None: ...
 
 
 def _sha256_file(path: Path) -> str:
@@ -283,11 +283,19 @@ class RemoteImages:
         data = self.read_bytes(rel)
         return imagefiles.image_size(self.location(rel), data=data), hashlib.sha256(data).hexdigest()
 
-    def fingerprint(self, rel: str) -> tuple[int, str] | None:
+    def fingerprint(self, rel: str) -> tuple[int, str | None] | None:
+        """(size, SHA-256) of the file; the hash is None for a file that is not read (empty, too large,
+        unreadable); None when it is not there."""
+        try:
+            size = self._size(rel)
+        except ImageLoadError:
+            return None
+        if size == 0 or size > imagefiles.max_file_bytes():
+            return size, None
         try:
             data = self.read_bytes(rel)
         except ImageLoadError:
-            return None
+            return size, None
         return len(data), hashlib.sha256(data).hexdigest()
 
 
