@@ -216,6 +216,17 @@ class RemoteImages:
     def location(self, rel: str) -> str:
         return f"{self.root}/{rel}"
 
+    def check(self) -> None:
+        """SourceError unless the root can be read and holds something (one call, before a project is made)."""
+        fs = _pyarrow_fs()
+        try:
+            info = with_retries(lambda: self.filesystem.get_file_info(self.base), f"reading {self.root}")
+        except OSError as exc:
+            raise SourceError(f"cannot read {self.root}: {first_line(exc)} (check the bucket name and the "
+                              "credentials in the environment)") from None
+        if info.type == fs.FileType.NotFound:
+            raise SourceError(f"{self.root}: nothing there (no such bucket or prefix)")
+
     def path_of(self, rel: str) -> str:
         """The file's path on ``filesystem`` (bucket/prefix/rel, no scheme)."""
         return f"{self.base}/{rel}"

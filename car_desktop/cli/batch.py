@@ -23,7 +23,7 @@ from ..engine.concepts import ConceptList
 from ..engine.errors import CaRDesktopError, ConceptError
 from ..evaluation.tuning import with_tuned_defaults
 from ..fileio import regular_file
-from ..imagesource import SourceError, canonical_root, is_uri, under_root
+from ..imagesource import RemoteImages, SourceError, canonical_root, is_uri, under_root
 from .engine_options import add_engine_options, config_from_args, wants_test_models
 from .interrupt import InterruptHandler
 from .progress import ProgressBar, format_duration
@@ -180,7 +180,9 @@ def print_summary(report: AutoLabelReport, project_path: Path | None = None, out
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    if not isinstance(args.images, str) and not args.images.is_dir():
+    if isinstance(args.images, str):
+        RemoteImages(args.images).check()  # a wrong bucket or missing credentials: before the project is made
+    elif not args.images.is_dir():
         raise CaRDesktopError(f"{args.images} is not a folder of images")
     try:
         shard = parse_shard(args.shard) if args.shard else None
