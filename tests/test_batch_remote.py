@@ -186,6 +186,26 @@ def test_export_and_output_paths_that_are_uris_are_refused(s3, local_folder, tmp
         assert proj.count_images() == 0  # refused before any image was labelled
 
 
+def test_relink_moves_a_project_between_the_bucket_and_a_local_copy(s3, local_folder, tmp_path, capsys):
+    project = tmp_path / "p.cardb"
+    with Project.create(project, f"s3://{BUCKET}/imgs") as proj:
+        proj.add_folder(f"s3://{BUCKET}/imgs")
+        proj.add_image_entry("gone.png", 80, 64)
+    assert main(["relink", str(project), str(local_folder)]) == 1  # every image but the one never uploaded
+    out = capsys.readouterr().out
+    assert "6 found by path" in out and "missing: gone.png" in out
+    with Project.open(project) as proj:
+        assert proj.image_root_uri is None and proj.image_root == local_folder.resolve()
+        assert proj.image_path(proj.find_image("im00.png").id).read_bytes() == _files()["im00.png"]
+    before = project.read_bytes()
+    assert main(["relink", str(project), f"s3://{BUCKET}/imgs/sub"]) == 2  # none of them there: unchanged
+    assert "nothing was changed" in capsys.readouterr().err and project.read_bytes() == before
+    assert main(["relink", str(project), f"s3://key:{SECRET}@{BUCKET}/imgs/"]) == 1
+    with Project.open(project) as proj:
+        assert proj.image_root_uri == f"s3://{BUCKET}/imgs"
+    _assert_no_secret(project)
+
+
 @pytest.fixture(scope="module")
 def ray_address(s3):
     """A local Ray of 2 CPUs whose processes do not have the storage variables: the run must forward them."""

@@ -697,10 +697,13 @@ class Project:
             sql += f" LIMIT {int(limit)}"
         return [(_row_to_image(r[:6]), float(r[6])) for r in self._read(sql)]
 
-    def relink(self, new_image_root: str | os.PathLike) -> RelinkReport:
-        """Point the project at a new image folder. Images whose rel_path exists there keep it; the
-        others are found by content hash anywhere under the new folder and their rel_path updated.
-        One transaction; images not found are listed in the report and kept."""
+    def relink(self, new_image_root: str | os.PathLike, *, require_found: bool = False) -> RelinkReport:
+        """Point the project at a new image folder (or an ``s3://`` / ``gs://`` one). Images whose rel_path
+        exists there keep it; in a local folder the others are found by content hash anywhere under it
+        and their rel_path updated. One transaction; images not found are listed in the report and kept.
+        ``require_found``: ProjectError, nothing changed, when not one of the images is there."""
+        if is_uri(new_image_root):
+            return self._relink_remote(RemoteImages(str(new_image_root)), require_found)
         root = Path(new_image_root)
         if not root.is_dir():
             raise ProjectError(f"{root} is not a folder")
@@ -728,6 +731,8 @@ class Project:
                 else:
                     report.missing.append(im.rel_path)
             report.found_by_hash = len(moves)
+        if require_found and images and not report.found_by_path + report.found_by_hash:
+            raise ProjectError(f"none of the {len(images)} images of {self.path} is in {root}; nothing was changed")
         with self._write() as conn:
             # Two passes so swapping two paths cannot trip the UNIQUE constraint.
             for image_id in moves:
@@ -735,6 +740,18 @@ class Project:
             for image_id, rel in moves.items():
                 conn.execute("UPDATE images SET rel_path = ? WHERE id = ?", (rel, image_id))
             self.image_root = root
+        return report
+
+    def _relink_remote(self, source: RemoteImages, require_found: bool) -> RelinkReport:
+        """``relink`` to an object store: images are found by path only (hashing would read every file)."""
+        images = self.list_images()
+        there = set(source.scan().files)
+        report = RelinkReport(found_by_path=sum(im.rel_path in there for im in images),
+                              missing=[im.rel_path for im in images if im.rel_path not in there])
+        if require_found and images and not report.found_by_path:
+            raise ProjectError(f"none of the {len(images)} images of {self.path} is in {source.root}; "
+                               "nothing was changed")
+        self.image_root = source.root
         return report
 
     # ------------------------------------------------------------------ failures
