@@ -291,3 +291,18 @@ def test_a_missing_bucket_is_one_clear_error(s3, tmp_path, capsys):
     assert main(batch_args("s3://no-such-bucket-here/imgs", tmp_path / "p.cardb")) == 2
     err = capsys.readouterr().err
     assert "no-such-bucket-here" in err and "Traceback" not in err
+
+
+def test_the_image_source_needs_neither_torch_qt_nor_pyarrow_for_a_local_root():
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from car_desktop import imagesource as s; s.canonical_root('s3://b/x'); "
+            "s.open_source('.').scan(); "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'PySide6', 'pyarrow', 'cv2', 'ray'})))")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
