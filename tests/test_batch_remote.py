@@ -12,6 +12,7 @@ is read, bounded retries) are checked on a fake file system.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import secrets
@@ -149,6 +150,9 @@ def test_local_batch_on_s3_equals_the_local_folder_and_stores_no_credential(s3, 
             proj.image_root  # noqa: B018 - a local path on a remote project is an error, not a wrong path
         assert proj.get_failure("corrupt.png").content_hash is not None  # --skip-failed can compare it
     _assert_no_secret(project)
+    coco = tmp_path / "out.json"  # a remote project exports to a local file like any other
+    assert main(["export", str(project), "--coco", str(coco)]) == 0
+    assert sorted(im["file_name"] for im in json.loads(coco.read_text())["images"]) == sorted(got)
 
     # Rerun: nothing to do; the same prefix without the credentials is the same image folder.
     assert main(batch_args(f"s3://{BUCKET}/imgs", project)) == 1
@@ -294,7 +298,6 @@ def test_a_missing_bucket_is_one_clear_error(s3, tmp_path, capsys):
 
 
 def test_the_image_source_needs_neither_torch_qt_nor_pyarrow_for_a_local_root():
-    import json
     import subprocess
     import sys
 
@@ -306,3 +309,18 @@ def test_the_image_source_needs_neither_torch_qt_nor_pyarrow_for_a_local_root():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_window_refuses_a_project_whose_images_are_in_a_bucket(qtbot, tmp_path):
+    from fakes import fake_window
+
+    project = tmp_path / "remote.cardb"
+    with Project.create(project, f"s3://{BUCKET}/imgs"):  # no network: nothing is listed or read
+        pass
+    win = fake_window(qtbot, tmp_path)
+    try:
+        assert not win.open_project(project)
+        assert win.project is None
+        assert f"s3://{BUCKET}/imgs, not in a local folder" in win.last_error and "relink" in win.last_error
+    finally:
+        win.close()
