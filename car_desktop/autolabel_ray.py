@@ -49,11 +49,10 @@ from .autolabel import (
     size_changed,
 )
 from .compact_result import expand_result
-from .imagefiles import max_file_bytes, too_many_bytes_message
-from .imagesource import STORAGE_ENV, RemoteImages, with_retries
 from .engine.cancel import CancelToken
 from .engine.errors import CaRDesktopError
-from .errors import first_line
+from .imagefiles import max_file_bytes, too_many_bytes_message
+from .imagesource import STORAGE_ENV, RemoteImages
 from .ray_worker import CaRWorker, PipelineFactory
 
 log = logging.getLogger(__name__)
@@ -337,23 +336,19 @@ def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], key: 
 
 def _remote_files(source: RemoteImages, rels: list[str]) -> tuple[list[str], dict[str, str]]:
     """(the file-system paths of the files that are there and within the size limit, {rel: why} for
-    those over it): one listing call, so the limit is checked before any byte is read."""
-    from pyarrow import fs
-
+    those over it): from one listing of the root (a thousand files a request, not one request a file),
+    so the limit is checked before any byte is read."""
     limit = max_file_bytes()
-    paths = [source.path_of(rel) for rel in rels]
-    try:
-        infos = with_retries(lambda: source.filesystem.get_file_info(paths), f"listing {source.root}")
-    except OSError as exc:
-        raise CaRDesktopError(f"cannot list {source.root}: {first_line(exc)}") from None
+    sizes = source.sizes()
     present, too_big = [], {}
-    for rel, path, info in zip(rels, paths, infos):
-        if info.type != fs.FileType.File:
-            continue  # counted as unreadable once the run ends
-        if (info.size or 0) > limit:
-            too_big[rel] = _short_reason(too_many_bytes_message(source.location(rel), info.size), rel)
+    for rel in rels:
+        size = sizes.get(rel)
+        if size is None:
+            continue  # gone: counted as unreadable once the run ends
+        if size > limit:
+            too_big[rel] = _short_reason(too_many_bytes_message(source.location(rel), size), rel)
         else:
-            present.append(path)
+            present.append(source.path_of(rel))
     return present, too_big
 
 

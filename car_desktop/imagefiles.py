@@ -109,7 +109,8 @@ warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds li
                         category=Warning, module=r"PIL\.")
 
 
-def too_big_message(path: Path, size: tuple[int, int] | None = None, pixels: int | None = None) -> str:
+def too_big_message(path: str | os.PathLike[str], size: tuple[int, int] | None = None,
+                    pixels: int | None = None) -> str:
     limit = max_pixels()
     if size is not None:
         dims = f" ({size[0]}x{size[1]} = {size[0] * size[1] / 1e6:,.0f} megapixels)"
@@ -134,7 +135,7 @@ def too_many_bytes_message(where: str, size: int) -> str:
             f"{MAX_PIXELS_ENV} raises).")
 
 
-def check_pixels(path: Path, width: int, height: int) -> None:
+def check_pixels(path: str | os.PathLike[str], width: int, height: int) -> None:
     """ImageLoadError for a size with no pixels, ImageTooLargeError above the limit."""
     if width <= 0 or height <= 0:
         raise ImageLoadError(f"{path}: the image has no pixels ({width}x{height}).")

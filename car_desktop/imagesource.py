@@ -45,7 +45,7 @@ STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
 RETRIES = 3
 _BACKOFF_S = 0.5
 _TRANSIENT = re.compile(r"network|timed? ?out|throttl|slow ?down|connection|temporar|unavailable|"
-                        r"internal.?(error|failure)|\b50[0-4]\b|reset by peer|broken pipe", re.I)
+                        r"internal.?(error|failure)|\b50[0-4]\b|reset by peer|broken pipe", re.IGNORECASE)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 INSTALL_HINT = "reading s3:// and gs:// folders needs pyarrow: pip install 'car-desktop[ray]'"
 
@@ -236,23 +236,29 @@ class RemoteImages:
         path = path.partition("://")[2] if is_uri(path) else path
         return under_root(path.strip("/"), self.base)
 
-    def scan(self, under: str = "", recursive: bool = True) -> SourceScan:
+    def _list(self, under: str, recursive: bool) -> list[Any]:
         fs = _pyarrow_fs()
         base = f"{self.base}/{under}" if under else self.base
         selector = fs.FileSelector(base, recursive=recursive, allow_not_found=True)
         try:
             infos = with_retries(lambda: self.filesystem.get_file_info(selector), f"listing {self.root}")
         except OSError as exc:
-            raise SourceError(f"cannot list {self.root}/{under}: {first_line(exc)} (check the bucket name and the "
-                              "credentials in the environment)") from None
-        files = []
-        for info in infos:
-            if info.type != fs.FileType.File or not imagefiles.is_image_name(info.path):
-                continue
+            raise SourceError(f"cannot list {self.location(under) if under else self.root}: {first_line(exc)} "
+                              "(check the bucket name and the credentials in the environment)") from None
+        return [i for i in infos if i.type == fs.FileType.File and imagefiles.is_image_name(i.path)]
+
+    def scan(self, under: str = "", recursive: bool = True) -> SourceScan:
+        rels = (self.rel_of(info.path) for info in self._list(under, recursive))
+        return SourceScan(sorted(rel for rel in rels if rel))
+
+    def sizes(self) -> dict[str, int]:
+        """{rel: size in bytes} of every image file under the root, from one (paginated) listing."""
+        out = {}
+        for info in self._list("", True):
             rel = self.rel_of(info.path)
             if rel:
-                files.append(rel)
-        return SourceScan(sorted(files))
+                out[rel] = int(info.size or 0)
+        return out
 
     def _size(self, rel: str) -> int:
         fs = _pyarrow_fs()

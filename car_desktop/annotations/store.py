@@ -179,6 +179,7 @@ class Project:
         self._conn = conn
         self._lock = threading.RLock()
         self._depth = 0  # nesting of write transactions (batch inside a method)
+        self._source: LocalImages | RemoteImages | None = None  # image_source(), opened once
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -420,7 +421,7 @@ class Project:
         """Where the images are read from (``car_desktop.imagesource``), local or remote; kept while the
         root is unchanged, so a remote file system is opened once."""
         root = self.image_root_uri or str(self.image_root)
-        cached = getattr(self, "_source", None)
+        cached = self._source
         if cached is None or cached.root != root:
             cached = self._source = open_source(root)
         return cached
@@ -552,11 +553,10 @@ class Project:
         except ValueError:
             raise ProjectError(f"{folder} is not inside the project's image folder {root}; "
                                f"use a new project for {folder}") from None
-        scan = imagefiles.scan_folder(base, recursive=recursive)
+        scan = LocalImages(root).scan(base_rel.as_posix() if base_rel.parts else "", recursive=recursive)
         for path, reason in scan.unreadable:
             log.warning("cannot look inside %s: %s", path, reason)
-        # Relative paths are built without resolving each file, so symlinked images keep their own name.
-        return [(base_rel / p.relative_to(base)).as_posix() for p in scan.files]
+        return scan.files
 
     def add_files(self, rel_paths: Sequence[str]) -> tuple[list[ImageRecord], list[FileFailure]]:
         """Add images by relative path (known ones are returned as they are). Headers and hashes are
