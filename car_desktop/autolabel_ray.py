@@ -346,7 +346,7 @@ def _remote_files(source: RemoteImages, rels: list[str]) -> tuple[list[str], dic
         if size is None:
             continue  # gone: counted as unreadable once the run ends
         if size > limit:
-            too_big[rel] = _short_reason(too_many_bytes_message(source.location(rel), size), rel)
+            too_big[rel] = _short_reason(too_many_bytes_message(source.location(rel), size, limit), rel)
         else:
             present.append(source.path_of(rel))
     return present, too_big

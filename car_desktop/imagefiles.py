@@ -129,10 +129,13 @@ def max_file_bytes() -> int:
     return max_pixels() * 8 + 16 * 2**20
 
 
-def too_many_bytes_message(where: str, size: int) -> str:
-    return (f"{where}: the file is too large ({size / 2**20:,.0f} MiB; at most {max_file_bytes() / 2**20:,.0f} MiB "
-            f"are read for the limit of {max_pixels() / 1e6:,.0f} megapixels, which --max-pixels or "
-            f"{MAX_PIXELS_ENV} raises).")
+def too_many_bytes_message(where: str, size: int, limit: int | None = None) -> str:
+    def amount(n: int) -> str:
+        return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+    limit = max_file_bytes() if limit is None else limit
+    return (f"{where}: the file is too large ({amount(size)}; at most {amount(limit)} are read for the limit of "
+            f"{max_pixels() / 1e6:,.0f} megapixels, which --max-pixels or {MAX_PIXELS_ENV} raises).")
 
 
 def check_pixels(path: str | os.PathLike[str], width: int, height: int) -> None:

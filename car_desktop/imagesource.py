@@ -282,7 +282,7 @@ class RemoteImages:
             raise ImageLoadError(f"{where}: the file is empty (0 bytes).")
         limit = imagefiles.max_file_bytes()
         if size > limit:
-            raise imagefiles.ImageTooLargeError(imagefiles.too_many_bytes_message(where, size))
+            raise imagefiles.ImageTooLargeError(imagefiles.too_many_bytes_message(where, size, limit))
 
         def read() -> bytes:
             with self.filesystem.open_input_stream(self.path_of(rel)) as fh:
@@ -293,7 +293,7 @@ class RemoteImages:
         except OSError as exc:
             raise ImageLoadError(f"{where}: cannot be read ({first_line(exc)}).") from None
         if len(data) > limit:  # it grew since it was measured
-            raise imagefiles.ImageTooLargeError(imagefiles.too_many_bytes_message(where, len(data)))
+            raise imagefiles.ImageTooLargeError(imagefiles.too_many_bytes_message(where, len(data), limit))
         return data
 
     def probe(self, rel: str) -> tuple[imagefiles.ImageSize, str]:

@@ -238,6 +238,23 @@ def test_ray_batch_on_s3_equals_the_local_folder(ray_address, s3, reference, tmp
     assert "labelled 0, skipped 6" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_ray_refuses_files_grown_over_the_limit_before_reading_them(ray_address, s3, tmp_path, capsys,
+                                                                     monkeypatch):
+    project = tmp_path / "grown.cardb"
+    with Project.create(project, f"s3://{BUCKET}/imgs") as proj:
+        proj.add_folder(f"s3://{BUCKET}/imgs")  # added within the limit...
+    from car_desktop import autolabel_ray
+
+    monkeypatch.setattr(autolabel_ray, "max_file_bytes", lambda: 16)  # ...over it by the time the run starts
+    monkeypatch.setattr(autolabel_ray, "build_dataset", lambda *a, **k: pytest.fail("nothing is to be read"))
+    assert main(batch_args(f"s3://{BUCKET}/imgs", project, "--ray")) == 1
+    failures = _failures(capsys.readouterr().out)
+    assert set(failures) == {*_files()} - {"notes.txt"}
+    assert all(why.startswith("the file is too large") and "at most 16 bytes" in why
+               for rel, why in failures.items() if rel != "corrupt.png")
+
+
 # ------------------------------------------------------------------------------- the image source itself
 def test_canonical_roots_drop_credentials_and_trailing_slashes():
     assert canonical_root("S3://user:pass@bucket/a/b/?access_key=K&secret_key=S#x") == "s3://bucket/a/b"
