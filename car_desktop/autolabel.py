@@ -46,6 +46,7 @@ from .engine.concepts import ConceptList
 from .engine.config import CaRConfig
 from .engine.errors import Cancelled, ImageLoadError
 from .errors import CaRDesktopError
+from .imagesource import ImageSource
 
 if TYPE_CHECKING:
     from .engine.results import CaRResult
@@ -252,11 +253,19 @@ def _protection(project: Project, image_id: int) -> str | None:
     return None
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path | str, data: bytes | None = None) -> np.ndarray:
+    """The engine's array of a file (or of its bytes, ``path`` then only naming it)."""
     from .engine.image_io import load_image
     from .engine.pipeline import as_rgb_uint8
 
-    return as_rgb_uint8(load_image(path))
+    return as_rgb_uint8(load_image(path, data))
+
+
+def read_image(source: ImageSource, rel: str) -> np.ndarray:
+    """Decode one image of a project's source: a local file directly, a remote one from its bytes."""
+    if not source.remote:
+        return _decode(Path(source.location(rel)))
+    return _decode(source.location(rel), source.read_bytes(rel))
 
 
 class _Clock:
@@ -391,11 +400,8 @@ def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[in
           clock: _Clock,
           emit: Callable[..., None], cancel: CancelToken | None, stop: CancelToken | None,
           prefetch: int, owner: str) -> None:
-    records = {}
-    paths = {}
-    for image_id in todo:
-        records[image_id] = project.get_image(image_id)
-        paths[image_id] = project.image_root / records[image_id].rel_path
+    records = {image_id: project.get_image(image_id) for image_id in todo}
+    source = project.image_source()
     pending: deque[tuple[int, Future]] = deque()
     queue = iter(todo)
     # One decoder thread, ``prefetch`` images ahead: decoding overlaps the engine, memory stays bounded.
@@ -411,7 +417,7 @@ def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[in
                     _skip(report, skip)
                     clock.todo -= 1
                     continue
-                pending.append((nxt, decoder.submit(_decode, paths[nxt])))
+                pending.append((nxt, decoder.submit(read_image, source, records[nxt].rel_path)))
 
         try:
             refill()

@@ -3,9 +3,10 @@
 The driver (this process) plans the run with the local batch's resume rule (``run_job``: reviewed and
 edited images are protected, images with this run key, or with ``skip_failed`` failed and unchanged,
 are skipped), claims the images to do in the project (so another run on it leaves them alone), builds a Ray Dataset of the
-files still to do with ``ray.data.read_binary_files`` (read on the driver's own node, so the worker
-machines need no access to the folder), and ``map_batches`` a fixed pool of ``CaRWorker`` actors (one
-CaR pipeline each; ``workers`` actors of ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs). Answers
+files still to do with ``ray.data.read_binary_files`` (a local folder is read on the driver's own node,
+so the worker machines need no access to it; an ``s3://`` / ``gs://`` folder is read anywhere through
+its pyarrow file system, the workers getting this process's ``STORAGE_ENV`` variables), and
+``map_batches`` a fixed pool of ``CaRWorker`` actors (one CaR pipeline each; ``workers`` actors of ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs). Answers
 stream back in the order they finish; the driver writes each image in one transaction with the local
 batch's ``save_car_result``, so the project has exactly one writer; a failure goes to the project's
 failure list as in the local batch.
@@ -40,6 +41,7 @@ from .autolabel import (
     ProgressFn,
     _claim,
     _Clock,
+    _short_reason,
     _skip,
     count_outcome,
     run_job,
@@ -49,6 +51,8 @@ from .autolabel import (
 from .compact_result import expand_result
 from .engine.cancel import CancelToken
 from .engine.errors import CaRDesktopError
+from .imagefiles import max_file_bytes, too_many_bytes_message
+from .imagesource import STORAGE_ENV, RemoteImages
 from .ray_worker import CaRWorker, PipelineFactory
 
 log = logging.getLogger(__name__)
@@ -143,21 +147,30 @@ def pool_shape(resources: dict[str, float], options: RayOptions) -> tuple[int, f
     return workers, gpus, cpus
 
 
-def build_dataset(ray: Any, files: list[str], options: RayOptions, worker_args: dict[str, Any]) -> Any:
-    """The lazy Ray Dataset: the files' bytes, read on this node, mapped by a pool of CaRWorker actors."""
+def build_dataset(ray: Any, files: list[str], options: RayOptions, worker_args: dict[str, Any],
+                  filesystem: Any = None) -> Any:
+    """The lazy Ray Dataset: the files' bytes mapped by a pool of CaRWorker actors. Local files are read
+    on this node; with ``filesystem`` (a pyarrow S3 / GCS file system, ``files`` its paths) anywhere in
+    the cluster, with the storage credentials of this process's environment (``STORAGE_ENV``)."""
     workers, gpus, cpus = pool_shape(ray.cluster_resources(), options)
     workers = min(workers, len(files))  # an actor with no image would only load models
-    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    names = FORWARDED_ENV + (STORAGE_ENV if filesystem is not None else ())
+    env = {k: os.environ[k] for k in names if k in os.environ}
+    runtime_env = {"env_vars": env} if env else None
+    if filesystem is None:
+        where: dict[str, Any] = {"label_selector": {"ray.io/node-id": ray.get_runtime_context().get_node_id()}}
+    else:
+        where = {"filesystem": filesystem, "runtime_env": runtime_env}
     # One file per block, so a block is one image of work: answers stream image by image and a retry
     # after a worker died redoes one image. Reads take no CPU slot (they would compete with the actors
     # for the driver node's CPUs) and are capped to a few per worker.
     ds = ray.data.read_binary_files(
         files, include_paths=True, ignore_missing_paths=True, override_num_blocks=len(files), num_cpus=0,
-        concurrency=2 * workers + 2, label_selector={"ray.io/node-id": ray.get_runtime_context().get_node_id()})
+        concurrency=2 * workers + 2, **where)
     return ds.map_batches(
         CaRWorker, batch_size=1, batch_format="numpy", fn_constructor_kwargs=worker_args,
         compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus, num_cpus=cpus,
-        runtime_env={"env_vars": env} if env else None)
+        runtime_env=runtime_env)
 
 
 @contextmanager
@@ -262,11 +275,27 @@ def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], key: 
            cancel: CancelToken | None, stop: CancelToken | None) -> None:
     records = {image_id: project.get_image(image_id) for image_id in todo}
     mine = _claim_all(project, todo, owner, key, job.overwrite, report, clock)
-    by_file = {os.path.normpath(project.image_root / records[i].rel_path): i for i in mine}
+    source = project.image_source()
     handled: set[int] = set()
-    # Ray's reader refuses a list of missing files only; one that vanishes later it drops (listed below).
-    present = [f for f in by_file if os.path.isfile(f)]
-    answers = _Answers(build_dataset(ray, present, options, worker_args)) if present else None
+    if source.remote:
+        by_rel = {records[i].rel_path: i for i in mine}
+        present, too_big = _remote_files(source, list(by_rel))
+        for rel, why in too_big.items():  # refused before any worker reads them
+            handled.add(by_rel[rel])
+            count_outcome(project, why, rel, by_rel[rel], key, owner, report, clock, emit)
+
+        def image_of(path: str) -> int | None:
+            return by_rel.get(source.rel_of(path) or "")
+        filesystem = source.filesystem
+    else:
+        by_file = {os.path.normpath(os.path.join(source.root, records[i].rel_path)): i for i in mine}
+        # Ray's reader refuses a list of missing files only; one that vanishes later it drops (listed below).
+        present = [f for f in by_file if os.path.isfile(f)]
+
+        def image_of(path: str) -> int | None:
+            return by_file.get(os.path.normpath(path))
+        filesystem = None
+    answers = _Answers(build_dataset(ray, present, options, worker_args, filesystem)) if present else None
     clean = False
     try:
         while answers is not None and not answers.finished:
@@ -283,7 +312,7 @@ def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], key: 
                                       "far is kept; run the same command again to resume.") from None
             if answer is None:
                 continue
-            image_id = by_file.get(os.path.normpath(answer[0]))
+            image_id = image_of(answer[0])
             if image_id is None or image_id in handled:
                 log.debug("ignoring a second answer for %s", answer[0])
                 continue
@@ -303,6 +332,24 @@ def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], key: 
             if image_id not in handled:
                 count_outcome(project, "the file could not be read (missing?)", records[image_id].rel_path,
                               image_id, key, owner, report, clock, emit)
+
+
+def _remote_files(source: RemoteImages, rels: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(the file-system paths of the files that are there and within the size limit, {rel: why} for
+    those over it): from one listing of the root (a thousand files a request, not one request a file),
+    so the limit is checked before any byte is read."""
+    limit = max_file_bytes()
+    sizes = source.sizes()
+    present, too_big = [], {}
+    for rel in rels:
+        size = sizes.get(rel)
+        if size is None:
+            continue  # gone: counted as unreadable once the run ends
+        if size > limit:
+            too_big[rel] = _short_reason(too_many_bytes_message(source.location(rel), size, limit), rel)
+        else:
+            present.append(source.path_of(rel))
+    return present, too_big
 
 
 def _claim_all(project: Project, todo: list[int], owner: str, key: str, overwrite: bool, report: AutoLabelReport,

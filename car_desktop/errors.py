@@ -13,6 +13,10 @@ class CaRDesktopError(Exception):
     """Base class of every error the user can cause and fix."""
 
 
+class NotLocalError(CaRDesktopError):
+    """Something needs a local path, but the project's images are in an object store (s3://, gs://)."""
+
+
 class Cancelled(CaRDesktopError):
     """The caller cancelled a run; nothing was half-updated."""
 

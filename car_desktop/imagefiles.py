@@ -15,6 +15,7 @@ engine's arrays are (height, width), so callers unpack by name. Pure Python + PI
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -108,7 +109,8 @@ warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds li
                         category=Warning, module=r"PIL\.")
 
 
-def too_big_message(path: Path, size: tuple[int, int] | None = None, pixels: int | None = None) -> str:
+def too_big_message(path: str | os.PathLike[str], size: tuple[int, int] | None = None,
+                    pixels: int | None = None) -> str:
     limit = max_pixels()
     if size is not None:
         dims = f" ({size[0]}x{size[1]} = {size[0] * size[1] / 1e6:,.0f} megapixels)"
@@ -121,7 +123,22 @@ def too_big_message(path: Path, size: tuple[int, int] | None = None, pixels: int
             "Downscale it or split it into tiles first.")
 
 
-def check_pixels(path: Path, width: int, height: int) -> None:
+def max_file_bytes() -> int:
+    """The largest image file read from an object store, from the pixel limit: 8 bytes a pixel (16-bit
+    RGBA, uncompressed) plus 16 MiB of metadata. Checked before the file is read."""
+    return max_pixels() * 8 + 16 * 2**20
+
+
+def too_many_bytes_message(where: str, size: int, limit: int | None = None) -> str:
+    def amount(n: int) -> str:
+        return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+    limit = max_file_bytes() if limit is None else limit
+    return (f"{where}: the file is too large ({amount(size)}; at most {amount(limit)} are read for the limit of "
+            f"{max_pixels() / 1e6:,.0f} megapixels, which --max-pixels or {MAX_PIXELS_ENV} raises).")
+
+
+def check_pixels(path: str | os.PathLike[str], width: int, height: int) -> None:
     """ImageLoadError for a size with no pixels, ImageTooLargeError above the limit."""
     if width <= 0 or height <= 0:
         raise ImageLoadError(f"{path}: the image has no pixels ({width}x{height}).")
@@ -149,26 +166,31 @@ def _bomb_pixels(exc: BaseException) -> int | None:
 
 
 @contextmanager
-def open_checked(path: str | os.PathLike[str]) -> Iterator[PILImage.Image]:
+def open_checked(path: str | os.PathLike[str], data: bytes | None = None) -> Iterator[PILImage.Image]:
     """``with open_checked(p) as im``: a PIL image whose header passed ``check_file`` and the pixel
-    limit. Only the header has been read. Header errors become ImageLoadError naming the file."""
+    limit. Only the header has been read. Header errors become ImageLoadError naming the file.
+    ``data``: the file's bytes, already read (from an object store); ``path`` then only names it."""
     p = Path(path)
-    check_file(p)
+    label = str(path) if data is not None else p  # a URI stays a URI in messages
+    if data is None:
+        check_file(p)
+    elif not data:
+        raise ImageLoadError(f"{path}: the file is empty (0 bytes).")
     Image = _pil()
     try:
-        im = Image.open(p)
+        im = Image.open(p if data is None else io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(too_big_message(p, pixels=_bomb_pixels(exc))) from None
+        raise ImageTooLargeError(too_big_message(label, pixels=_bomb_pixels(exc))) from None
     except Exception as exc:
         from PIL import UnidentifiedImageError
 
         if isinstance(exc, UnidentifiedImageError):
-            raise ImageLoadError(f"{p}: not an image file, or an image format this app cannot read.") from exc
+            raise ImageLoadError(f"{label}: not an image file, or an image format this app cannot read.") from exc
         if isinstance(exc, MemoryError):
-            raise ImageLoadError(f"{p}: not enough memory to read this image.") from exc
-        raise ImageLoadError(f"{p}: the image header is corrupt and cannot be read ({exc}).") from exc
+            raise ImageLoadError(f"{label}: not enough memory to read this image.") from exc
+        raise ImageLoadError(f"{label}: the image header is corrupt and cannot be read ({exc}).") from exc
     with im:
-        check_pixels(p, *im.size)
+        check_pixels(label, *im.size)
         yield im
 
 
@@ -193,13 +215,13 @@ def exif_orientation(im: PILImage.Image, header_only: bool = False) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def image_size(path: str | os.PathLike[str]) -> ImageSize:
-    """The image's size as displayed (EXIF rotation applied), from the header only.
+def image_size(path: str | os.PathLike[str], data: bytes | None = None) -> ImageSize:
+    """The image's size as displayed (EXIF rotation applied), from the header only (of ``data``,
+    the file's bytes, when given).
 
     Raises ImageLoadError (ImageTooLargeError above the pixel limit) with a message naming the file.
     """
-    p = Path(path)
-    with open_checked(p) as im:
+    with open_checked(path, data) as im:
         w, h = im.size
         orientation = exif_orientation(im, header_only=True)
     # Orientations 5-8 include a quarter turn: the displayed image is transposed.

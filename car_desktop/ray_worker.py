@@ -2,7 +2,7 @@
 
 ``CaRWorker`` loads the models once, when the actor starts, then labels every batch of image files it is
 given (rows of ``path`` and ``bytes`` from ``ray.data.read_binary_files``). Each file's bytes are decoded
-with our own image reader (EXIF orientation, 16-bit, CMYK...) through a private temporary file, CaR
+with our own image reader (EXIF orientation, 16-bit, CMYK...) straight from its bytes, CaR
 runs through the same per-image function as the local batch (``autolabel.segment_image``), and the
 worker answers one compact JSON row per image (``compact_result``: RLE masks, scores, statuses,
 timings) - never a full-resolution array. A row's ``status`` is "done" (with ``result``), "failed"
@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .autolabel import AutoLabelJob, _decode, load_failure, segment_image
 from .compact_result import compact_result
-from .engine.errors import Cancelled, CaRDesktopError, ImageLoadError
+from .engine.errors import Cancelled, CaRDesktopError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +37,6 @@ class CaRWorker:
     def __init__(self, job: AutoLabelJob, test_models: bool, pipeline_factory: PipelineFactory | None = None) -> None:
         self.job = job
         self.fatal: str | None = None
-        self.tmp = Path(tempfile.mkdtemp(prefix="car-desktop-ray-"))
         if pipeline_factory is None:
             from .engine.pipeline import CaRPipeline
 
@@ -81,22 +77,8 @@ class CaRWorker:
         return {"status": "done", "result": compact}
 
     def decode(self, path: str, data: bytes) -> np.ndarray | str:
-        """The image as the engine wants it, or why it cannot be read. Our reader takes a file (it hands
-        16-bit colour to OpenCV by path), so the bytes go through a temporary file of the same suffix."""
-        tmp = self.tmp / f"image{Path(path).suffix.lower()}"
+        """The image as the engine wants it (decoded from its bytes with our reader), or why it cannot be read."""
         try:
-            tmp.write_bytes(data)
-            return _decode(tmp)
-        except ImageLoadError as exc:
-            return load_failure(ImageLoadError(str(exc).replace(str(tmp), path)), path)
-        except OSError as exc:
-            return f"cannot be written to the worker's temporary folder: {exc}"
+            return _decode(path, bytes(data))
         except Exception as exc:  # noqa: BLE001 - a decoder failure is this image's, not the run's
             return load_failure(exc, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def __del__(self) -> None:
-        tmp = getattr(self, "tmp", None)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)

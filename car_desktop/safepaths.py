@@ -11,7 +11,8 @@ batch export, segment's outputs). It refuses, whatever the options: the open pro
 -wal/-shm/-journal, any other ``protected`` file, an input image (or an existing picture file inside
 the image folder), an existing file
 that is not a regular file (a folder, a FIFO, a device), and, for a folder of outputs, the image
-folder itself. It refuses a path inside the image folder unless ``force`` is given. Paths are compared
+folder itself. It refuses a URL (``s3://...``: outputs are local files), and a path inside the image
+folder unless ``force`` is given. Paths are compared
 resolved (symlinks and ``./`` followed) and, when the target exists, by device and inode, so a
 symlink or a hard link to a protected file is caught as well.
 """
@@ -35,6 +36,8 @@ MAX_PATH_BYTES = 4096
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//|[^/\\])")
 _DRIVE = re.compile(r"^[A-Za-z]:")
+#: An output named like a URL: s3://b/x, or the s3:/b/x that Path() makes of it (a one-letter scheme is a drive).
+_OUTPUT_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -103,6 +106,16 @@ def sqlite_companions(path: str | os.PathLike[str]) -> list[Path]:
     return [p, *(p.with_name(p.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
 
 
+def refuse_url(target: str | os.PathLike[str], what: str = "output") -> None:
+    """OutputRefusedError for an output path that is a URL (s3://, gs://, http://...): outputs are local
+    files only; without this, Path() would quietly make a local folder named "s3:"."""
+    m = _OUTPUT_URL.match(os.fspath(target))
+    if m is not None:
+        url = _OUTPUT_URL.sub(lambda g: f"{g.group(1)}://", os.fspath(target), count=1)
+        raise OutputRefusedError(f"refusing to write the {what} to {url}: it is a URL; outputs are written to "
+                                 "local files only (copy them to the bucket afterwards); nothing was written")
+
+
 class OutputGuard:
     """The checks of the module docstring, for one set of protected files and inputs.
 
@@ -142,6 +155,7 @@ class OutputGuard:
     # ---------------------------------------------------------------------------------- checks
     def check_file(self, target: str | os.PathLike[str], what: str = "output") -> Path:
         """Return ``target`` if a file may be written there; OutputRefusedError otherwise."""
+        refuse_url(target, what)
         target = Path(target)
         st, problem = regular_file(target)
         if problem is not None and problem != "does not exist":  # nothing there: writing reports the rest
@@ -170,6 +184,7 @@ class OutputGuard:
     def check_dir(self, folder: str | os.PathLike[str], what: str = "output folder") -> Path:
         """Return ``folder`` if outputs may be written into it (the files are checked one by one
         with ``check_file`` as well)."""
+        refuse_url(folder, what)
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
             raise OutputRefusedError(f"refusing to use {folder} as the {what}: it is not a folder")

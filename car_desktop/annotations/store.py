@@ -40,6 +40,8 @@ import numpy as np
 
 from .. import imagefiles
 from ..engine.errors import ImageLoadError
+from ..errors import NotLocalError
+from ..imagesource import LocalImages, RemoteImages, canonical_root, is_uri, open_source, under_root
 from ..fileio import commit_file, dumps_strict
 from ..safepaths import OutputGuard, UnsafePathError, printable, safe_relative_path
 from . import mask_codec, schema
@@ -177,6 +179,7 @@ class Project:
         self._conn = conn
         self._lock = threading.RLock()
         self._depth = 0  # nesting of write transactions (batch inside a method)
+        self._source: LocalImages | RemoteImages | None = None  # image_source(), opened once
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -190,7 +193,7 @@ class Project:
         path = Path(path)
         if path.exists() or path.is_symlink():
             raise ProjectExistsError(f"{path} already exists; open it instead, or choose another name")
-        cls._build(path, Path(image_root), replace_empty=False)
+        cls._build(path, image_root, replace_empty=False)
         log.info("created project %s (images under %s)", path, image_root)
         return cls.open(path)
 
@@ -209,16 +212,18 @@ class Project:
                 if path.exists() or path.is_symlink():
                     raise exc from None
                 replace_empty = False
-            if cls._build(path, Path(image_root), replace_empty=replace_empty):
+            if cls._build(path, image_root, replace_empty=replace_empty):
                 log.info("created project %s (images under %s)", path, image_root)
                 return cls.open(path), True
         return cls.open(path), False
 
     @classmethod
-    def _build(cls, path: Path, image_root: Path, *, replace_empty: bool) -> bool:
+    def _build(cls, path: Path, image_root: str | os.PathLike, *, replace_empty: bool) -> bool:
         """Build a fresh project in a temporary file beside ``path`` and link it into place. Returns
         False when another process put a project there first (or, with ``replace_empty``, filled
-        the empty file first); raises ProjectExistsError when a non-project is in the way."""
+        the empty file first); raises ProjectExistsError when a non-project is in the way. An
+        ``s3://`` / ``gs://`` root is stored as ``image_root_uri``, canonical (no credentials)."""
+        uri = canonical_root(image_root) if is_uri(image_root) else None  # a bad URI fails before any file
         folder = path.parent if str(path.parent) else Path(".")
         if not folder.is_dir():
             raise ProjectError(f"cannot create project {path}: the folder {folder} does not exist")
@@ -227,15 +232,20 @@ class Project:
             conn = cls._connect(tmp)
             try:
                 schema.migrate(conn, tmp)
-                root = image_root.resolve()
-                try:
-                    rel: str | None = os.path.relpath(root, path.resolve().parent)
-                except ValueError:  # another drive on Windows
-                    rel = None
+                rel: str | None = None
+                if uri is None:
+                    root = Path(image_root).resolve()
+                    try:
+                        rel = os.path.relpath(root, path.resolve().parent)
+                    except ValueError:  # another drive on Windows
+                        rel = None
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (repr(time.time()),))
                 conn.execute("INSERT INTO meta VALUES ('app', 'car-desktop')")
-                conn.execute("INSERT INTO meta VALUES ('image_root', ?)", (str(root),))
+                if uri is not None:
+                    conn.execute("INSERT INTO meta VALUES ('image_root_uri', ?)", (uri,))
+                else:
+                    conn.execute("INSERT INTO meta VALUES ('image_root', ?)", (str(root),))
                 if rel is not None:
                     conn.execute("INSERT INTO meta VALUES ('image_root_rel', ?)", (rel,))
                 conn.execute("COMMIT")
@@ -386,7 +396,10 @@ class Project:
     def output_guard(self, force: bool = False) -> OutputGuard:
         """The check every export runs on its output paths: never this project (or its -wal/-shm),
         never an input image (the project's images, files that failed to be added, and clips),
-        never inside the image folder unless ``force``."""
+        never inside the image folder unless ``force``. Images in an object store are never local
+        files, so only the project itself is protected then."""
+        if self.image_root_uri is not None:
+            return OutputGuard(project=self.path, force=force)
         root = self.image_root
 
         def inputs() -> list[Path]:
@@ -399,10 +412,31 @@ class Project:
 
     # ------------------------------------------------------------------ meta and settings
     @property
+    def image_root_uri(self) -> str | None:
+        """The ``s3://`` / ``gs://`` folder the images are in (canonical), None for a local folder."""
+        rows = self._read("SELECT value FROM meta WHERE key = 'image_root_uri'")
+        return rows[0][0] if rows else None
+
+    def image_source(self) -> LocalImages | RemoteImages:
+        """Where the images are read from (``car_desktop.imagesource``), local or remote; kept while the
+        root is unchanged, so a remote file system is opened once."""
+        root = self.image_root_uri or str(self.image_root)
+        cached = self._source
+        if cached is None or cached.root != root:
+            cached = self._source = open_source(root)
+        return cached
+
+    @property
     def image_root(self) -> Path:
         """Folder the images' ``rel_path`` are relative to. If the stored absolute folder is gone but
-        the same relative position from the project file exists (both moved together), that is used."""
-        rows = dict(self._read("SELECT key, value FROM meta WHERE key IN ('image_root', 'image_root_rel')"))
+        the same relative position from the project file exists (both moved together), that is used.
+        NotLocalError when the images are in an object store (``image_root_uri``)."""
+        rows = dict(self._read("SELECT key, value FROM meta WHERE key IN ('image_root', 'image_root_rel', "
+                               "'image_root_uri')"))
+        if rows.get("image_root_uri"):
+            raise NotLocalError(f"the images of {self.path} are in {rows['image_root_uri']}, not in a local folder; "
+                                f"this needs them on this computer (copy them, then: car-desktop relink {self.path} "
+                                "FOLDER)")
         root = Path(rows.get("image_root", "."))
         rel = rows.get("image_root_rel")
         if not root.is_dir() and rel is not None:
@@ -413,6 +447,12 @@ class Project:
 
     @image_root.setter
     def image_root(self, value: str | os.PathLike) -> None:
+        if is_uri(value):
+            uri = canonical_root(value)
+            with self._write() as conn:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('image_root_uri', ?)", (uri,))
+                conn.execute("DELETE FROM meta WHERE key IN ('image_root', 'image_root_rel')")
+            return
         root = Path(value).resolve()
         try:
             rel = os.path.relpath(root, self.path.resolve().parent)
@@ -422,6 +462,7 @@ class Project:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('image_root', ?)", (str(root),))
             if rel is not None:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('image_root_rel', ?)", (rel,))
+            conn.execute("DELETE FROM meta WHERE key = 'image_root_uri'")
 
     @property
     def schema_version(self) -> int:
@@ -482,19 +523,17 @@ class Project:
         """Add the image files under ``folder`` (inside ``image_root``), ``chunk`` new files per
         transaction; ``select(rel_path)`` may leave some out (shards). Returns the records (sorted
         by relative path, known ones included) and the files that could not be added, each with its
-        reason (also kept in the project). Never raises for one bad file."""
-        root = self.image_root.resolve()
-        base = Path(folder).resolve()
-        try:
-            base_rel = base.relative_to(root)
-        except ValueError:
-            raise ProjectError(f"{folder} is not inside the project's image folder {root}; "
-                               f"use a new project for {folder}") from None
-        scan = imagefiles.scan_folder(base, recursive=recursive)
-        for path, reason in scan.unreadable:
-            log.warning("cannot look inside %s: %s", path, reason)
-        # Relative paths are built without resolving each file, so symlinked images keep their own name.
-        rels = [(base_rel / p.relative_to(base)).as_posix() for p in scan.files]
+        reason (also kept in the project). Never raises for one bad file. For images in an object
+        store ``folder`` is the root's URI or a prefix under it."""
+        source = self.image_source()
+        if source.remote:
+            under = under_root(canonical_root(folder), source.root) if is_uri(folder) else None
+            if under is None:
+                raise ProjectError(f"{folder} is not inside the project's image folder {source.root}; "
+                                   f"use a new project for {folder}")
+            rels = source.scan(under, recursive=recursive).files
+        else:
+            rels = self._scan_local(folder, recursive)
         if select is not None:
             rels = [r for r in rels if select(r)]
         records: list[ImageRecord] = []
@@ -506,11 +545,24 @@ class Project:
         records.sort(key=lambda r: r.rel_path)
         return records, failures
 
+    def _scan_local(self, folder: str | os.PathLike, recursive: bool) -> list[str]:
+        root = self.image_root.resolve()
+        base = Path(folder).resolve()
+        try:
+            base_rel = base.relative_to(root)
+        except ValueError:
+            raise ProjectError(f"{folder} is not inside the project's image folder {root}; "
+                               f"use a new project for {folder}") from None
+        scan = LocalImages(root).scan(base_rel.as_posix() if base_rel.parts else "", recursive=recursive)
+        for path, reason in scan.unreadable:
+            log.warning("cannot look inside %s: %s", path, reason)
+        return scan.files
+
     def add_files(self, rel_paths: Sequence[str]) -> tuple[list[ImageRecord], list[FileFailure]]:
         """Add images by relative path (known ones are returned as they are). Headers and hashes are
         read before the transaction; a file that cannot be added is recorded as an 'add' failure
         and returned with its reason, the others are added in one transaction."""
-        root = self.image_root
+        source = self.image_source()
         prepared: list[tuple[str, int, int, str]] = []
         known: list[ImageRecord] = []
         failed: list[tuple[str, str]] = []
@@ -524,10 +576,13 @@ class Project:
             if rec is not None:
                 known.append(rec)
                 continue
-            full = root / rel
+            full = source.location(rel)
             try:
-                width, height = imagefiles.image_size(full)
-                digest = file_hash(full)
+                if source.remote:  # one read gives the header and the hash
+                    (width, height), digest = source.probe(rel)
+                else:
+                    width, height = imagefiles.image_size(full)
+                    digest = file_hash(Path(full))
             except ImageLoadError as exc:
                 failed.append((rel, _reason_without_path(str(exc), full)))
                 continue
@@ -642,10 +697,13 @@ class Project:
             sql += f" LIMIT {int(limit)}"
         return [(_row_to_image(r[:6]), float(r[6])) for r in self._read(sql)]
 
-    def relink(self, new_image_root: str | os.PathLike) -> RelinkReport:
-        """Point the project at a new image folder. Images whose rel_path exists there keep it; the
-        others are found by content hash anywhere under the new folder and their rel_path updated.
-        One transaction; images not found are listed in the report and kept."""
+    def relink(self, new_image_root: str | os.PathLike, *, require_found: bool = False) -> RelinkReport:
+        """Point the project at a new image folder (or an ``s3://`` / ``gs://`` one). Images whose rel_path
+        exists there keep it; in a local folder the others are found by content hash anywhere under it
+        and their rel_path updated. One transaction; images not found are listed in the report and kept.
+        ``require_found``: ProjectError, nothing changed, when not one of the images is there."""
+        if is_uri(new_image_root):
+            return self._relink_remote(RemoteImages(str(new_image_root)), require_found)
         root = Path(new_image_root)
         if not root.is_dir():
             raise ProjectError(f"{root} is not a folder")
@@ -673,6 +731,8 @@ class Project:
                 else:
                     report.missing.append(im.rel_path)
             report.found_by_hash = len(moves)
+        if require_found and images and not report.found_by_path + report.found_by_hash:
+            raise ProjectError(f"none of the {len(images)} images of {self.path} is in {root}; nothing was changed")
         with self._write() as conn:
             # Two passes so swapping two paths cannot trip the UNIQUE constraint.
             for image_id in moves:
@@ -682,16 +742,32 @@ class Project:
             self.image_root = root
         return report
 
+    def _relink_remote(self, source: RemoteImages, require_found: bool) -> RelinkReport:
+        """``relink`` to an object store: images are found by path only (hashing would read every file)."""
+        images = self.list_images()
+        there = set(source.scan().files)
+        report = RelinkReport(found_by_path=sum(im.rel_path in there for im in images),
+                              missing=[im.rel_path for im in images if im.rel_path not in there])
+        if require_found and images and not report.found_by_path:
+            raise ProjectError(f"none of the {len(images)} images of {self.path} is in {source.root}; "
+                               "nothing was changed")
+        self.image_root = source.root
+        return report
+
     # ------------------------------------------------------------------ failures
     def _failure_entry(self, rel_path: str, stage: str, reason: str, run_key: str | None = None) -> FileFailure:
         """A failure with the file's current size and hash (read now, outside any transaction)."""
-        full = self.image_root / rel_path
+        source = self.image_source()
         size = digest = None
-        with contextlib.suppress(OSError):
-            st = os.stat(full)
-            if stat.S_ISREG(st.st_mode):  # hash a regular file only (never open a pipe)
-                size = st.st_size
-                digest = file_hash(full)
+        if source.remote:
+            size, digest = source.fingerprint(rel_path) or (None, None)
+        else:
+            full = Path(source.location(rel_path))
+            with contextlib.suppress(OSError):
+                st = os.stat(full)
+                if stat.S_ISREG(st.st_mode):  # hash a regular file only (never open a pipe)
+                    size = st.st_size
+                    digest = file_hash(full)
         return FileFailure(printable(rel_path), stage, single_line(reason), time.time(), 1, size, digest,  # type: ignore[arg-type]
                            run_key)
 

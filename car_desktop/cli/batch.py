@@ -23,6 +23,7 @@ from ..engine.concepts import ConceptList
 from ..engine.errors import CaRDesktopError, ConceptError
 from ..evaluation.tuning import with_tuned_defaults
 from ..fileio import regular_file
+from ..imagesource import RemoteImages, SourceError, canonical_root, is_uri, under_root
 from .engine_options import add_engine_options, config_from_args, wants_test_models
 from .interrupt import InterruptHandler
 from .progress import ProgressBar, format_duration
@@ -48,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "done; images a person reviewed or edited are never changed. Ctrl+C stops after the "
                     "current image with everything saved.",
         epilog=EXIT_CODES)
-    p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images (searched recursively)")
+    p.add_argument("images", type=_images_arg, metavar="IMAGES_DIR",
+                   help="folder of images (searched recursively), or s3://BUCKET/PREFIX or gs://BUCKET/PREFIX "
+                        "(credentials from the environment: AWS_* variables or ~/.aws, GOOGLE_APPLICATION_CREDENTIALS)")
     add_concept_options(p, "cat, dog | puppy, sky")
     p.add_argument("--project", type=Path, required=True, metavar="P",
                    help="project file; created with IMAGES_DIR as its image folder if it does not exist")
@@ -83,6 +86,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # ------------------------------------------------------------------------------------------ batch
+def _images_arg(text: str) -> Path | str:
+    """A local folder as a Path; an object-store folder as its canonical URI (no credentials in it)."""
+    if not is_uri(text):
+        return Path(text)
+    try:
+        return canonical_root(text)
+    except SourceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_concept_options(p: argparse.ArgumentParser, example: str) -> None:
     """--concepts TEXT or --concepts-file FILE (one of them is required); ``read_concepts`` reads them."""
     src = p.add_mutually_exclusive_group(required=True)
@@ -105,9 +118,16 @@ def read_concepts(args: argparse.Namespace) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
-def open_or_create(project_path: Path, images: Path) -> Project:
+def open_or_create(project_path: Path, images: Path | str) -> Project:
     project, created = Project.open_or_create(project_path, images)
     if not created:
+        uri = project.image_root_uri
+        if uri is not None or isinstance(images, str):
+            if uri is None or not isinstance(images, str) or under_root(images, uri) is None:
+                project.close()
+                raise CaRDesktopError(f"{images} is not inside the image folder of {project_path} "
+                                      f"({uri or project.image_root}); use another --project for this folder")
+            return project
         root = project.image_root.resolve()
         if not images.resolve().is_relative_to(root):
             project.close()
@@ -160,7 +180,9 @@ def print_summary(report: AutoLabelReport, project_path: Path | None = None, out
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    if not args.images.is_dir():
+    if isinstance(args.images, str):
+        RemoteImages(args.images).check()  # a wrong bucket or missing credentials: before the project is made
+    elif not args.images.is_dir():
         raise CaRDesktopError(f"{args.images} is not a folder of images")
     try:
         shard = parse_shard(args.shard) if args.shard else None
@@ -225,6 +247,11 @@ def _batch(args: argparse.Namespace, concepts: ConceptList, config, shard: tuple
 
 
 # ------------------------------------------------------------------------------------------ merge
+def _root_of(project: Project) -> str:
+    """The project's image folder: its URI, or its resolved local path."""
+    return project.image_root_uri or str(project.image_root.resolve())
+
+
 def run_merge(args: argparse.Namespace) -> int:
     out_path = args.out.resolve()
     for path in args.inputs:
@@ -234,12 +261,12 @@ def run_merge(args: argparse.Namespace) -> int:
             raise CaRDesktopError(f"{path} does not exist")
     sources = [Project.open(p) for p in args.inputs]
     try:
-        out = Project.open(args.out) if args.out.exists() else Project.create(args.out, sources[0].image_root)
+        out = Project.open(args.out) if args.out.exists() else Project.create(args.out, _root_of(sources[0]))
         with out:
-            root = out.image_root.resolve()
+            root = _root_of(out)
             for src in sources:
-                if src.image_root.resolve() != root:
-                    print(f"warning: {src.path} has its images in {src.image_root}, {args.out} in {root}; "
+                if _root_of(src) != root:
+                    print(f"warning: {src.path} has its images in {_root_of(src)}, {args.out} in {root}; "
                           "images are matched by their path relative to those folders", file=sys.stderr)
             rep = merge_projects(out, sources)
     finally:

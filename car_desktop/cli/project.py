@@ -1,5 +1,6 @@
-"""``car-desktop export``, ``import`` and ``failures``: COCO (and label PNG) exchange for a project file,
-and the list of files a project could not read or label.
+"""``car-desktop export``, ``import``, ``failures`` and ``relink``: COCO (and label PNG) exchange for a
+project file, the list of files a project could not read or label, and pointing a project at its
+images' new place.
 
 Thin wrappers over car_desktop.annotations: parse options, run with the shared progress bar on
 stderr, print the report's counts and notes, return an exit code (0 done, 1 done with per-entry
@@ -70,6 +71,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fail.add_argument("--stage", choices=("add", "label"), help="only files that failed at this stage")
     fail.set_defaults(handler=_failures)
 
+    rel = subparsers.add_parser(
+        "relink", help="point a project at its images' new place (a folder, s3://... or gs://...)",
+        description="After the images moved: check that the project's images are under NEW_ROOT (by relative "
+                    "path; in a local folder also by content, so renamed files are found) and make it the "
+                    "project's image folder. Exit codes: 0 every image found; 1 relinked, some images missing "
+                    "(listed); 2 nothing changed (none found, or a bad path).")
+    rel.add_argument("project", type=Path)
+    rel.add_argument("root", metavar="NEW_ROOT", help="the new image folder, or s3://BUCKET/PREFIX, gs://BUCKET/PREFIX")
+    rel.set_defaults(handler=_relink)
+
 
 def _open_for_reading(path: Path) -> Project:
     """Read-write when the file can be written (upgrades an old format), else read-only."""
@@ -130,6 +141,19 @@ def _import(args: argparse.Namespace) -> int:
     if len(rep.problems) > SHOWN_PROBLEMS:
         print(f"problem: ... and {len(rep.problems) - SHOWN_PROBLEMS} more entries not imported")
     return 1 if rep.problems else 0
+
+
+def _relink(args: argparse.Namespace) -> int:
+    with Project.open(args.project) as project:
+        rep = project.relink(args.root, require_found=True)
+        root = project.image_root_uri or project.image_root
+    print(f"{args.project} now reads its images from {root}: {rep.found_by_path} found by path, "
+          f"{rep.found_by_hash} by content, {len(rep.missing)} missing")
+    for rel in rep.missing[:SHOWN_PROBLEMS]:
+        print(f"missing: {rel}")
+    if len(rep.missing) > SHOWN_PROBLEMS:
+        print(f"missing: ... and {len(rep.missing) - SHOWN_PROBLEMS} more")
+    return 1 if rep.missing else 0
 
 
 def _failures(args: argparse.Namespace) -> int:

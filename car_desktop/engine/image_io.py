@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 _WHITE = 255.0
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+def load_image(path: str | os.PathLike[str], data: bytes | None = None) -> np.ndarray:
     """Load an image file as a C-contiguous uint8 (H, W, 3) RGB array, as a viewer would show it.
+    ``data``: the file's bytes, already read (an object store's image); ``path`` then only names it.
 
     - EXIF orientation is applied, so (H, W) is the displayed shape and masks follow the display.
     - Greyscale and bilevel images are replicated to three channels; palette images are expanded.
@@ -43,11 +44,11 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     empty file, a file that is not an image, a corrupt or truncated image, and ImageTooLargeError
     for one above the pixel limit (``car_desktop.imagefiles.max_pixels()``), before decoding it.
     """
-    p = Path(path)
+    p = Path(path) if data is None else str(path)  # a URI stays a URI in messages
     try:
-        with open_checked(p) as im:
+        with open_checked(path, data) as im:
             if _is_16bit_colour(im):
-                arr = _load_16bit_colour_cv2(p, exif_orientation(im))
+                arr = _load_16bit_colour_cv2(p, exif_orientation(im), data)
                 if arr is not None:
                     return arr
             im.seek(0)
@@ -140,11 +141,11 @@ def _is_16bit_colour(im: Image.Image) -> bool:
     return isinstance(rawmode, str) and ";16" in rawmode
 
 
-def _load_16bit_colour_cv2(p: Path, orientation: int) -> np.ndarray | None:
-    """Decode a 16-bit colour file with OpenCV (which keeps all 16 bits); None if it cannot."""
+def _load_16bit_colour_cv2(p: Path, orientation: int, data: bytes | None = None) -> np.ndarray | None:
+    """Decode a 16-bit colour file (or its bytes) with OpenCV (which keeps all 16 bits); None if it cannot."""
     # np.fromfile + imdecode rather than cv2.imread: imread cannot open non-ASCII paths on Windows.
-    data = np.fromfile(p, dtype=np.uint8)
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    buf = np.fromfile(p, dtype=np.uint8) if data is None else np.frombuffer(data, dtype=np.uint8)
+    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
         log.debug("OpenCV could not decode %s as 16-bit colour; using PIL's 8-bit reading", p)
         return None

@@ -334,6 +334,12 @@ class MainWindow(QMainWindow):
         except CaRDesktopError as exc:
             self.show_error(str(exc))
             return False
+        uri = project.image_root_uri
+        if uri is not None:  # the window reads local files only: say so, open nothing
+            project.close()
+            self.show_error(f"{path}: its images are in {uri}, not in a local folder; the window "
+                            f"shows local images only (copy them, then: car-desktop relink {path} FOLDER)")
+            return False
         self._set_project(project)
         keys = self.file_list.keys()
         if keys:
