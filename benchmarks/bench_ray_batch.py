@@ -248,8 +248,8 @@ def main() -> None:
                   f"2 workers {local_wall / rays[2].steady_wall:.2f}x")
             ray_gap = rays[1].steady_wall - rays[1].steady_engine
             print(f"time per image outside the engine: local {local_gap:.2f} s, --ray with 1 worker {ray_gap:.2f} s "
-                  f"(difference {ray_gap - local_gap:+.2f} s, {(ray_gap - local_gap) / local_wall:+.1%} of an image: at "
-                  "this scale, noise; the stub run below isolates Ray's own cost)")
+                  f"(difference {ray_gap - local_gap:+.2f} s, {(ray_gap - local_gap) / local_wall:+.1%} of an image: "
+                  "at this scale, noise; the stub run below isolates Ray's own cost)")
 
             # 3. Ray's own cost per image: a stub pipeline that answers at once.
             stub_folder = tmp / "stub"

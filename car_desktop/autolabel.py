@@ -29,10 +29,11 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
@@ -503,7 +504,7 @@ def segment_image(pipeline: Pipeline, image: np.ndarray, job: AutoLabelJob, canc
         return _short_reason(str(exc), rel)
     except MemoryError:
         return "not enough memory to segment this image"
-    except Exception as exc:  # noqa: BLE001 - one image's engine failure must not end the folder
+    except Exception as exc:
         if isinstance(exc, CaRDesktopError):
             raise  # weights, config: every image would fail the same way
         log.exception("auto-label: the engine failed on %s", rel)

@@ -2,8 +2,8 @@
 
 The driver (this process) plans the run with the local batch's resume rule (``run_job``: reviewed and
 edited images are protected, images with this run key, or with ``skip_failed`` failed and unchanged,
-are skipped), claims the images to do in the project (so another run on it leaves them alone), builds a Ray Dataset of the
-files still to do with ``ray.data.read_binary_files`` (read on the driver's own node, so the worker
+are skipped), claims the images to do in the project (so another run on it leaves them alone), builds a
+Ray Dataset of the files still to do with ``ray.data.read_binary_files`` (read on the driver's own node, so the worker
 machines need no access to the folder), and ``map_batches`` a fixed pool of ``CaRWorker`` actors (one
 CaR pipeline each; ``workers`` actors of ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs). Answers
 stream back in the order they finish; the driver writes each image in one transaction with the local

@@ -18,8 +18,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def check_resources() -> dict[str, Path]:
         raise SelfTestError(f"model manifest missing: {manifest} (resources folder: {paths.resources_dir()})")
     try:
         load_manifest(manifest)
-    except Exception as exc:  # any failure to read it is a packaging fault
+    except Exception as exc:  # noqa: BLE001 - any failure to read it is a packaging fault
         raise SelfTestError(f"model manifest {manifest} does not load: {exc}") from None
     found["models.json"] = manifest
     qss = paths.resource_path("style", "app.qss")

@@ -321,7 +321,7 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
     report = ExportReport(path=str(out_path))
     all_images = project.list_images(include_frames=image_ids is not None)
     if image_ids is not None:
-        wanted = set(int(i) for i in image_ids)
+        wanted = {int(i) for i in image_ids}
         unknown = wanted - {im.id for im in all_images}
         if unknown:
             raise ExportError(f"no image with id {min(unknown)} in this project")
@@ -413,7 +413,7 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
 
     head = {
         "info": {"description": "CaR Desktop export", "version": __version__,
-                 "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 "date_created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                  "segmentation_format": fmt, "mode": mode, "polygon_convention": polygon_convention,
                  "polygon_convention_text": CONVENTION_TEXT[polygon_convention]},
         "licenses": [],

@@ -43,9 +43,15 @@ from ..engine.errors import ImageLoadError
 from ..fileio import commit_file, dumps_strict
 from ..safepaths import OutputGuard, UnsafePathError, printable, safe_relative_path
 from . import mask_codec, schema
-from .errors import (MaskError, ProjectEmptyError, ProjectError, ProjectExistsError, ProjectNotFoundError,
-                     ProjectReadOnlyError)
-from .models import (IMAGE_STATUSES, SOURCES, Annotation, Category, FileFailure, ImageRecord, RelinkReport)
+from .errors import (
+    MaskError,
+    ProjectEmptyError,
+    ProjectError,
+    ProjectExistsError,
+    ProjectNotFoundError,
+    ProjectReadOnlyError,
+)
+from .models import IMAGE_STATUSES, SOURCES, Annotation, Category, FileFailure, ImageRecord, RelinkReport
 from .palette import color_for_id, format_color, parse_color
 from .provenance import Provenance
 
@@ -180,7 +186,7 @@ class Project:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def create(cls, path: str | os.PathLike, image_root: str | os.PathLike) -> "Project":
+    def create(cls, path: str | os.PathLike, image_root: str | os.PathLike) -> Project:
         """Create a new project file at ``path`` whose images live under ``image_root``.
 
         Raises ProjectExistsError (a ProjectNotFoundError) if ``path`` already exists (never
@@ -195,7 +201,7 @@ class Project:
         return cls.open(path)
 
     @classmethod
-    def open_or_create(cls, path: str | os.PathLike, image_root: str | os.PathLike) -> tuple["Project", bool]:
+    def open_or_create(cls, path: str | os.PathLike, image_root: str | os.PathLike) -> tuple[Project, bool]:
         """Open ``path``, or create it with ``image_root`` if it does not exist or is empty (a
         creation that never finished). Safe when several processes do it at once: one creates, the
         others open the same file. Returns (project, created)."""
@@ -268,7 +274,7 @@ class Project:
             return True
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> "Project":
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> Project:
         """Open an existing project, upgrading an older schema in place (one transaction per step).
 
         A missing, empty, corrupt, foreign (another program's SQLite file) or newer-schema file, a
@@ -324,7 +330,7 @@ class Project:
                 self._conn.close()
                 self._conn = None  # type: ignore[assignment]
 
-    def __enter__(self) -> "Project":
+    def __enter__(self) -> Project:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -708,7 +714,8 @@ class Project:
         with self._write() as conn:
             conn.execute("DELETE FROM failures WHERE rel_path = ?", (printable(rel_path),))
 
-    def record_failure(self, rel_path: str, reason: str, stage: str = "label", run_key: str | None = None) -> FileFailure:
+    def record_failure(self, rel_path: str, reason: str, stage: str = "label",
+                       run_key: str | None = None) -> FileFailure:
         """Keep ``rel_path`` in the failure list with its reason and the file's size and hash now."""
         f = self._failure_entry(rel_path, stage, reason, run_key)
         self._store_failure(f)
@@ -770,8 +777,8 @@ class Project:
                 if not stale:
                     return f"process {held_pid} on {held_host}"
             pid = os.getpid()
-            conn.execute("INSERT OR REPLACE INTO claims (image_id, owner, host, pid, claimed_at) VALUES (?, ?, ?, ?, ?)",
-                         (image_id, owner, host, pid, now))
+            conn.execute("INSERT OR REPLACE INTO claims (image_id, owner, host, pid, claimed_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (image_id, owner, host, pid, now))
         return None
 
     def release_claim(self, image_id: int, owner: str) -> None:
@@ -1026,7 +1033,7 @@ class Project:
             if image_ids is None:
                 yield from conn.execute(f"SELECT {columns} FROM annotations ORDER BY image_id, id")
                 return
-            ids = sorted(set(int(i) for i in image_ids))
+            ids = sorted({int(i) for i in image_ids})
             for start in range(0, len(ids), 500):  # keep under SQLite's variable limit
                 chunk = ids[start:start + 500]
                 marks = ",".join("?" * len(chunk))

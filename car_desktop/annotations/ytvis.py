@@ -187,7 +187,8 @@ def read_ytvis(source: str | os.PathLike | dict) -> YtvisFile:
                                                                                        "categories")):
         raise YtvisError(f"{name} is not YouTube-VIS JSON: it needs 'videos', 'annotations' and 'categories' lists")
     out = YtvisFile()
-    for kind, entries, read in (("video", data["videos"], _read_video), ("category", data["categories"], _read_category),
+    for kind, entries, read in (("video", data["videos"], _read_video),
+                                ("category", data["categories"], _read_category),
                                 ("annotation", data["annotations"], _read_track)):
         for n, entry in enumerate(entries):
             try:

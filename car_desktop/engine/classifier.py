@@ -15,7 +15,7 @@ embeddings, the products and both softmaxes are fp32. See docs/engine.md ("Class
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

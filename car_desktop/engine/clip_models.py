@@ -19,9 +19,10 @@ import logging
 import os
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import open_clip
 import torch
@@ -164,7 +165,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
                 archive = torch.jit.load(str(path), map_location="cpu")
             return dict(archive.state_dict()), True
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not usable
+    except Exception as exc:
         raise WeightsCorruptError(
             f"Could not read the CLIP checkpoint {path}: {exc}. Re-download it or choose another file."
         ) from exc

@@ -106,7 +106,7 @@ def _exif_transpose(p: Path, im: Image.Image) -> Image.Image:
         out = ImageOps.exif_transpose(im)
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError):
         raise  # pixel data errors and memory: reported by the caller
-    except Exception:  # noqa: BLE001 - malformed EXIF: show the image unrotated rather than fail
+    except Exception:
         log.warning("Ignoring malformed EXIF orientation in %s", p, exc_info=True)
         return im
     return out if out is not None else im

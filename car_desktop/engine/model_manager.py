@@ -198,7 +198,8 @@ def checkpoint_problem(path: Path, kind: str) -> str | None:
 class ModelManager:
     """Status, download and verification of the manifest's models in one cache folder."""
 
-    def __init__(self, cache_dir: Path | str | None = None, *, manifest: dict[str, ModelSpec] | Path | str | None = None,
+    def __init__(self, cache_dir: Path | str | None = None, *,
+                 manifest: dict[str, ModelSpec] | Path | str | None = None,
                  config_dir: Path | str | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
         self.config_dir = Path(config_dir) if config_dir is not None else paths.config_dir()
@@ -316,7 +317,7 @@ class ModelManager:
                     hit = try_to_load_from_cache(spec.hf_repo, fname)
                     if isinstance(hit, str):
                         found.append((Path(hit), "hugging face cache", fname))
-            except Exception as exc:  # a broken HF cache must not break status
+            except Exception as exc:  # noqa: BLE001 - a broken HF cache must not break status
                 log.debug("Hugging Face cache lookup failed: %s", exc)
         if spec.kind == "clip" and spec.openai_file is not None:
             found.append((Path.home() / ".cache" / "clip" / spec.openai_file.filename, "clip cache",

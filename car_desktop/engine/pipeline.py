@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -238,7 +238,8 @@ class CaRPipeline:
                 warnings.extend(n for n in clip.notes if n not in warnings)
             check(cancel)
             work = resize_long_side(full, config.work_long_side)
-            background = [config.proposal_template.format(b) for b in effective_background(config, concept_list, warnings)]
+            background = [config.proposal_template.format(b)
+                          for b in effective_background(config, concept_list, warnings)]
             with timer("proposals"):
                 report("proposals", 1, "image features")
                 feats = generator.prepare(work)
@@ -356,7 +357,8 @@ class CaRPipeline:
         info = {i: (bool(o.accepted), float(o.iou)) for i, o in zip(order, outcomes)}
         return refined, info
 
-    def _assemble(self, full, concept_list, outcome, masks, sam_info, warnings, config, zeroed=frozenset()) -> CaRResult:
+    def _assemble(self, full, concept_list, outcome, masks, sam_info, warnings, config,
+                  zeroed=frozenset()) -> CaRResult:
         h, w = full.shape[:2]
         alone = len(outcome.survivors) == 1
         results: list[ConceptResult] = []

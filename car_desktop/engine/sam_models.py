@@ -24,9 +24,10 @@ import os
 import pickle
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -98,7 +99,7 @@ def mobile_sam_available() -> bool:
     """True when the optional MobileSAM package (module ``mobile_sam``) can be imported."""
     try:
         import mobile_sam  # noqa: F401
-    except Exception:  # ImportError, or a broken install
+    except Exception:  # noqa: BLE001 - ImportError, or a broken install
         return False
     return True
 

@@ -16,8 +16,9 @@ returned unchanged and not accepted; SAM producing nothing usable is a normal ou
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -90,9 +91,9 @@ def prompts_from_mask(
     component always counts, and at most ``max_components`` (largest first) are used. Each sizeable
     component gets up to ``max_points_per_component`` points at maxima of its distance transform (the
     centre of its largest inscribed disc, then of the largest disc centred farther than twice the radius
-    from the points already taken, as long as it is at least half as deep as the first). The box is the tight box (inclusive pixel
-    coordinates, like SAM's) of the sizeable components, so far-away specks do not inflate it.
-    An empty mask gives empty prompts.
+    from the points already taken, as long as it is at least half as deep as the first). The box is the
+    tight box (inclusive pixel coordinates, like SAM's) of the sizeable components, so far-away specks do
+    not inflate it. An empty mask gives empty prompts.
     """
     mask = np.asarray(mask, bool)
     if mask.ndim != 2:

@@ -139,7 +139,7 @@ class FrameSource(ABC):
     @abstractmethod
     def _decode(self, index: int) -> np.ndarray: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook: a source that holds no file has nothing to release
         """Release the file (reading after this raises)."""
 
 
@@ -299,7 +299,8 @@ class VideoFile(FrameSource):
         try:
             self._container.seek(seek_to, stream=self._stream, backward=True, any_frame=False)
         except self._av.error.FFmpegError as exc:
-            raise VideoLoadError(f"{self.path}: cannot seek in the file ({first_line(exc)}); it may be damaged.") from None
+            raise VideoLoadError(f"{self.path}: cannot seek in the file ({first_line(exc)}); "
+                                 "it may be damaged.") from None
         self._decoder = iter(self._container.decode(self._stream))
         self._cursor = -1
 

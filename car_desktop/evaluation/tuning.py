@@ -126,7 +126,8 @@ class SweepResult:
         """The highest objective; ties go to the setting closest to ``reference`` (no needless change)."""
         def key(s: SettingScore) -> tuple[float, float]:
             v = s.value(self.objective)
-            dist = 0.0 if reference is None else abs(s.setting.theta - reference.theta) + abs(s.setting.eta - reference.eta)
+            dist = (0.0 if reference is None
+                    else abs(s.setting.theta - reference.theta) + abs(s.setting.eta - reference.eta))
             return (-math.inf if math.isnan(v) else v, -dist)
         return max(self.scores, key=key)
 
@@ -145,7 +146,8 @@ def parse_values(text: str, name: str) -> list[float]:
         else:
             values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--{name} must be a list like 0.2,0.4,0.6 or a range like 0.1:0.9:0.1 (got {text!r})") from None
+        raise ConfigError(f"--{name} must be a list like 0.2,0.4,0.6 or a range like 0.1:0.9:0.1 "
+                          f"(got {text!r})") from None
     if not values or any(not 0.0 <= v <= 1.0 for v in values):
         raise ConfigError(f"--{name} values must lie between 0 and 1 (got {text!r})")
     return sorted(set(values))
@@ -287,7 +289,8 @@ def format_curve(result: SweepResult, reference: Setting | None = None, width: i
                 cells.append(f"{metrics.fmt(v):>7}{mark} ")
             lines.append(f"theta {t:6.2f} | " + "".join(cells).rstrip())
         lines.append("")
-    curve = [s for s in result.scores if s.setting.eta == best.setting.eta and s.setting.prompts == best.setting.prompts]
+    curve = [s for s in result.scores
+             if s.setting.eta == best.setting.eta and s.setting.prompts == best.setting.prompts]
     lines.append(f"{result.objective} against theta at eta {best.setting.eta:.2f}:")
     for s in sorted(curve, key=lambda s: s.setting.theta):
         v = s.value(result.objective)

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QApplication, QDockWidget, QFileDialog, QInputDialog, QMainWindow, QMessageBox, QVBoxLayout, QWidget,
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QInputDialog,
+    QMainWindow,
+    QMessageBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..annotations.models import ExportReport, ImportReport
@@ -30,7 +37,7 @@ from .canvas import Canvas
 from .car_apply import show_car_result, show_forced
 from .concept_bar import ConceptBar
 from .concept_panel import ConceptPanel
-from .engine_client import CaRConfig, CaRResult, CarRequest, ConceptList, EngineClient, ModelCatalog, PipelineFactory
+from .engine_client import CaRConfig, CarRequest, CaRResult, ConceptList, EngineClient, ModelCatalog, PipelineFactory
 from .help_dialog import HelpDialog
 from .layers import LayerStack
 from .project_session import IMAGE_FILTER, PROJECT_FILTER, open_folder
@@ -127,7 +134,8 @@ class MainWindow(QMainWindow):
         dock = QDockWidget(title, self)
         dock.setObjectName(title)
         dock.setWidget(widget)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(area, dock)
         return dock
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class ReviewRouting(QObject):
     """Connects the review panel to the window's image, layers and file list."""
 
-    def __init__(self, win: "MainWindow") -> None:
+    def __init__(self, win: MainWindow) -> None:
         super().__init__(win)
         self.win = win
         self.panel = win.review_panel

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 

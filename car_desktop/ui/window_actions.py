@@ -28,7 +28,7 @@ TOOLS = (("select", "Select", "V"), ("brush", "Brush", "B"), ("eraser", "Eraser"
 class WindowActions:
     """Builds the menu bar and the tool bar of ``win`` and keeps the actions others enable or check."""
 
-    def __init__(self, win: "MainWindow") -> None:
+    def __init__(self, win: MainWindow) -> None:
         self.win = win
         self.tools: dict[str, QAction] = {}
         self.tool_group = QActionGroup(win)
