@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -133,7 +134,7 @@ def _run_window(root: Path, timeout: float, report: Callable[[str], None]) -> di
     from .ui.settings import Settings
     from .ui.theme import apply_theme
 
-    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "car-desktop"])
+    app = cast(QApplication, QApplication.instance()) or QApplication([sys.argv[0] if sys.argv else "car-desktop"])
     app.setApplicationName("CaR Desktop")
     app.setApplicationVersion(__version__)
     app.setOrganizationName("car-desktop")

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -51,7 +51,16 @@ from .errors import (
     ProjectNotFoundError,
     ProjectReadOnlyError,
 )
-from .models import IMAGE_STATUSES, SOURCES, Annotation, Category, FileFailure, ImageRecord, RelinkReport
+from .models import (
+    IMAGE_STATUSES,
+    SOURCES,
+    Annotation,
+    Category,
+    FileFailure,
+    ImageRecord,
+    ImageStatus,
+    RelinkReport,
+)
 from .palette import color_for_id, format_color, parse_color
 from .provenance import Provenance
 
@@ -96,6 +105,12 @@ def _row_to_annotation(row: tuple) -> Annotation:
 def _row_to_failure(row: tuple) -> FileFailure:
     return FileFailure(rel_path=row[0], stage=row[1], reason=row[2], failed_at=row[3], attempts=row[4],
                        file_size=row[5], content_hash=row[6], run_key=row[7])
+
+
+def _new_id(cur: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just added."""
+    assert cur.lastrowid is not None  # set by every successful INSERT
+    return cur.lastrowid
 
 
 def _finite_score(score: float | None) -> float | None:
@@ -585,7 +600,8 @@ class Project:
                 "INSERT INTO images (rel_path, width, height, content_hash, status, added_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (rel_path, int(width), int(height), content_hash, status,
                                               time.time()))
-            return ImageRecord(cur.lastrowid, rel_path, int(width), int(height), content_hash, status)
+            return ImageRecord(_new_id(cur), rel_path, int(width), int(height), content_hash,
+                               cast(ImageStatus, status))  # checked against IMAGE_STATUSES above
 
     def find_image(self, rel_path: str) -> ImageRecord | None:
         rel = Path(rel_path).as_posix()
@@ -821,7 +837,8 @@ class Project:
             if row is None:
                 cur = conn.execute("INSERT INTO categories (name, synonyms, created_at) VALUES (?, ?, ?)",
                                    (head, json.dumps(syn, ensure_ascii=False), time.time()))
-                return Category(cur.lastrowid, head, tuple(syn), color_for_id(cur.lastrowid))
+                new_id = _new_id(cur)
+                return Category(new_id, head, tuple(syn), color_for_id(new_id))
             known = json.loads(row[2])
             extra = [s for s in syn if s.casefold() not in {k.casefold() for k in known}]
             if extra:
@@ -906,7 +923,7 @@ class Project:
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (image_id, category_id, enc.height, enc.width, enc.rle, enc.crop_rle, x, y, w, h, enc.area,
              enc.parts, enc.holes, _finite_score(score), source, int(edited), prov, now, now))
-        return int(cur.lastrowid)
+        return _new_id(cur)
 
     def add_annotation(self, image_id: int, category_id: int, mask: np.ndarray, score: float | None = None,
                        source: str = "manual", provenance: Provenance | None = None, *,

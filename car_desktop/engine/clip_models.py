@@ -28,6 +28,7 @@ import open_clip
 import torch
 
 from .cancel import CancelToken, check
+from .clip_tower import OpenClipModule
 from .device import FP32, Precision, resolve_device, resolve_precision
 from .errors import ConfigError, WeightsCorruptError, WeightsMissingError
 
@@ -95,7 +96,7 @@ class ClipModel:
         return int(self.model.visual.conv1.kernel_size[0])
 
 
-def _fingerprint(model: torch.nn.Module) -> str:
+def _fingerprint(model: OpenClipModule) -> str:
     """A short hash of a few small weight tensors of both towers: tells two sets of weights apart cheaply.
 
     The activation is part of it: the same weights with GELU and QuickGELU give other features.
@@ -120,7 +121,7 @@ class _DropRandomInitWarning(logging.Filter):
         return "initialized randomly" not in record.getMessage()
 
 
-def _create(name: str, quick_gelu: bool = False) -> torch.nn.Module:
+def _create(name: str, quick_gelu: bool = False) -> OpenClipModule:
     """The bare architecture (random weights, fp32, CPU)."""
     drop = _DropRandomInitWarning()
     root = logging.getLogger()

@@ -87,7 +87,7 @@ class ConceptList(Sequence[Concept]):
     def __len__(self) -> int:
         return len(self.concepts)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self.concepts[index]
 
 

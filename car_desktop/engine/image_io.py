@@ -94,7 +94,7 @@ def content_hash(image: np.ndarray) -> str:
     """
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((image.shape, image.dtype.str)).encode())
-    h.update(memoryview(np.ascontiguousarray(image)).cast("B"))
+    h.update(np.ascontiguousarray(image).data.cast("B"))
     return h.hexdigest()
 
 
@@ -133,9 +133,10 @@ def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 def _is_16bit_colour(im: Image.Image) -> bool:
     """True for 16-bit-per-channel colour files, which PIL silently narrows to 8 bits by truncation."""
-    if im.mode not in ("RGB", "RGBA") or not getattr(im, "tile", None):
+    tile = getattr(im, "tile", None)  # files only (ImageFile)
+    if im.mode not in ("RGB", "RGBA") or not tile:
         return False
-    args = im.tile[0].args if hasattr(im.tile[0], "args") else im.tile[0][3]
+    args = tile[0].args if hasattr(tile[0], "args") else tile[0][3]
     rawmode = args[0] if isinstance(args, tuple) and args else args
     return isinstance(rawmode, str) and ";16" in rawmode
 
@@ -160,6 +161,8 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     """Map an integer or float single-channel array onto 0-255 without clipping its range away."""
     if arr.dtype == np.uint8:
         return arr
+    lo: float
+    hi: float
     if np.issubdtype(arr.dtype, np.integer):
         lo, hi = int(arr.min()), int(arr.max())
         if lo >= 0 and hi <= 65535:

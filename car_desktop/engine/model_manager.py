@@ -351,7 +351,8 @@ class ModelManager:
         folder = self.folder_for(name)
         target = folder / spec.filename
         part = partial_path(target)
-        common = dict(name=name, expected_size=spec.size, title=spec.title, optional=spec.optional, folder=folder)
+        common: dict[str, Any] = dict(name=name, expected_size=spec.size, title=spec.title, optional=spec.optional,
+                                      folder=folder)
         active = _ACTIVE.get(str(folder))
         if active is not None:
             return ModelStatus(state=DOWNLOADING, path=target, size=None, verified=False, source=None,
@@ -518,7 +519,7 @@ def _progress_tqdm(progress: ProgressCallback, cancel: CancelToken | None) -> ty
     """A silent tqdm class that forwards huggingface_hub's byte counts and honours cancel."""
     from tqdm.std import tqdm
 
-    class _Bar(tqdm):  # type: ignore[misc]
+    class _Bar(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)
             kwargs["disable"] = True

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -30,6 +31,13 @@ from .concepts import Concept, ConceptList, parse_concepts
 from .config import CaRConfig
 from .image_io import as_rgb_uint8
 from .results import CaRResult, ConceptResult, ConceptStatus, PassCounter, Progress
+
+if TYPE_CHECKING:  # the engine's torch modules load on first use, not on import
+    from .classifier import MaskClassifier
+    from .clip_models import ClipModel
+    from .proposals import ProposalGenerator
+    from .sam_interactive import SamSession
+    from .text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +101,11 @@ class CaRPipeline:
         self.text_disk_cache = (not test_models) if text_disk_cache is None else text_disk_cache
         self.counter = PassCounter()
         self._lock = threading.RLock()
-        self._clips: dict[tuple, object] = {}
-        self._text_encoder = None
-        self._generators: dict[str, object] = {}
-        self._classifiers: dict[str, object] = {}
-        self._sam_session = None
+        self._clips: dict[tuple, ClipModel] = {}
+        self._text_encoder: TextEncoder | None = None
+        self._generators: dict[str, ProposalGenerator] = {}
+        self._classifiers: dict[str, MaskClassifier] = {}
+        self._sam_session: SamSession | None = None
         self._warned_test_models = False
 
     # ----- models -------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ SamModelType = Literal["vit_b", "vit_l", "vit_h", "vit_t", "tiny"]
 SAM_MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
 
 #: The tiny test SAM: a small image encoder (the prompt encoder and mask decoder are SAM's own).
-TINY_SAM_ENCODER = dict(
+TINY_SAM_ENCODER: dict[str, Any] = dict(
     encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,)
 )
 TINY_SAM_SEED = 0

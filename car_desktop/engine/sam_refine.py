@@ -125,7 +125,7 @@ def prompts_from_mask(
 def _distance_maxima(comp: np.ndarray, count: int) -> list[tuple[int, int]]:
     """Up to ``count`` (row, col) maxima of the distance transform of a uint8 component, spread apart."""
     dist = cv2.distanceTransform(comp, cv2.DIST_L2, 5)
-    rows, cols = np.indices(dist.shape, sparse=True)
+    rows, cols = np.ogrid[: dist.shape[0], : dist.shape[1]]
     found: list[tuple[int, int]] = []
     first = 0.0
     for _ in range(max(1, count)):
@@ -182,8 +182,9 @@ def refine_prompted(
             iou = mask_iou(cand.mask, car)
             if best_mask is None or iou > best_iou:
                 best_mask, best_iou = cand.mask, iou
-        accepted = bool(best_mask is not None and best_iou > phi_iou)
-        outcomes.append(RefineOutcome(mask=best_mask if accepted else car, accepted=accepted, iou=best_iou))
+        accepted = best_mask is not None and best_iou > phi_iou
+        outcomes.append(RefineOutcome(mask=best_mask if best_mask is not None and accepted else car,
+                                      accepted=accepted, iou=best_iou))
         if progress is not None:
             progress((n + 1) / len(masks))
     log.debug("Prompted SAM: %d of %d masks accepted", sum(o.accepted for o in outcomes), len(outcomes))
