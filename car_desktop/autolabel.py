@@ -253,14 +253,15 @@ def _protection(project: Project, image_id: int) -> str | None:
     return None
 
 
-def _decode(path: Path) -> np.ndarray:
+def decode_image(path: Path) -> np.ndarray:
+    """The image file as uint8 RGB (a decoder thread's job here, a Ray worker's in ``ray_worker``)."""
     from .engine.image_io import load_image
     from .engine.pipeline import as_rgb_uint8
 
     return as_rgb_uint8(load_image(path))
 
 
-class _Clock:
+class ProgressClock:
     """Counts, rate and time left for progress snapshots."""
 
     def __init__(self, report: AutoLabelReport, todo: int) -> None:
@@ -301,7 +302,7 @@ def plan_autolabel(project: Project, job: AutoLabelJob,
         if reason is None:
             todo.append(image_id)
         else:
-            _skip(report, reason)
+            count_skip(report, reason)
     log.info("auto-label %d images: %d to do, %d skipped (%s)", len(ids), len(todo), report.skipped,
              report.skipped_by_reason)
     return key, report, todo
@@ -309,7 +310,7 @@ def plan_autolabel(project: Project, job: AutoLabelJob,
 
 #: A run's image loop, given ``(todo, key, report, clock, emit, owner)``: claims and labels the images to
 #: do, and counts each one with ``count_outcome`` (see ``run_job``).
-ImageLoop = Callable[[list[int], str, AutoLabelReport, "_Clock", Callable[..., None], str], None]
+ImageLoop = Callable[[list[int], str, AutoLabelReport, "ProgressClock", Callable[..., None], str], None]
 
 
 def run_job(project: Project, job: AutoLabelJob, test_models: bool, loop: ImageLoop,
@@ -320,7 +321,7 @@ def run_job(project: Project, job: AutoLabelJob, test_models: bool, loop: ImageL
     emit "finished" and return the report."""
     t0 = time.monotonic()
     key, report, todo = plan_autolabel(project, job, test_models)
-    clock = _Clock(report, len(todo))
+    clock = ProgressClock(report, len(todo))
 
     def emit(event: str, current: str | None = None, image_id: int | None = None) -> None:
         if progress is not None:
@@ -364,19 +365,20 @@ def run_autolabel(
     """
     test_models = pipeline.test_models if job.test_models is None else job.test_models
 
-    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: _Clock, emit: Callable[..., None],
+    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: ProgressClock, emit: Callable[..., None],
              owner: str) -> None:
         _loop(pipeline, project, job, todo, key, report, clock, emit, cancel, stop, max(1, prefetch), owner)
 
     return run_job(project, job, bool(test_models), loop, progress)
 
 
-def _skip(report: AutoLabelReport, reason: str) -> None:
+def count_skip(report: AutoLabelReport, reason: str) -> None:
+    """One more image skipped for ``reason``."""
     report.skipped += 1
     report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
 
 
-def _claim(project: Project, image_id: int, owner: str, key: str, overwrite: bool) -> str | None:
+def claim_for_run(project: Project, image_id: int, owner: str, key: str, overwrite: bool) -> str | None:
     """Claim the image for this run; None when it is ours to label, else the skip reason."""
     holder = project.claim_image(image_id, owner)
     if holder is not None:
@@ -389,7 +391,7 @@ def _claim(project: Project, image_id: int, owner: str, key: str, overwrite: boo
 
 
 def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[int], key: str, report: AutoLabelReport,
-          clock: _Clock,
+          clock: ProgressClock,
           emit: Callable[..., None], cancel: CancelToken | None, stop: CancelToken | None,
           prefetch: int, owner: str) -> None:
     records = {}
@@ -407,12 +409,12 @@ def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[in
                 nxt = next(queue, None)
                 if nxt is None:
                     return
-                skip = _claim(project, nxt, owner, key, job.overwrite)
+                skip = claim_for_run(project, nxt, owner, key, job.overwrite)
                 if skip is not None:
-                    _skip(report, skip)
+                    count_skip(report, skip)
                     clock.todo -= 1
                     continue
-                pending.append((nxt, decoder.submit(_decode, paths[nxt])))
+                pending.append((nxt, decoder.submit(decode_image, paths[nxt])))
 
         try:
             refill()
@@ -438,7 +440,7 @@ def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[in
 
 
 def count_outcome(project: Project, failure: str | None, rel: str, image_id: int, key: str, owner: str,
-                  report: AutoLabelReport, clock: _Clock, emit: Callable[..., None]) -> None:
+                  report: AutoLabelReport, clock: ProgressClock, emit: Callable[..., None]) -> None:
     """Count one image's outcome and emit its progress event. ``failure``: None when saved, ``_SKIPPED``
     when a person took the image over meanwhile, else the reason, kept in the project's failure list
     and the report (and the image's claim is released)."""
@@ -525,7 +527,7 @@ def save_car_result(project: Project, image_id: int, rel: str, result: CaRResult
                                    skip_if=lambda: _protection(project, image_id))
         if applied.skipped is not None:
             reason = applied.skipped
-            _skip(report, reason)
+            count_skip(report, reason)
             log.info("auto-label: %s was %s while it ran; left as it is", rel, reason)
             project.release_claim(image_id, owner)
             return _SKIPPED

@@ -37,11 +37,11 @@ from .annotations import Project
 from .autolabel import (
     AutoLabelJob,
     AutoLabelReport,
+    ProgressClock,
     ProgressFn,
-    _claim,
-    _Clock,
-    _skip,
+    claim_for_run,
     count_outcome,
+    count_skip,
     run_job,
     save_car_result,
     size_changed,
@@ -246,7 +246,7 @@ def run_autolabel_ray(project: Project, job: AutoLabelJob, options: RayOptions, 
     ``run_autolabel`` (no "image started" events: the driver only sees images finish)."""
     ray = require_ray()
 
-    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: _Clock, emit: Callable[..., None],
+    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: ProgressClock, emit: Callable[..., None],
              owner: str) -> None:
         # Workers get the job without its image list: they are handed images, not ids.
         worker_args = {"job": dataclasses.replace(job, image_ids=None), "test_models": bool(job.test_models),
@@ -258,7 +258,8 @@ def run_autolabel_ray(project: Project, job: AutoLabelJob, options: RayOptions, 
 
 
 def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], key: str, report: AutoLabelReport,
-           clock: _Clock, emit: Callable[..., None], owner: str, options: RayOptions, worker_args: dict[str, Any],
+           clock: ProgressClock, emit: Callable[..., None], owner: str, options: RayOptions,
+           worker_args: dict[str, Any],
            cancel: CancelToken | None, stop: CancelToken | None) -> None:
     records = {image_id: project.get_image(image_id) for image_id in todo}
     mine = _claim_all(project, todo, owner, key, job.overwrite, report, clock)
@@ -306,7 +307,7 @@ def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], key: 
 
 
 def _claim_all(project: Project, todo: list[int], owner: str, key: str, overwrite: bool, report: AutoLabelReport,
-               clock: _Clock) -> list[int]:
+               clock: ProgressClock) -> list[int]:
     """Claim the images to do for this run before any is sent out (the local batch claims each just
     before decoding it); those another run holds, or finished meanwhile, are skipped. A few hundred
     claims per transaction."""
@@ -314,11 +315,11 @@ def _claim_all(project: Project, todo: list[int], owner: str, key: str, overwrit
     for start in range(0, len(todo), 500):
         with project.batch():
             for image_id in todo[start:start + 500]:
-                skip = _claim(project, image_id, owner, key, overwrite)
+                skip = claim_for_run(project, image_id, owner, key, overwrite)
                 if skip is None:
                     mine.append(image_id)
                 else:
-                    _skip(report, skip)
+                    count_skip(report, skip)
                     clock.todo -= 1
     return mine
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .autolabel import AutoLabelJob, _decode, load_failure, segment_image
+from .autolabel import AutoLabelJob, decode_image, load_failure, segment_image
 from .compact_result import compact_result
 from .engine.errors import Cancelled, CaRDesktopError, ImageLoadError
 
@@ -86,7 +86,7 @@ class CaRWorker:
         tmp = self.tmp / f"image{Path(path).suffix.lower()}"
         try:
             tmp.write_bytes(data)
-            return _decode(tmp)
+            return decode_image(tmp)
         except ImageLoadError as exc:
             return load_failure(ImageLoadError(str(exc).replace(str(tmp), path)), path)
         except OSError as exc:

@@ -247,7 +247,7 @@ def run_self_test(timeout: float = DEFAULT_TIMEOUT_S, keep: bool = False,
         try:
             from .engine import crf
 
-            crf._shutdown_pool()
+            crf.shutdown_pool()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
         if not keep:

@@ -197,13 +197,13 @@ def test_decoding_runs_in_a_background_thread(project, monkeypatch):
     import car_desktop.autolabel as al
 
     threads = []
-    real = al._decode
+    real = al.decode_image
 
     def spy(path):
         threads.append(threading.current_thread().name)
         return real(path)
 
-    monkeypatch.setattr(al, "_decode", spy)
+    monkeypatch.setattr(al, "decode_image", spy)
     run_autolabel(FakePipeline(), project, AutoLabelJob("cat", CONFIG))
     assert len(threads) == 6 and all(t.startswith("autolabel-decode") for t in threads)
 

@@ -13,7 +13,7 @@ API summary (all masks are 2-D numpy bool arrays of the image's (height, width))
 * Images: ``add_images(paths | folder) -> list[ImageRecord]``, ``add_folder(folder, select=None) ->
   (records, failures)``, ``add_files(rel_paths)``, ``add_image_entry(rel, w, h, hash)``,
   ``list_images(status=None)``, ``get_image(id)``, ``find_image(rel)``, ``image_path(id)``,
-  ``set_image_status(id, 'new'|'auto'|'reviewed')``, ``remove_image(id)``, ``count_images()``,
+  ``set_image_status(id, 'new'|'auto'|'reviewed')``, ``count_images()``,
   ``review_queue(limit) -> [(ImageRecord, min_score)]`` (least confident first).
 * Categories: ``get_or_create_category(name, synonyms=()) -> Category`` ('car | automobile' accepted),
   ``list_categories()``, ``get_category(id)``, ``find_category(name)``, ``rename_category(id, name,

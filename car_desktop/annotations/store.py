@@ -394,10 +394,6 @@ class Project:
         """
         return self._write()
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._depth > 0
-
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
             if self._conn is None:
@@ -648,12 +644,6 @@ class Project:
             if conn.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id)).rowcount == 0:
                 raise ProjectError(f"no image with id {image_id} in this project")
 
-    def remove_image(self, image_id: int) -> None:
-        """Forget an image and its annotations (the file itself is not touched)."""
-        with self._write() as conn:
-            if conn.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount == 0:
-                raise ProjectError(f"no image with id {image_id} in this project")
-
     def review_queue(self, limit: int | None = None) -> list[tuple[ImageRecord, float]]:
         """Auto-labelled images, the least confident first (lowest CaR score among their masks)."""
         sql = (f"SELECT {', '.join('i.' + c.strip() for c in _IMG_COLS.split(','))}, MIN(a.score) AS s "
@@ -747,9 +737,6 @@ class Project:
         else:
             rows = self._read(f"SELECT {_FAIL_COLS} FROM failures WHERE stage = ? ORDER BY rel_path", (stage,))
         return [_row_to_failure(r) for r in rows]
-
-    def count_failures(self) -> int:
-        return int(self._read("SELECT COUNT(*) FROM failures")[0][0])
 
     def get_failure(self, rel_path: str) -> FileFailure | None:
         rows = self._read(f"SELECT {_FAIL_COLS} FROM failures WHERE rel_path = ?", (printable(rel_path),))

@@ -127,7 +127,8 @@ class CaRPipeline:
                                                      precision=config.precision, quick_gelu=config.quick_gelu)
         return self._clips[key]
 
-    def _stages(self, config: CaRConfig):
+    def stages(self, config: CaRConfig):
+        """The (proposal generator, classifier) pair for ``config``'s models, built once and shared."""
         from .classifier import MaskClassifier
         from .proposals import ProposalGenerator
         from .text_encoder import TextEncoder
@@ -152,7 +153,7 @@ class CaRPipeline:
         with self._lock:
             if progress:
                 progress(Progress("loading models", message="CLIP"))
-            self._stages(self.config)
+            self.stages(self.config)
             check(cancel)
             if self.config.sam_mode != "off":
                 if progress:
@@ -241,7 +242,7 @@ class CaRPipeline:
                     from .crf import start_helper
 
                     start_helper()  # starts while the proposals run
-                generator, classifier = self._stages(config)
+                generator, classifier = self.stages(config)
             for clip in {id(c): c for c in (generator.clip, classifier.clip)}.values():
                 warnings.extend(n for n in clip.notes if n not in warnings)
             check(cancel)

@@ -86,11 +86,6 @@ class SamSession:
         """The embedding cache key of ``image`` for this session's model."""
         return f"{content_hash(as_rgb_uint8(image))}@{self.handle.key}"
 
-    def is_cached(self, image: np.ndarray) -> bool:
-        key = self.cache_key(image)
-        with self._lock:
-            return key in self._cache
-
     @property
     def cached_keys(self) -> list[str]:
         """Cache keys, least recently used first."""

@@ -360,9 +360,6 @@ class FrameFolder(FrameSource):
                             "missing; frames are counted as they are.")
         self.info = VideoInfo("frames", len(self._files), width, height, None, False, "", tuple(warnings))
 
-    def frame_file(self, index: int) -> Path:
-        return self._files[index]
-
     def _decode(self, index: int) -> np.ndarray:
         from .image_io import load_image
 
