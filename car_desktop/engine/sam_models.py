@@ -127,7 +127,7 @@ def _build_architecture(model_type: str) -> tuple[torch.nn.Module, Any, Any]:
     if model_type == "vit_t":
         if not mobile_sam_available():
             raise ConfigError(
-                "MobileSAM (vit_t) needs the optional 'mobile_sam' package (pip install mobilesam-mirror); "
+                "MobileSAM (vit_t) needs the optional 'mobile_sam' package (pip install 'car-desktop[mobilesam]'); "
                 "choose vit_b, vit_l or vit_h instead."
             )
         import mobile_sam
