@@ -57,7 +57,7 @@ def _ids(items):
 
 
 def test_default_order_kept_alone_then_score_then_sam(known):
-    p, _ids, a = known
+    p, _, a = known
     items = review_items(p)
     # kept-alone first (score 1 is no confidence), then ascending score; at 0.35 SAM's refusal
     # comes before SAM's acceptance; the reviewed image, the new image and the manual mask are out.
@@ -72,7 +72,7 @@ def test_default_order_kept_alone_then_score_then_sam(known):
 
 
 def test_filters_concept_status_sam_edited(known):
-    p, _ids, a = known
+    p, _, a = known
     cat = p.find_category("cat").id
     assert _ids(review_items(p, ReviewFilter(category_ids=(cat,)))) == [a["c_cat2"], a["c_cat"], a["a_cat"]]
     every = ReviewFilter(image_statuses=())
@@ -92,7 +92,7 @@ def test_filters_concept_status_sam_edited(known):
 
 
 def test_sorts_and_paging(known):
-    p, _ids, a = known
+    p, _, a = known
     by_concept = review_items(p, sort="concept")
     assert [it.category_name for it in by_concept] == ["cat", "cat", "cat", "cup", "dog", "dog", "sky"]
     assert _ids(by_concept)[:3] == [a["c_cat2"], a["c_cat"], a["a_cat"]]
