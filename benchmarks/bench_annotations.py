@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from car_desktop.annotations import Project, Provenance, export_coco, import_coco  # noqa: E402
-from car_desktop.annotations.car_results import CarMask, replace_car_masks  # noqa: E402
+from car_desktop.annotations import Project, Provenance, export_coco, import_coco
+from car_desktop.annotations.car_results import CarMask, replace_car_masks
 
 W, H = 1024, 768
 log = logging.getLogger("bench_annotations")
@@ -65,8 +65,9 @@ def run_size(n_images: int, n_masks: int, pool: list[np.ndarray], workdir: Path)
                 for i in range(start, min(n_images, start + 500)):
                     im = p.add_image_entry(f"dir{i // 1000:03d}/img{i:06d}.jpg", W, H, f"hash{i}")
                     picks = rng.integers(0, len(pool), n_masks)
-                    replace_car_masks(p, im.id, [CarMask(pool[j], float(rng.random()), Provenance(concept=f"concept {k}"))
-                                                 for k, j in enumerate(picks)])
+                    masks = [CarMask(pool[j], float(rng.random()), Provenance(concept=f"concept {k}"))
+                             for k, j in enumerate(picks)]
+                    replace_car_masks(p, im.id, masks)
         res["annotations"] = p.count_annotations()
         res["create_s"] = time.perf_counter() - t
         res["rss_after_create_mb"] = peak_rss_mb()

@@ -31,11 +31,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from car_desktop.annotations import Project  # noqa: E402
-from car_desktop.autolabel import AutoLabelJob, add_folder, run_autolabel  # noqa: E402
-from car_desktop.engine.config import preset  # noqa: E402
-from car_desktop.engine.image_io import load_image  # noqa: E402
-from car_desktop.engine.pipeline import CaRPipeline  # noqa: E402
+from car_desktop.annotations import Project
+from car_desktop.autolabel import AutoLabelJob, add_folder, run_autolabel
+from car_desktop.engine.config import preset
+from car_desktop.engine.image_io import load_image
+from car_desktop.engine.pipeline import CaRPipeline
 
 CONCEPTS = "person, flag, cat, cup"
 PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg")

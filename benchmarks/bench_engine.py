@@ -37,11 +37,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from car_desktop.engine import cam_refine  # noqa: E402
-from car_desktop.engine.config import preset  # noqa: E402
-from car_desktop.engine.device import Precision, bf16_probe, cpu_has_bf16  # noqa: E402
-from car_desktop.engine.image_io import load_image  # noqa: E402
-from car_desktop.engine.pipeline import CaRPipeline, resize_long_side  # noqa: E402
+from car_desktop.engine import cam_refine
+from car_desktop.engine.config import preset
+from car_desktop.engine.device import Precision, bf16_probe, cpu_has_bf16
+from car_desktop.engine.image_io import load_image
+from car_desktop.engine.pipeline import CaRPipeline, resize_long_side
 
 CONCEPTS = ["person", "astronaut suit", "flag", "rocket", "dog", "car", "tree", "pizza"]
 PHOTOS = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"]
@@ -71,7 +71,7 @@ def run_precision(precision: str, device: str, images: dict[str, np.ndarray]) ->
     out["cold"] = pipe.run(images[first], CONCEPTS)
     out["cold_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out["warm"] = pipe.run(images[first], CONCEPTS + ["helmet visor"])
+    out["warm"] = pipe.run(images[first], [*CONCEPTS, "helmet visor"])
     out["warm_s"] = time.perf_counter() - t0
     out["results"][first] = out["cold"]
     for name in PHOTOS[1:]:

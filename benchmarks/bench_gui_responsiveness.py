@@ -3,7 +3,8 @@
 A CaR run with the real ViT-B-16 proposal architecture (random weights, nothing downloaded) runs on
 the app's worker lane (``JobRunner``) while a 10 ms QTimer on the GUI thread records the time between
 its ticks. The target is a largest gap under 100 ms. Also prints the same timer's gap with the GUI idle,
-as the baseline of this machine. BENCH_CRF=0 switches the dense CRF off (pydensecrf holds the GIL). Run: ``python benchmarks/bench_gui_responsiveness.py [--runs N]``.
+as the baseline of this machine. BENCH_CRF=0 switches the dense CRF off (pydensecrf holds the GIL).
+Run: ``python benchmarks/bench_gui_responsiveness.py [--runs N]``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import time
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-from PySide6.QtCore import QElapsedTimer, QTimer  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+import numpy as np
+from PySide6.QtCore import QElapsedTimer, QTimer
+from PySide6.QtWidgets import QApplication
 
 
 def measure(app: QApplication, seconds: float | None, until=None) -> tuple[float, int]:
@@ -63,7 +64,8 @@ def main() -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     config = CaRConfig(proposal_model="ViT-B-16", proposal_pretrained=None, classifier_model="ViT-B-16",
-                       classifier_pretrained=None, sam_mode="off", max_steps=3, use_crf=os.environ.get("BENCH_CRF", "1") == "1")
+                       classifier_pretrained=None, sam_mode="off", max_steps=3,
+                       use_crf=os.environ.get("BENCH_CRF", "1") == "1")
     pipe = CaRPipeline(config)
     runner = JobRunner()
     rng = np.random.default_rng(0)

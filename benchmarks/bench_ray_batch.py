@@ -180,7 +180,7 @@ def write_rate(tmp: Path, size: tuple[int, int], n: int) -> tuple[float, float, 
     config = preset("objects", sam_mode="off")
     answers = [json.dumps({"status": "done", "result": compact_result(blob_result(height, width, seed=s))})
                for s in range(8)]
-    with Project.create(tmp / f"write-{width}x{height}.cardesk", folder) as project:
+    with Project.create(tmp / f"write-{width}x{height}.cardb", folder) as project:
         ids = [project.add_image_entry(f"img{i:05d}.jpg", width, height).id for i in range(n)]
         job = AutoLabelJob("a, b, c, d", config, image_ids=ids)
         key, report, todo = plan_autolabel(project, job, False)
@@ -226,7 +226,7 @@ def main() -> None:
             rays: dict[int, Run] = {}
             for step in ("local", 1, 2, "local"):
                 if step == "local":
-                    local.append(run_local(config, folder, tmp / f"local{len(local)}.cardesk", job_args))
+                    local.append(run_local(config, folder, tmp / f"local{len(local)}.cardb", job_args))
                     r = local[-1]
                     print(f"local batch:      {60 / r.steady_wall:6.2f} images/min after the first image; "
                           f"{r.steady_wall:.2f} s of wall time per image, {r.steady_engine:.2f} s in the engine")
@@ -235,7 +235,7 @@ def main() -> None:
                 opts = RayOptions(workers=workers, cpus_per_worker=1)
                 r = rays[workers] = timed_run(
                     lambda p, j, o=opts: run_autolabel_ray(p, j, o, pipeline_factory=seeded_pipeline),
-                    folder, tmp / f"ray{workers}.cardesk", job_args)
+                    folder, tmp / f"ray{workers}.cardb", job_args)
                 print(f"--ray, {workers} worker{'s' if workers > 1 else ' '}: {60 / r.steady_wall:6.2f} images/min "
                       f"after the first answer (start-up to it {r.saved_at[0] - r.start:.1f} s); "
                       f"{r.steady_wall:.2f} s of wall time per image, {r.steady_engine:.2f} s in the engine "
@@ -248,8 +248,8 @@ def main() -> None:
                   f"2 workers {local_wall / rays[2].steady_wall:.2f}x")
             ray_gap = rays[1].steady_wall - rays[1].steady_engine
             print(f"time per image outside the engine: local {local_gap:.2f} s, --ray with 1 worker {ray_gap:.2f} s "
-                  f"(difference {ray_gap - local_gap:+.2f} s, {(ray_gap - local_gap) / local_wall:+.1%} of an image: at "
-                  "this scale, noise; the stub run below isolates Ray's own cost)")
+                  f"(difference {ray_gap - local_gap:+.2f} s, {(ray_gap - local_gap) / local_wall:+.1%} of an image: "
+                  "at this scale, noise; the stub run below isolates Ray's own cost)")
 
             # 3. Ray's own cost per image: a stub pipeline that answers at once.
             stub_folder = tmp / "stub"
@@ -257,7 +257,7 @@ def main() -> None:
             write_folder(stub_folder, args.stub_images, size)
             stub_opts = RayOptions(workers=1, cpus_per_worker=1)
             r = timed_run(lambda p, j: run_autolabel_ray(p, j, stub_opts, pipeline_factory=StubPipeline),
-                          stub_folder, tmp / "stub.cardesk", job_args)
+                          stub_folder, tmp / "stub.cardb", job_args)
             print(f"Ray overhead:     {1000 * r.steady_wall:6.1f} ms per image with a stub pipeline "
                   f"({args.stub_images} images, 1 worker; read, schedule, call, RLE, transport, save): "
                   f"{r.steady_wall / local_wall:.2%} of the local batch's {local_wall:.1f} s per image")

@@ -33,9 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from car_desktop.engine.config import RELEASED_SWITCHES, CaRConfig, preset  # noqa: E402
-from car_desktop.engine.image_io import load_image  # noqa: E402
-from car_desktop.engine.pipeline import CaRPipeline  # noqa: E402
+from car_desktop.engine.config import RELEASED_SWITCHES, CaRConfig, preset
+from car_desktop.engine.image_io import load_image
+from car_desktop.engine.pipeline import CaRPipeline
 
 SEEDS = {"ViT-B-16": 3, "ViT-L-14": 4}
 CASES = {
@@ -121,7 +121,7 @@ def main() -> None:
         for label, change in variants:
             other = pipe.run(image, concepts, config=released.replace(**change))
             same, changed, worst, mean = compare(base, other, base.label_map, other.label_map)
-            print(f"  {label:32} survivors same: {str(same):5}  labels changed {100 * changed:5.2f} %  "
+            print(f"  {label:32} survivors same: {same!s:5}  labels changed {100 * changed:5.2f} %  "
                   f"IoU min {worst:.3f} mean {mean:.3f}")
     print("\nnot run (no effect on these inputs by construction):")
     for label, reason in NOT_RUN.items():

@@ -35,10 +35,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from car_desktop.engine.results import PassCounter  # noqa: E402
-from car_desktop.engine.sam_interactive import SamSession  # noqa: E402
-from car_desktop.engine.sam_models import load_sam  # noqa: E402
-from car_desktop.engine.sam_refine import refine_prompted  # noqa: E402
+from car_desktop.engine.results import PassCounter
+from car_desktop.engine.sam_interactive import SamSession
+from car_desktop.engine.sam_models import load_sam
+from car_desktop.engine.sam_refine import refine_prompted
 
 log = logging.getLogger("bench_sam")
 

@@ -125,7 +125,7 @@ def run_clip(handle, path: Path, seeds: list[np.ndarray], *, forget: bool = True
         run = Run(0, 1, len(source), tuple((k, len(source)) for k in range(len(seeds))))
         start = time.perf_counter()
         last = None
-        for last in propagator.run(run, dict(enumerate(seeds))):
+        for last in propagator.run(run, dict(enumerate(seeds))):  # noqa: B007 - read after the loop
             frames += 1
         seconds = time.perf_counter() - start
     rle = [len(mask_codec.encode(m).rle) for m in (last.masks.values() if last else ())]
@@ -206,8 +206,9 @@ def main() -> None:
     per_frame_object = hd["state"] / kept_frames / 2
     rle = object_rle_bytes(1920, 1080)
     print(f"\n3. SAM 2.1 tiny architecture, 1920x1080, 2 objects, {hd['frames']} frames")
-    print(f"   {hd['seconds'] / hd['frames']:.2f} s/frame (the image encoder is {fp32 / (hd['seconds'] / hd['frames']):.0%} "
-          f"of it), peak memory +{hd['peak'] / MB:.0f} MB")
+    per_frame = hd["seconds"] / hd["frames"]
+    print(f"   {per_frame:.2f} s/frame (the image encoder is {fp32 / per_frame:.0%} of it)"
+          f", peak memory +{hd['peak'] / MB:.0f} MB")
     print(f"   SAM 2 state kept per frame and object {per_frame_object / MB:.2f} MB; a stored mask (RLE) of an "
           f"object-like shape {rle / 1024:.1f} KB (of the random-weight masks, noise: {hd['rle'] / 1024:.0f} KB)")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import cast
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ def launch_gui(test_models: bool = False, argv: list[str] | None = None) -> int:
     from .ui.theme import apply_theme
 
     argv = list(argv or [])
-    app = QApplication.instance() or QApplication([sys.argv[0], *[a for a in argv if a.startswith("-")]])
+    qt_args = [sys.argv[0], *[a for a in argv if a.startswith("-")]]
+    app = cast(QApplication, QApplication.instance()) or QApplication(qt_args)
     app.setApplicationName("CaR Desktop")
     app.setOrganizationName("car-desktop")
     from PySide6.QtGui import QIcon

@@ -29,10 +29,11 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
@@ -253,8 +254,9 @@ def _protection(project: Project, image_id: int) -> str | None:
     return None
 
 
-def _decode(path: Path | str, data: bytes | None = None) -> np.ndarray:
-    """The engine's array of a file (or of its bytes, ``path`` then only naming it)."""
+def decode_image(path: Path | str, data: bytes | None = None) -> np.ndarray:
+    """The engine's uint8 RGB array of a file (or of its bytes, ``path`` then only naming it): a decoder
+    thread's job here, a Ray worker's in ``ray_worker``."""
     from .engine.image_io import load_image
     from .engine.pipeline import as_rgb_uint8
 
@@ -264,11 +266,11 @@ def _decode(path: Path | str, data: bytes | None = None) -> np.ndarray:
 def read_image(source: ImageSource, rel: str) -> np.ndarray:
     """Decode one image of a project's source: a local file directly, a remote one from its bytes."""
     if not source.remote:
-        return _decode(Path(source.location(rel)))
-    return _decode(source.location(rel), source.read_bytes(rel))
+        return decode_image(Path(source.location(rel)))
+    return decode_image(source.location(rel), source.read_bytes(rel))
 
 
-class _Clock:
+class ProgressClock:
     """Counts, rate and time left for progress snapshots."""
 
     def __init__(self, report: AutoLabelReport, todo: int) -> None:
@@ -309,7 +311,7 @@ def plan_autolabel(project: Project, job: AutoLabelJob,
         if reason is None:
             todo.append(image_id)
         else:
-            _skip(report, reason)
+            count_skip(report, reason)
     log.info("auto-label %d images: %d to do, %d skipped (%s)", len(ids), len(todo), report.skipped,
              report.skipped_by_reason)
     return key, report, todo
@@ -317,7 +319,7 @@ def plan_autolabel(project: Project, job: AutoLabelJob,
 
 #: A run's image loop, given ``(todo, key, report, clock, emit, owner)``: claims and labels the images to
 #: do, and counts each one with ``count_outcome`` (see ``run_job``).
-ImageLoop = Callable[[list[int], str, AutoLabelReport, "_Clock", Callable[..., None], str], None]
+ImageLoop = Callable[[list[int], str, AutoLabelReport, "ProgressClock", Callable[..., None], str], None]
 
 
 def run_job(project: Project, job: AutoLabelJob, test_models: bool, loop: ImageLoop,
@@ -328,7 +330,7 @@ def run_job(project: Project, job: AutoLabelJob, test_models: bool, loop: ImageL
     emit "finished" and return the report."""
     t0 = time.monotonic()
     key, report, todo = plan_autolabel(project, job, test_models)
-    clock = _Clock(report, len(todo))
+    clock = ProgressClock(report, len(todo))
 
     def emit(event: str, current: str | None = None, image_id: int | None = None) -> None:
         if progress is not None:
@@ -372,19 +374,20 @@ def run_autolabel(
     """
     test_models = pipeline.test_models if job.test_models is None else job.test_models
 
-    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: _Clock, emit: Callable[..., None],
+    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: ProgressClock, emit: Callable[..., None],
              owner: str) -> None:
         _loop(pipeline, project, job, todo, key, report, clock, emit, cancel, stop, max(1, prefetch), owner)
 
     return run_job(project, job, bool(test_models), loop, progress)
 
 
-def _skip(report: AutoLabelReport, reason: str) -> None:
+def count_skip(report: AutoLabelReport, reason: str) -> None:
+    """One more image skipped for ``reason``."""
     report.skipped += 1
     report.skipped_by_reason[reason] = report.skipped_by_reason.get(reason, 0) + 1
 
 
-def _claim(project: Project, image_id: int, owner: str, key: str, overwrite: bool) -> str | None:
+def claim_for_run(project: Project, image_id: int, owner: str, key: str, overwrite: bool) -> str | None:
     """Claim the image for this run; None when it is ours to label, else the skip reason."""
     holder = project.claim_image(image_id, owner)
     if holder is not None:
@@ -397,7 +400,7 @@ def _claim(project: Project, image_id: int, owner: str, key: str, overwrite: boo
 
 
 def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[int], key: str, report: AutoLabelReport,
-          clock: _Clock,
+          clock: ProgressClock,
           emit: Callable[..., None], cancel: CancelToken | None, stop: CancelToken | None,
           prefetch: int, owner: str) -> None:
     records = {image_id: project.get_image(image_id) for image_id in todo}
@@ -412,9 +415,9 @@ def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[in
                 nxt = next(queue, None)
                 if nxt is None:
                     return
-                skip = _claim(project, nxt, owner, key, job.overwrite)
+                skip = claim_for_run(project, nxt, owner, key, job.overwrite)
                 if skip is not None:
-                    _skip(report, skip)
+                    count_skip(report, skip)
                     clock.todo -= 1
                     continue
                 pending.append((nxt, decoder.submit(read_image, source, records[nxt].rel_path)))
@@ -443,7 +446,7 @@ def _loop(pipeline: Pipeline, project: Project, job: AutoLabelJob, todo: list[in
 
 
 def count_outcome(project: Project, failure: str | None, rel: str, image_id: int, key: str, owner: str,
-                  report: AutoLabelReport, clock: _Clock, emit: Callable[..., None]) -> None:
+                  report: AutoLabelReport, clock: ProgressClock, emit: Callable[..., None]) -> None:
     """Count one image's outcome and emit its progress event. ``failure``: None when saved, ``_SKIPPED``
     when a person took the image over meanwhile, else the reason, kept in the project's failure list
     and the report (and the image's claim is released)."""
@@ -482,7 +485,7 @@ def load_failure(exc: Exception, rel: str) -> str:
     """The failure reason of an image whose decoding raised ``exc``."""
     if isinstance(exc, ImageLoadError):
         log.warning("auto-label: %s", exc)
-        return _short_reason(str(exc), rel)
+        return short_reason(str(exc), rel)
     if isinstance(exc, MemoryError):
         return "not enough memory to decode this image"
     log.error("auto-label: decoding %s failed", rel, exc_info=exc)
@@ -506,10 +509,10 @@ def segment_image(pipeline: Pipeline, image: np.ndarray, job: AutoLabelJob, canc
     except (Cancelled, KeyboardInterrupt):
         raise Cancelled("Cancelled by the user.") from None
     except ImageLoadError as exc:
-        return _short_reason(str(exc), rel)
+        return short_reason(str(exc), rel)
     except MemoryError:
         return "not enough memory to segment this image"
-    except Exception as exc:  # noqa: BLE001 - one image's engine failure must not end the folder
+    except Exception as exc:
         if isinstance(exc, CaRDesktopError):
             raise  # weights, config: every image would fail the same way
         log.exception("auto-label: the engine failed on %s", rel)
@@ -530,7 +533,7 @@ def save_car_result(project: Project, image_id: int, rel: str, result: CaRResult
                                    skip_if=lambda: _protection(project, image_id))
         if applied.skipped is not None:
             reason = applied.skipped
-            _skip(report, reason)
+            count_skip(report, reason)
             log.info("auto-label: %s was %s while it ran; left as it is", rel, reason)
             project.release_claim(image_id, owner)
             return _SKIPPED
@@ -546,7 +549,7 @@ def save_car_result(project: Project, image_id: int, rel: str, result: CaRResult
 _SKIPPED = "\0skipped"
 
 
-def _short_reason(message: str, rel: str) -> str:
+def short_reason(message: str, rel: str) -> str:
     """An ImageLoadError message names the full path; the report lists the relative path already."""
     head, sep, tail = message.partition(": ")
     return tail if sep and (head.endswith(rel) or head.endswith(Path(rel).name)) else message

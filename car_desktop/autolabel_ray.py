@@ -2,11 +2,12 @@
 
 The driver (this process) plans the run with the local batch's resume rule (``run_job``: reviewed and
 edited images are protected, images with this run key, or with ``skip_failed`` failed and unchanged,
-are skipped), claims the images to do in the project (so another run on it leaves them alone), builds a Ray Dataset of the
-files still to do with ``ray.data.read_binary_files`` (a local folder is read on the driver's own node,
-so the worker machines need no access to it; an ``s3://`` / ``gs://`` folder is read anywhere through
-its pyarrow file system, the workers getting this process's ``STORAGE_ENV`` variables), and
-``map_batches`` a fixed pool of ``CaRWorker`` actors (one CaR pipeline each; ``workers`` actors of ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs). Answers
+are skipped), claims the images to do in the project (so another run on it leaves them alone), builds a
+Ray Dataset of the files still to do with ``ray.data.read_binary_files`` (a local folder is read on the
+driver's own node, so the worker machines need no access to it; an ``s3://`` / ``gs://`` folder is read
+anywhere through its pyarrow file system, the workers getting this process's ``STORAGE_ENV`` variables),
+and ``map_batches`` a fixed pool of ``CaRWorker`` actors (one CaR pipeline each; ``workers`` actors of
+``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs). Answers
 stream back in the order they finish; the driver writes each image in one transaction with the local
 batch's ``save_car_result``, so the project has exactly one writer; a failure goes to the project's
 failure list as in the local batch.
@@ -38,14 +39,14 @@ from .annotations import Project
 from .autolabel import (
     AutoLabelJob,
     AutoLabelReport,
+    ProgressClock,
     ProgressFn,
-    _claim,
-    _Clock,
-    _short_reason,
-    _skip,
+    claim_for_run,
     count_outcome,
+    count_skip,
     run_job,
     save_car_result,
+    short_reason,
     size_changed,
 )
 from .compact_result import expand_result
@@ -259,7 +260,7 @@ def run_autolabel_ray(project: Project, job: AutoLabelJob, options: RayOptions, 
     ``run_autolabel`` (no "image started" events: the driver only sees images finish)."""
     ray = require_ray()
 
-    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: _Clock, emit: Callable[..., None],
+    def loop(todo: list[int], key: str, report: AutoLabelReport, clock: ProgressClock, emit: Callable[..., None],
              owner: str) -> None:
         # Workers get the job without its image list: they are handed images, not ids.
         worker_args = {"job": dataclasses.replace(job, image_ids=None), "test_models": bool(job.test_models),
@@ -271,13 +272,14 @@ def run_autolabel_ray(project: Project, job: AutoLabelJob, options: RayOptions, 
 
 
 def _drive(ray: Any, project: Project, job: AutoLabelJob, todo: list[int], key: str, report: AutoLabelReport,
-           clock: _Clock, emit: Callable[..., None], owner: str, options: RayOptions, worker_args: dict[str, Any],
+           clock: ProgressClock, emit: Callable[..., None], owner: str, options: RayOptions,
+           worker_args: dict[str, Any],
            cancel: CancelToken | None, stop: CancelToken | None) -> None:
     records = {image_id: project.get_image(image_id) for image_id in todo}
     mine = _claim_all(project, todo, owner, key, job.overwrite, report, clock)
     source = project.image_source()
     handled: set[int] = set()
-    if source.remote:
+    if isinstance(source, RemoteImages):
         by_rel = {records[i].rel_path: i for i in mine}
         present, too_big = _remote_files(source, list(by_rel))
         for rel, why in too_big.items():  # refused before any worker reads them
@@ -346,14 +348,14 @@ def _remote_files(source: RemoteImages, rels: list[str]) -> tuple[list[str], dic
         if size is None:
             continue  # gone: counted as unreadable once the run ends
         if size > limit:
-            too_big[rel] = _short_reason(too_many_bytes_message(source.location(rel), size, limit), rel)
+            too_big[rel] = short_reason(too_many_bytes_message(source.location(rel), size, limit), rel)
         else:
             present.append(source.path_of(rel))
     return present, too_big
 
 
 def _claim_all(project: Project, todo: list[int], owner: str, key: str, overwrite: bool, report: AutoLabelReport,
-               clock: _Clock) -> list[int]:
+               clock: ProgressClock) -> list[int]:
     """Claim the images to do for this run before any is sent out (the local batch claims each just
     before decoding it); those another run holds, or finished meanwhile, are skipped. A few hundred
     claims per transaction."""
@@ -361,11 +363,11 @@ def _claim_all(project: Project, todo: list[int], owner: str, key: str, overwrit
     for start in range(0, len(todo), 500):
         with project.batch():
             for image_id in todo[start:start + 500]:
-                skip = _claim(project, image_id, owner, key, overwrite)
+                skip = claim_for_run(project, image_id, owner, key, overwrite)
                 if skip is None:
                     mine.append(image_id)
                 else:
-                    _skip(report, skip)
+                    count_skip(report, skip)
                     clock.todo -= 1
     return mine
 

@@ -56,7 +56,7 @@ def expand_result(data: dict[str, Any]) -> CaRResult:
                       removed_score=c["removed_score"], sam_accepted=c["sam_accepted"], sam_iou=c["sam_iou"])
         for c in data["concepts"]
     ]
-    steps = [StepTrace(step=s["step"], surviving=s["surviving"], scores={k: v for k, v in s["scores"]},
+    steps = [StepTrace(step=s["step"], surviving=s["surviving"], scores=dict(s["scores"]),
                        kept=s["kept"]) for s in data["steps"]]
     return CaRResult(concepts=concepts, steps=steps, label_map=np.zeros((0, 0), np.int32),
                      image_size=(height, width), timings=data["timings"], passes=data["passes"],

@@ -6,8 +6,8 @@ removed and ``path`` is left as it was. The new file gets ordinary permissions: 
 replaces, or 0666 minus the umask for a new file (the kernel applies the umask at creation), never the
 0600 of ``tempfile.mkstemp``. ``commit_file(tmp, path)`` is the same final step for a file written
 elsewhere (a finished download). ``regular_file(path)`` says, without opening it, whether a path is a
-file that can be read (a FIFO would block a reader forever). ``to_strict_json`` / ``dumps_strict`` keep ``Infinity`` and ``NaN``
-out of every JSON we write (they are not JSON, and most readers refuse them).
+file that can be read (a FIFO would block a reader forever). ``to_strict_json`` / ``dumps_strict`` keep
+``Infinity`` and ``NaN`` out of every JSON we write (they are not JSON, and most readers refuse them).
 """
 
 from __future__ import annotations

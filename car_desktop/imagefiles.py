@@ -100,7 +100,7 @@ def _sync_pil() -> None:
 def _pil():
     from PIL import Image
 
-    if Image.MAX_IMAGE_PIXELS != max_pixels():
+    if max_pixels() != Image.MAX_IMAGE_PIXELS:
         _sync_pil()
     return Image
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .autolabel import AutoLabelJob, _decode, load_failure, segment_image
+from .autolabel import AutoLabelJob, decode_image, load_failure, segment_image
 from .compact_result import compact_result
 from .engine.errors import Cancelled, CaRDesktopError
 
@@ -79,6 +79,6 @@ class CaRWorker:
     def decode(self, path: str, data: bytes) -> np.ndarray | str:
         """The image as the engine wants it (decoded from its bytes with our reader), or why it cannot be read."""
         try:
-            return _decode(path, bytes(data))
+            return decode_image(path, bytes(data))
         except Exception as exc:  # noqa: BLE001 - a decoder failure is this image's, not the run's
             return load_failure(exc, path)

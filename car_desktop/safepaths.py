@@ -4,7 +4,8 @@
 path) into a normalised relative POSIX path, or raises ``UnsafePathError`` saying why it is refused:
 absolute paths, drive letters, ``..`` that leaves the folder, ``.``, empty names, NUL, newlines and
 other control characters, names that are not valid UTF-8 (``printable`` shows them), URLs, and names
-longer than the file system allows (255 bytes a component, 4096 in all). Backslashes count as separators, so a Windows name cannot smuggle a ``..`` through.
+longer than the file system allows (255 bytes a component, 4096 in all). Backslashes count as
+separators, so a Windows name cannot smuggle a ``..`` through.
 
 ``OutputGuard`` is the one check every writer runs before it writes (COCO export, label PNGs, the
 batch export, segment's outputs). It refuses, whatever the options: the open project and its

@@ -18,8 +18,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def check_resources() -> dict[str, Path]:
         raise SelfTestError(f"model manifest missing: {manifest} (resources folder: {paths.resources_dir()})")
     try:
         load_manifest(manifest)
-    except Exception as exc:  # any failure to read it is a packaging fault
+    except Exception as exc:  # noqa: BLE001 - any failure to read it is a packaging fault
         raise SelfTestError(f"model manifest {manifest} does not load: {exc}") from None
     found["models.json"] = manifest
     qss = paths.resource_path("style", "app.qss")
@@ -133,7 +134,7 @@ def _run_window(root: Path, timeout: float, report: Callable[[str], None]) -> di
     from .ui.settings import Settings
     from .ui.theme import apply_theme
 
-    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "car-desktop"])
+    app = cast(QApplication, QApplication.instance()) or QApplication([sys.argv[0] if sys.argv else "car-desktop"])
     app.setApplicationName("CaR Desktop")
     app.setApplicationVersion(__version__)
     app.setOrganizationName("car-desktop")
@@ -246,7 +247,7 @@ def run_self_test(timeout: float = DEFAULT_TIMEOUT_S, keep: bool = False,
         try:
             from .engine import crf
 
-            crf._shutdown_pool()
+            crf.shutdown_pool()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
         if not keep:

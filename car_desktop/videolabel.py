@@ -326,9 +326,9 @@ def plan_keys(keys: dict[int, video_store.ObjectKeys]) -> dict[int, dict[int, st
 
     out: dict[int, dict[int, str]] = {}
     for obj, k in keys.items():
-        marks = {f: ABSENT for f in k.absent}
-        marks.update({f: PRESENT for f in k.present})
-        marks.update({f: EDITED for f in k.edited})   # a person's mask outranks CaR's verdict
+        marks = dict.fromkeys(k.absent, ABSENT)
+        marks.update(dict.fromkeys(k.present, PRESENT))
+        marks.update(dict.fromkeys(k.edited, EDITED))   # a person's mask outranks CaR's verdict
         out[obj] = marks
     return out
 
@@ -343,7 +343,8 @@ def propagate(project: Project, video_id: int, handle: Sam2Handle, source: Frame
 
     report = report or VideoReport(video_id)
     if report.journal is None:
-        report.journal = video_masks.Journal(video_id, "propagation", records=video_store.run_records(project, video_id))
+        report.journal = video_masks.Journal(video_id, "propagation",
+                                             records=video_store.run_records(project, video_id))
     journal = report.journal
     record = video_store.get_video(project, video_id)
     keys = video_store.object_keys(project, video_id)

@@ -14,14 +14,24 @@ import pytest
 from PIL import Image
 
 import fakes
-
 from car_desktop.annotations import Project
 from car_desktop.annotations.auto_labels import auto_mask, read_auto_labels
 from car_desktop.annotations.car_results import removed_concepts
 from car_desktop.annotations.errors import ProjectError
-from car_desktop.autolabel import (LAST_RUN_SETTING, SKIP_DONE, SKIP_EDITED, SKIP_REVIEWED, AutoLabelJob,
-                                   add_folder, image_run_key, merge_projects, parse_shard, run_autolabel,
-                                   run_key, shard_index)
+from car_desktop.autolabel import (
+    LAST_RUN_SETTING,
+    SKIP_DONE,
+    SKIP_EDITED,
+    SKIP_REVIEWED,
+    AutoLabelJob,
+    add_folder,
+    image_run_key,
+    merge_projects,
+    parse_shard,
+    run_autolabel,
+    run_key,
+    shard_index,
+)
 from car_desktop.cancel import CancelToken
 from car_desktop.engine.config import preset
 from car_desktop.engine.errors import ConceptError, WeightsMissingError
@@ -187,13 +197,13 @@ def test_decoding_runs_in_a_background_thread(project, monkeypatch):
     import car_desktop.autolabel as al
 
     threads = []
-    real = al._decode
+    real = al.decode_image
 
     def spy(path):
         threads.append(threading.current_thread().name)
         return real(path)
 
-    monkeypatch.setattr(al, "_decode", spy)
+    monkeypatch.setattr(al, "decode_image", spy)
     run_autolabel(FakePipeline(), project, AutoLabelJob("cat", CONFIG))
     assert len(threads) == 6 and all(t.startswith("autolabel-decode") for t in threads)
 

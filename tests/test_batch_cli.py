@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from car_desktop.annotations import Project
-from car_desktop.autolabel import AutoLabelJob, RUN_KEY_SETTING, add_folder, run_autolabel
+from car_desktop.autolabel import RUN_KEY_SETTING, AutoLabelJob, add_folder, run_autolabel
 from car_desktop.cli import main
 from car_desktop.engine.config import CLASSIFIER_TEMPLATES, DEFAULT_BACKGROUND_WORDS, preset
 

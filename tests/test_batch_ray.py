@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_batch_cli import CONCEPTS, done_count, make_image
 
 from car_desktop import autolabel, autolabel_ray
 from car_desktop.annotations import Project
@@ -38,6 +37,7 @@ from car_desktop.engine.results import (
     ConceptStatus,
     StepTrace,
 )
+from test_batch_cli import CONCEPTS, done_count, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
 

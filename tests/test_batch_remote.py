@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -23,8 +24,6 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from test_batch_cli import CONCEPTS, make_image
-from test_batch_ray import assert_same, state
 
 from car_desktop import imagefiles, imagesource
 from car_desktop.annotations import Project
@@ -32,6 +31,8 @@ from car_desktop.cli import main
 from car_desktop.engine.errors import ImageLoadError
 from car_desktop.errors import NotLocalError
 from car_desktop.imagesource import RemoteImages, SourceError, canonical_root
+from test_batch_cli import CONCEPTS, make_image
+from test_batch_ray import assert_same, state
 
 pytest.importorskip("pyarrow")
 moto_server = pytest.importorskip("moto.server")
@@ -287,7 +288,7 @@ def test_the_size_limit_is_checked_before_a_byte_is_read():
     imagefiles.set_max_pixels(1000)
     try:
         fake = _FakeFS(size=imagefiles.max_file_bytes() + 1)
-        with pytest.raises(imagefiles.ImageTooLargeError, match="s3://b/p/big.png: the file is too large"):
+        with pytest.raises(imagefiles.ImageTooLargeError, match=re.escape("s3://b/p/big.png: the file is too large")):
             RemoteImages("s3://b/p", filesystem=fake).read_bytes("big.png")
         assert fake.opened == 0
     finally:

@@ -40,7 +40,7 @@ def test_removal_then_convergence():
     calls = []
     table = {1: {0: .9, 1: .2, 2: .7}, 2: {0: .8, 2: .1}, 3: {0: 1.0}, 4: {0: 1.0}}
     out = run_car_loop(3, fake_propose(calls), table_scorer(table), theta=0.5)
-    assert [c for c in calls] == [([0, 1, 2], 1), ([0, 2], 2), ([0], 3)]
+    assert list(calls) == [([0, 1, 2], 1), ([0, 2], 2), ([0], 3)]
     assert out.survivors == [0]
     assert out.removed == {1: (1, .2), 2: (2, .1)}
     assert out.scores == {0: 1.0}

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import car_result
 
 from car_desktop.annotations import MaskError, Project, mask_codec, schema
 from car_desktop.annotations.auto_labels import AUTO_LABELS_SETTING, auto_mask, read_auto_labels
@@ -17,6 +16,7 @@ from car_desktop.annotations.car_results import REMOVED_SETTING, apply_car_resul
 from car_desktop.annotations.provenance import FORCED, KEPT, KEPT_ALONE, Provenance
 from car_desktop.annotations.review import ReviewFilter, review_items
 from car_desktop.engine.results import CaRResult
+from fakes import car_result
 
 H, W = 48, 64
 

@@ -56,7 +56,7 @@ def test_disk_cache_survives_a_new_start(models, tmp_path):
     want = first.encode(proposal, texts)
     assert first.counter.text_encodes == 3 and first.counter.text_disk_hits == 0
     again = TextEncoder(PassCounter(), disk_cache=tmp_path)      # a new start: empty memory cache
-    got = again.encode(proposal, texts + ["cat"])
+    got = again.encode(proposal, [*texts, "cat"])
     torch.testing.assert_close(got[:3], want, rtol=0, atol=0)
     assert again.counter.text_disk_hits == 3 and again.counter.text_encodes == 1
     other = TextEncoder(PassCounter(), disk_cache=tmp_path)      # other weights: their own entries

@@ -18,8 +18,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from car_desktop.annotations import (CocoImportError, ExportError, Project, export_coco, export_label_pngs,
-                                     import_coco)
+from car_desktop.annotations import CocoImportError, ExportError, Project, export_coco, export_label_pngs, import_coco
 from car_desktop.annotations.provenance import Provenance
 from car_desktop.cli import main as cli_main
 
@@ -322,7 +321,7 @@ def test_import_formats_and_problems(project: Project, tmp_path: Path):
     rle = mask_utils.encode(np.asfortranarray(m2.astype(np.uint8)))
     flat = m.ravel(order="F").astype(int)
     runs = np.diff(np.flatnonzero(np.diff(np.r_[0, flat, 1 - flat[-1]]) != 0))
-    counts = [int(np.flatnonzero(flat)[0])] + runs.tolist()
+    counts = [int(np.flatnonzero(flat)[0]), *runs.tolist()]
     assert sum(counts) == H * W
     coco = {
         "images": [{"id": 10, "file_name": "b.png", "width": W, "height": H},
@@ -361,7 +360,8 @@ def test_import_formats_and_problems(project: Project, tmp_path: Path):
         assert [a.score for a in anns] == [None, 0.25]
         assert np.array_equal(q.get_mask(anns[0].id), m) and np.array_equal(q.get_mask(anns[1].id), m2)
         crowd = q.list_annotations(q.find_image("gone/新.png").id)[0]
-        assert crowd.provenance.iscrowd and crowd.provenance.origin == "coco" and np.array_equal(q.get_mask(crowd.id), m)
+        assert crowd.provenance.iscrowd and crowd.provenance.origin == "coco"
+        assert np.array_equal(q.get_mask(crowd.id), m)
         export_coco(q, tmp_path / "re.json")
         data = json.loads((tmp_path / "re.json").read_text())
         assert sorted(a["iscrowd"] for a in data["annotations"]) == [0, 0, 1]

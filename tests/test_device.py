@@ -75,7 +75,7 @@ def fake_probe(monkeypatch, tmp_path):
 
 
 def test_auto_picks_bf16_when_timed_faster_and_remembers_it(fake_probe, monkeypatch):
-    calls, timings, folder = fake_probe
+    calls, _timings, folder = fake_probe
     got = resolve_precision("auto", torch.device("cpu"))
     assert got.compute == torch.bfloat16 and got.weights == torch.float32
     assert sorted(calls) == [False, True]
@@ -86,14 +86,14 @@ def test_auto_picks_bf16_when_timed_faster_and_remembers_it(fake_probe, monkeypa
 
 
 def test_auto_keeps_fp32_when_bf16_is_not_faster(fake_probe):
-    calls, timings, _ = fake_probe
+    _calls, timings, _ = fake_probe
     timings[True] = 0.9                                        # only 1.1x: below the threshold
     assert resolve_precision("auto", torch.device("cpu")).compute == torch.float32
     assert resolve_precision("bf16", torch.device("cpu")).compute == torch.bfloat16   # forcing still works
 
 
 def test_no_native_bf16_means_fp32_without_timing(fake_probe, monkeypatch):
-    calls, _, folder = fake_probe
+    calls, _, _folder = fake_probe
     monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)
     assert resolve_precision("auto", torch.device("cpu")).compute == torch.float32
     assert calls == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -9,7 +10,6 @@ import pytest
 from car_desktop.engine.cancel import CancelToken
 from car_desktop.engine.downloads import download_file, partial_path
 from car_desktop.engine.errors import Cancelled, WeightsCorruptError, WeightsMissingError
-
 from test_downloads_helpers import closed_port, fake_checkpoint, file_server, sha  # noqa: F401
 
 DATA = fake_checkpoint(300_000)
@@ -26,7 +26,7 @@ def test_progress_reported_and_hash_verified(file_server, tmp_path):
     assert not partial_path(dest).exists()
     assert calls[0] == (0, len(DATA)) and calls[-1] == (len(DATA), len(DATA))
     assert len(calls) >= 3
-    assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))
+    assert all(b[0] >= a[0] for a, b in itertools.pairwise(calls))
 
 
 def test_sha256_prefix_is_enough_when_only_a_prefix_is_known(file_server, tmp_path):

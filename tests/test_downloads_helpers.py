@@ -7,6 +7,7 @@ Range header is recorded so tests can assert what the client asked for. No tests
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import pickle
@@ -54,7 +55,7 @@ def make_handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:  # keep test output clean
             pass
 
-        def do_HEAD(self) -> None:  # noqa: N802  (what huggingface_hub asks before a download)
+        def do_HEAD(self) -> None:
             state.requests.append(("HEAD " + self.path, None))
             served = state.files.get(self.path.lstrip("/"))
             if served is None:
@@ -66,7 +67,7 @@ def make_handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
             self.end_headers()
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             rng = self.headers.get("Range")
             state.requests.append((self.path, rng))
             served = state.files.get(self.path.lstrip("/"))
@@ -119,10 +120,8 @@ def make_handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 state.stalled.set()
                 state.release.wait()          # the fixture releases every stall when the test ends
-                try:
+                with contextlib.suppress(OSError):
                     self.wfile.write(body[len(body) // 2:])
-                except OSError:
-                    pass
                 return
             self.wfile.write(body)
 

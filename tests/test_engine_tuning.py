@@ -24,8 +24,11 @@ def test_stages_through_the_sweep_give_the_pipelines_label_map(data_dir, use_crf
     result = pipeline.run(image, text)
     concepts = parse_concepts(text)
     other = config.theta / 2   # a second setting, so the first one's caches are exercised by another
-    out = sweep([TuneImage("chelsea", lambda: (result.label_map.copy(), PipelineStages(pipeline, config, image, concepts)))],
-                len(concepts), [Setting(config.theta, config.eta), Setting(other, config.eta)])
+    def stages():
+        return result.label_map.copy(), PipelineStages(pipeline, config, image, concepts)
+
+    out = sweep([TuneImage("chelsea", stages)], len(concepts),
+                [Setting(config.theta, config.eta), Setting(other, config.eta)])
     same = out.scores[0]
     assert same.confusion.sum() == image.shape[0] * image.shape[1]
     assert np.count_nonzero(same.confusion - np.diag(np.diag(same.confusion))) == 0   # every pixel agrees

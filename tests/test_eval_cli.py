@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_fixtures import GT_IMAGES, PRED_IMAGES, H, W, coco, write
 from PIL import Image
 
 from car_desktop.cli import main
+from eval_fixtures import GT_IMAGES, PRED_IMAGES, H, W, coco, write
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def files(tmp_path: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     for name in GT_IMAGES:
         Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(images / name)
-    return {"gt": write(tmp_path / "gt.json", coco(GT_IMAGES)), "pred": write(tmp_path / "pred.json", coco(PRED_IMAGES)),
-            "images": images}
+    return {"gt": write(tmp_path / "gt.json", coco(GT_IMAGES)),
+            "pred": write(tmp_path / "pred.json", coco(PRED_IMAGES)), "images": images}
 
 
 def test_eval_prints_table_and_writes_json(files, tmp_path, capsys):

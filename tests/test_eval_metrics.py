@@ -19,6 +19,7 @@ from car_desktop.evaluation.evaluate import (
     format_table,
 )
 from car_desktop.evaluation.labels import CategorySpec, load_labels, match_categories
+from eval_fixtures import GT_IMAGES, PRED_IMAGES, H, W, coco, rect, write
 
 # ------------------------------------------------------------------------------------- toy label maps
 GT = np.array([[0, 0, 1, 1],
@@ -107,8 +108,6 @@ def test_worst_images_are_the_lowest_scoring_ones():
     assert [w.miou for w in res.worst] == [pytest.approx(0.25), pytest.approx(0.5)]
     assert [s.miou for s in res.images] == pytest.approx([1.0, 0.25, 0.75, 0.5])
 
-
-from eval_fixtures import GT_IMAGES, PRED_IMAGES, H, W, coco, rect, write
 
 
 def test_pred_equal_to_gt_gives_miou_one_and_ap_one(tmp_path):

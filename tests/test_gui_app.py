@@ -11,13 +11,12 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QPointF, QSettings, Qt
 
-from fakes import FakeManager, FakePipeline
-
 from car_desktop.annotations import mask_ops
 from car_desktop.annotations.auto_labels import auto_mask
 from car_desktop.annotations.models import Edit, Rect
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
+from fakes import FakeManager, FakePipeline
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -257,7 +256,7 @@ def test_mask_ops_split_delete_fill(fake_window, qtbot):
     win.annotator.apply_op("fill_holes")
     assert layer.mask[41, 41]
     # Cut the band in two and split.
-    h, w = layer.mask.shape
+    h, _w = layer.mask.shape
     _new, edit = mask_ops.subtract_polygon(layer.mask, [(60, 0), (64, 0), (64, h), (60, h)])
     win.annotator.commit_mask_edit(layer.id, edit, "Eraser")
     win.annotator.split_selected()

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fakes import FakePipeline, fake_window
-
 from car_desktop.engine.concepts import ConceptList
 from car_desktop.engine.config import preset
 from car_desktop.engine.errors import WeightsMissingError
 from car_desktop.ui.autolabel_run import AutoLabelRequest
+from fakes import FakePipeline, fake_window
 
 
 def _folder(root: Path, n: int = 5) -> Path:
@@ -183,7 +182,7 @@ def test_open_image_masks_refresh_and_engine_errors(win, qtbot):
     win.fake.fail_with = WeightsMissingError("ViT-B-16 weights are missing: put them in /models")
     with qtbot.waitSignal(win.autolabel.finished, timeout=10000) as blocker:
         win.autolabel_controller.start(_request(win, "cat, dog"))
-    last, stopped, error = blocker.args
+    _last, stopped, error = blocker.args
     assert stopped and "ViT-B-16" in error and "ViT-B-16" in win.last_error
     assert "Stopped" in win.autolabel_controller.progress_dialog.time_label.text()
     assert not win.autolabel.running

@@ -11,10 +11,9 @@ from PIL import Image
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog
 
-from fakes import fake_window
-
 import car_desktop
 from car_desktop.ui import transfer
+from fakes import fake_window
 
 H, W = 30, 40
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fakes import fake_window
 from PIL import Image
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction
 
 from car_desktop.ui.settings import Settings
+from fakes import fake_window
 
 
 @pytest.fixture

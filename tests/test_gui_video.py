@@ -7,14 +7,14 @@ import json
 
 import numpy as np
 import pytest
-from fakes import FakePipeline
 from PySide6.QtCore import QPoint, QSettings, Qt
-from video_clips import FRAMES, frame_and_masks, write_clip
 
 from car_desktop.annotations import video_store
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
 from car_desktop.ui.video_dialog import VideoChoice
+from fakes import FakePipeline
+from video_clips import FRAMES, frame_and_masks, write_clip
 
 pytestmark = pytest.mark.slow
 

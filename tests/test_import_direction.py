@@ -31,7 +31,8 @@ import car_desktop.engine as engine
 names = [m.name for m in pkgutil.iter_modules(engine.__path__, "car_desktop.engine.")]
 for name in names:
     importlib.import_module(name)
-print(json.dumps({"modules": names, "qt": sorted(m for m in sys.modules if m.split(".")[0] in ("PySide6", "PyQt5", "PyQt6", "shiboken6"))}))
+qt = sorted(m for m in sys.modules if m.split(".")[0] in ("PySide6", "PyQt5", "PyQt6", "shiboken6"))
+print(json.dumps({"modules": names, "qt": qt}))
 """
     out = _run(code)
     assert "car_desktop.engine.pipeline" in out["modules"] and "car_desktop.engine.crf_worker" in out["modules"]

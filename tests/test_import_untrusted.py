@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from safety_helpers import tree_bytes
 
 from car_desktop.annotations import Project, coco_import, export_coco, import_coco
 from car_desktop.annotations.provenance import Provenance
 from car_desktop.cli import main
+from safety_helpers import tree_bytes
 
 H, W = 60, 80
 SQUARE = [10, 10, 30, 10, 30, 20, 10, 20]  # pixel-edge square: x 10..30, y 10..20
@@ -73,11 +73,13 @@ def test_coordinates_are_bounded_before_rasterising(setup):
         {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [[5e7, 5, 20, 5, 20, 15, 5, 5e7]]},
         {"id": 3, "image_id": 1, "category_id": 1, "segmentation": [[-1e30, 0, 1, 0, 1, 1]]},
         # Within the tolerance: clipped onto the image, so the mask is the whole right-hand strip.
-        {"id": 4, "image_id": 1, "category_id": 1, "segmentation": [[70, -1.5, W + 1.5, -1.5, W + 1.5, H + 1, 70, H + 1]]},
+        {"id": 4, "image_id": 1, "category_id": 1,
+         "segmentation": [[70, -1.5, W + 1.5, -1.5, W + 1.5, H + 1, 70, H + 1]]},
         {"id": 5, "image_id": 1, "category_id": 1, "segmentation": [SQUARE]},
     ]
     report = import_coco(project, _coco([{"id": 1, "file_name": "a.png"}], anns), imgs)
-    assert set(_problems(report)) == {1, 2, 3} and all("outside the 80x60 image" in m for m in _problems(report).values())
+    assert set(_problems(report)) == {1, 2, 3}
+    assert all("outside the 80x60 image" in m for m in _problems(report).values())
     masks = [project.get_mask(a.id) for a in project.list_annotations(project.find_image("a.png").id)]
     strip = np.zeros((H, W), bool)
     strip[:, 70:] = True

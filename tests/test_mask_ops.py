@@ -82,7 +82,7 @@ def test_fill_holes_and_specks():
     # A background region open to the border is not a hole.
     c = np.ones((10, 10), bool)
     c[3:7, 0:5] = False
-    same, e3 = mask_ops.fill_holes(c)
+    _same, e3 = mask_ops.fill_holes(c)
     assert e3.is_empty
 
 

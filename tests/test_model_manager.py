@@ -16,7 +16,6 @@ from car_desktop.engine.downloads import partial_path
 from car_desktop.engine.errors import WeightsCorruptError, WeightsMissingError
 from car_desktop.engine.manifest import ModelSpec, load_manifest
 from car_desktop.engine.model_manager import ModelManager, resolve_clip_pretrained, resolve_sam_checkpoint
-
 from test_downloads_helpers import fake_checkpoint, file_server, sha  # noqa: F401
 
 DATA = fake_checkpoint(250_000, seed=1)
@@ -203,7 +202,8 @@ def test_resolve_clip_with_hf_offline_fails_fast(env, monkeypatch, network_attem
     assert network_attempts == []
     msg = str(info.value)
     assert "open_clip_model.safetensors" in msg and "HF_HUB_OFFLINE" in msg
-    assert "https://huggingface.co/timm/vit_base_patch16_clip_224.openai/resolve/main/open_clip_model.safetensors" in msg
+    assert ("https://huggingface.co/timm/vit_base_patch16_clip_224.openai/resolve/main/"
+            "open_clip_model.safetensors") in msg
     assert str(env / "cache" / "models" / "clip_vit_b_16") in msg
 
 

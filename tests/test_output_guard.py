@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from safety_helpers import tree_bytes, write_good_images
 
 from car_desktop.annotations import Project, export_coco, export_label_pngs
 from car_desktop.cli import main
 from car_desktop.fileio import atomic_write_text
 from car_desktop.safepaths import OutputGuard, OutputRefusedError, UnsafePathError, safe_relative_path
+from safety_helpers import tree_bytes, write_good_images
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_api_guard_compares_inodes_and_resolved_paths(setup, tmp_path):
         for bad in (proj, tmp_path / "P.cardb-wal", tmp_path / "elsewhere.png", imgs / "good02.png"):
             with pytest.raises(OutputRefusedError):
                 guard.check_file(bad)
-        with pytest.raises(OutputRefusedError, match="not a regular file|a folder"):
+        with pytest.raises(OutputRefusedError, match=r"not a regular file|a folder"):
             guard.check_file(tmp_path)
         assert guard.check_file(tmp_path / "fine.json") == tmp_path / "fine.json"
         with pytest.raises(OutputRefusedError):
@@ -173,7 +173,9 @@ def test_written_files_have_ordinary_permissions(setup, tmp_path):
         atomic_write_text(tmp_path / "plain.txt", "y")  # a replaced file keeps its own permissions
     finally:
         os.umask(old)
-    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)
+    def mode(p):
+        return stat.S_IMODE(os.stat(p).st_mode)
+
     assert mode(tmp_path / "out.json") == 0o644
     assert mode(tmp_path / "labels" / "good00.png") == 0o644 and mode(tmp_path / "labels" / "labels.txt") == 0o644
     assert mode(tmp_path / "plain.txt") == 0o600 and (tmp_path / "plain.txt").read_text() == "y"

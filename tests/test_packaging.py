@@ -10,16 +10,21 @@ packaging/build.sh and the README's "Packaging" section.
 
 from __future__ import annotations
 
+import ast
 import configparser
+import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import car_desktop
 from car_desktop import selftest
@@ -105,6 +110,88 @@ def test_wheel_metadata_version_and_console_script(wheel):
     entry_points = configparser.ConfigParser()
     entry_points.read_string(zf.read(f"{info}/entry_points.txt").decode())
     assert entry_points["console_scripts"]["car-desktop"].strip() == "car_desktop.cli:main"
+
+
+# --------------------------------------------------------------------------- dependencies
+#: Optional modules the tests never install, with the distribution that provides them.
+NOT_INSTALLED = {"mobile_sam": "mobilesam-mirror"}
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level module -> the files of car_desktop/ that import it (absolute, outside the standard library),
+    lazy imports inside functions included."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "car_desktop").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"car_desktop"}:
+                found.setdefault(top, set()).add(path.relative_to(ROOT).as_posix())
+    return found
+
+
+def _declared(with_test_tools: bool = False) -> dict[str, Requirement]:
+    """The requirements of pyproject.toml, core and extras (the test tools' only when asked: they
+    cannot satisfy an import of the package), by canonical distribution name."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    lines = [*project["dependencies"],
+             *(r for name, extra in extras.items() if with_test_tools or name != "test" for r in extra)]
+    reqs = [Requirement(line) for line in lines]
+    return {canonicalize_name(r.name): r for r in reqs if canonicalize_name(r.name) != "car-desktop"}
+
+
+def _bounds_problem(req: Requirement) -> str | None:
+    ops = {spec.operator for spec in req.specifier}
+    lower = ops & {">=", ">", "==", "~=", "==="}
+    upper = ops & {"<", "<=", "==", "~=", "==="}
+    if lower and upper:
+        return None
+    return f"{req} needs {'a lower' if not lower else 'an upper'} bound"
+
+
+def _import_problems(imports: dict[str, set[str]], declared: dict[str, Requirement]) -> list[str]:
+    dists = importlib.metadata.packages_distributions()
+    problems = []
+    for module, files in sorted(imports.items()):
+        names = dists.get(module) or ([NOT_INSTALLED[module]] if module in NOT_INSTALLED else [])
+        where = ", ".join(sorted(files)[:3])
+        if not names:
+            problems.append(f"{module} (imported by {where}) is not installed: no distribution provides it")
+            continue
+        reqs = [declared[canonicalize_name(n)] for n in names if canonicalize_name(n) in declared]
+        if not reqs:
+            problems.append(f"{module} (distribution {'/'.join(names)}, imported by {where}) is not declared "
+                            "in pyproject.toml")
+        problems += [p for p in map(_bounds_problem, reqs) if p]
+    return problems
+
+
+def test_every_imported_distribution_is_declared_with_both_bounds():
+    imports = _third_party_imports()
+    assert {"torch", "open_clip", "PySide6", "huggingface_hub", "tqdm", "safetensors", "hydra"} <= set(imports)
+    assert _import_problems(imports, _declared()) == []
+
+
+def test_an_undeclared_import_is_reported():
+    declared = _declared()
+    # pytest is installed (so a distribution is known) but not a runtime dependency of the package.
+    problems = _import_problems({"_pytest": {"car_desktop/x.py"}, "no_such_module_xyz": {"car_desktop/y.py"}},
+                                declared)
+    assert problems == [
+        "_pytest (distribution pytest, imported by car_desktop/x.py) is not declared in pyproject.toml",
+        "no_such_module_xyz (imported by car_desktop/y.py) is not installed: no distribution provides it",
+    ]
+    unbounded = dict(declared, numpy=Requirement("numpy>=1.24"))
+    assert _import_problems({"numpy": {"car_desktop/z.py"}}, unbounded) == ["numpy>=1.24 needs an upper bound"]
+
+
+def test_every_declared_requirement_has_both_bounds():
+    assert [p for p in map(_bounds_problem, _declared(with_test_tools=True).values()) if p] == []
 
 
 # --------------------------------------------------------------------------- --self-test

@@ -217,7 +217,7 @@ def test_referring_mode(two_colour_image):
     assert kept and all(i in maps for i in (c.index for c in kept))
     for c in kept:
         assert np.array_equal(c.mask, maps[c.index] > config.eta)
-        assert 0.0 <= maps[c.index].min() and maps[c.index].max() <= 1.0
+        assert maps[c.index].min() >= 0.0 and maps[c.index].max() <= 1.0
 
 
 def test_without_crf(pipe, two_colour_image, monkeypatch):
@@ -266,11 +266,11 @@ def test_sam_refinement_in_the_pipeline(two_colour_image, mode):
 
 @pytest.mark.slow
 def test_cli_segment_with_sam(tmp_path, data_dir):
-    from car_desktop.cli import main
-
     import json
 
     from PIL import Image
+
+    from car_desktop.cli import main
 
     assert main(["--test-models", "segment", str(data_dir / "coffee.jpg"), "--concepts", "cup, table",
                  "--sam", "prompted", "--out", str(tmp_path)]) == 0

@@ -95,7 +95,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_pixel_edges_is_exact_in_pycocotools_and_says_so(exported):
     imgs, masks, files, _ = exported
     data = json.loads(files["pixel-edges"].read_text())
-    assert data["info"]["polygon_convention"] == "pixel-edges" and "pycocotools" in data["info"]["polygon_convention_text"]
+    assert data["info"]["polygon_convention"] == "pixel-edges"
+    assert "pycocotools" in data["info"]["polygon_convention_text"]
     got = _pycocotools(files["pixel-edges"])
     assert all(np.array_equal(g, m) for g, m in zip(got, masks, strict=True))
     # supervision (OpenCV's fillPoly) draws the right and bottom edges as pixels of their own.
@@ -107,7 +108,8 @@ def test_pixel_edges_is_exact_in_pycocotools_and_says_so(exported):
 def test_pixel_centres_is_exact_in_supervision_and_says_so(exported):
     imgs, masks, files, _ = exported
     data = json.loads(files["pixel-centres"].read_text())
-    assert data["info"]["polygon_convention"] == "pixel-centres" and "fillPoly" in data["info"]["polygon_convention_text"]
+    assert data["info"]["polygon_convention"] == "pixel-centres"
+    assert "fillPoly" in data["info"]["polygon_convention_text"]
     assert all(len(ring) >= 6 for a in data["annotations"] for ring in a["segmentation"])
     got = _supervision(files["pixel-centres"], imgs)
     assert all(np.array_equal(g, m) for g, m in zip(got, masks, strict=True))
@@ -138,7 +140,8 @@ def test_empty_categories_are_left_out_unless_asked_for(exported, capsys):
                  "--polygon-convention", "pixel-centres"]) == 0
     every = json.loads(out.read_text())
     assert [c["name"] for c in every["categories"]][-1] == "never used"
-    assert {c["id"]: c["name"] for c in data["categories"]}.items() <= {c["id"]: c["name"] for c in every["categories"]}.items()
+    by_id = {c["id"]: c["name"] for c in data["categories"]}
+    assert by_id.items() <= {c["id"]: c["name"] for c in every["categories"]}.items()
     assert every["info"]["polygon_convention"] == "pixel-centres"
     assert main(["export", str(tmp_path / "p.cardb"), "--coco", str(out)]) == 0
     assert "1 category without annotations left out" in capsys.readouterr().out

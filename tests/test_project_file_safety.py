@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from safety_helpers import create_and_use, tree_bytes
-from test_autolabel import CONFIG, FakePipeline, write_images
 
 from car_desktop.annotations import Project, ProjectError, import_coco
 from car_desktop.annotations.errors import ProjectBusyError, ProjectEmptyError, ProjectReadOnlyError
 from car_desktop.autolabel import SKIP_CLAIMED, AutoLabelJob, add_folder, run_autolabel
 from car_desktop.cli import main
+from safety_helpers import create_and_use, tree_bytes
+from test_autolabel import CONFIG, FakePipeline, write_images
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_the_wait_is_bounded_and_changes_nothing(made, monkeypatch):
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with Project.open(path) as project, pytest.raises(ProjectBusyError, match="busy.*nothing was changed"):
+        with Project.open(path) as project, pytest.raises(ProjectBusyError, match=r"busy.*nothing was changed"):
             project.get_or_create_category("cat")
     finally:
         holder.execute("ROLLBACK")
@@ -172,7 +172,7 @@ def test_creation_never_leaves_a_half_made_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     path.write_bytes(b"")
-    with pytest.raises(ProjectEmptyError, match="empty.*creation was interrupted"):
+    with pytest.raises(ProjectEmptyError, match=r"empty.*creation was interrupted"):
         Project.open(path)
     project, created = Project.open_or_create(path, tmp_path)
     with project:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakePipeline, car_result, fake_window
 from PIL import Image
 from PySide6.QtCore import Qt
 
@@ -21,6 +20,7 @@ from car_desktop.autolabel import AutoLabelJob, run_autolabel
 from car_desktop.engine.config import preset
 from car_desktop.evaluation.quality import compare_reviewed
 from car_desktop.evaluation.tuning import TUNED_SETTING
+from fakes import FakePipeline, car_result, fake_window
 
 H, W = 20, 30
 CONFIG = preset("objects").to_dict()
@@ -55,7 +55,8 @@ def reviewed(tmp_path: Path) -> Path:
         p.delete_annotation(a["dog"])
         p.add_annotation(ids["a"], p.find_category("sky").id, rect(15, 20, 0, 10))
         # b: CaR right about everything: cat, removed dog, sky; accepted as it is.
-        run(p, ids["b"], [("cat", rect(5, 15, 5, 15), 0.7), ("dog", None, 0.1), ("sky | heaven", rect(0, 5, 0, 30), 0.9)])
+        run(p, ids["b"], [("cat", rect(5, 15, 5, 15), 0.7), ("dog", None, 0.1),
+                          ("sky | heaven", rect(0, 5, 0, 30), 0.9)])
         run(p, ids["c"], [("cat", rect(0, 20, 0, 30), 0.9)])
         p.add_annotation(ids["d"], p.find_category("dog").id, rect(0, 5, 0, 5))
         for name in "abd":

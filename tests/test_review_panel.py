@@ -10,13 +10,12 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QPointF, QSettings, Qt
 
-from fakes import FakePipeline
-
 from car_desktop.annotations import Project
 from car_desktop.annotations.provenance import KEPT_ALONE, Provenance
 from car_desktop.annotations.review import review_items
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
+from fakes import FakePipeline
 
 H, W = 40, 56
 
@@ -57,9 +56,8 @@ def win(qtbot, tmp_path, known_project):
     w = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: FakePipeline(sam=None))
     qtbot.addWidget(w)
     w.show()
-    with qtbot.waitSignal(w.review_panel.refreshed, timeout=5000):
-        with qtbot.waitSignal(w.imageShown, timeout=5000):
-            assert w.open_project(known_project)
+    with qtbot.waitSignal(w.review_panel.refreshed, timeout=5000), qtbot.waitSignal(w.imageShown, timeout=5000):
+        assert w.open_project(known_project)
     yield w
     w.close()
 
@@ -128,9 +126,9 @@ def test_accept_marks_reviewed_and_moves_on(win, qtbot):
     a_id = panel.items[1].image_id
     assert win.image_id == a_id
     assert win.annotator.annotation_id(win.stack.selected().id) == panel.items[1].annotation_id
-    with qtbot.waitSignal(win.imageShown, timeout=5000):       # the next doubtful mask of another image
-        with qtbot.waitSignal(panel.refreshed, timeout=5000):
-            panel.accept_button.click()
+    # the next doubtful mask of another image
+    with qtbot.waitSignal(win.imageShown, timeout=5000), qtbot.waitSignal(panel.refreshed, timeout=5000):
+        panel.accept_button.click()
     assert win.project.get_image(a_id).status == "reviewed"
     assert win.file_list.status(a_id) == "reviewed"
     assert [r[3] for r in _rows(panel)] == ["b.png", "c.png", "c.png"]
@@ -139,9 +137,8 @@ def test_accept_marks_reviewed_and_moves_on(win, qtbot):
     assert win.image_id == cur.image_id
     assert win.annotator.annotation_id(win.stack.selected().id) == cur.annotation_id
     # The keyboard does the same (Ctrl+Shift+Enter): c.png reviewed, on to b.png.
-    with qtbot.waitSignal(win.imageShown, timeout=5000):
-        with qtbot.waitSignal(panel.refreshed, timeout=5000):
-            qtbot.keyClick(win, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    with qtbot.waitSignal(win.imageShown, timeout=5000), qtbot.waitSignal(panel.refreshed, timeout=5000):
+        qtbot.keyClick(win, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert [r[3] for r in _rows(panel)] == ["b.png"] and win.image_id == panel.current().image_id
 
 

@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from car_desktop.annotations import Project
+from car_desktop.annotations import Project, review
 from car_desktop.annotations.provenance import KEPT_ALONE, Provenance
-from car_desktop.annotations import review
-from car_desktop.annotations.review import (ReviewFilter, queue_concepts, review_items,
-                                            review_page)
+from car_desktop.annotations.review import ReviewFilter, queue_concepts, review_items, review_page
 
 H, W = 12, 16
 
@@ -59,7 +57,7 @@ def _ids(items):
 
 
 def test_default_order_kept_alone_then_score_then_sam(known):
-    p, ids, a = known
+    p, _, a = known
     items = review_items(p)
     # kept-alone first (score 1 is no confidence), then ascending score; at 0.35 SAM's refusal
     # comes before SAM's acceptance; the reviewed image, the new image and the manual mask are out.
@@ -74,7 +72,7 @@ def test_default_order_kept_alone_then_score_then_sam(known):
 
 
 def test_filters_concept_status_sam_edited(known):
-    p, ids, a = known
+    p, _, a = known
     cat = p.find_category("cat").id
     assert _ids(review_items(p, ReviewFilter(category_ids=(cat,)))) == [a["c_cat2"], a["c_cat"], a["a_cat"]]
     every = ReviewFilter(image_statuses=())
@@ -94,7 +92,7 @@ def test_filters_concept_status_sam_edited(known):
 
 
 def test_sorts_and_paging(known):
-    p, ids, a = known
+    p, _, a = known
     by_concept = review_items(p, sort="concept")
     assert [it.category_name for it in by_concept] == ["cat", "cat", "cat", "cup", "dog", "dog", "sky"]
     assert _ids(by_concept)[:3] == [a["c_cat2"], a["c_cat"], a["a_cat"]]
@@ -124,7 +122,7 @@ def test_queue_follows_status_changes_and_concepts(known):
 
 
 def test_reads_from_a_thread_while_the_project_writes(known):
-    p, ids, a = known
+    p, ids, _a = known
     errors: list[Exception] = []
     seen: list[int] = []
 
@@ -132,7 +130,7 @@ def test_reads_from_a_thread_while_the_project_writes(known):
         try:
             for _ in range(20):
                 seen.append(review_page(p, limit=50).total)
-        except Exception as exc:  # pragma: no cover - the assertion below reports it
+        except Exception as exc:  # noqa: BLE001 - the assertion below reports it
             errors.append(exc)
 
     t = threading.Thread(target=reader)

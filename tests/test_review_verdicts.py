@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QSettings
 
-from fakes import FakePipeline
-
 from car_desktop.annotations import Project
+from car_desktop.annotations.errors import ProjectError
 from car_desktop.annotations.provenance import Provenance
 from car_desktop.annotations.review import ReviewFilter, accept_mask, review_items, review_progress
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
+from fakes import FakePipeline
 
 H, W = 40, 56
 
@@ -64,9 +64,8 @@ def win(qtbot, tmp_path, project_path):
     w = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: FakePipeline(sam=None))
     qtbot.addWidget(w)
     w.show()
-    with qtbot.waitSignal(w.review_panel.refreshed, timeout=5000):
-        with qtbot.waitSignal(w.imageShown, timeout=5000):
-            assert w.open_project(project_path)
+    with qtbot.waitSignal(w.review_panel.refreshed, timeout=5000), qtbot.waitSignal(w.imageShown, timeout=5000):
+        assert w.open_project(project_path)
     yield w
     w.close()
 
@@ -106,7 +105,7 @@ def test_reject_from_the_row_menu_deletes_undoably_on_another_image(win, qtbot):
         _menu_action(panel, row, "Reject mask").trigger()
     assert win.image_id == other.image_id
     assert win.project.count_annotations() == n - 1
-    with pytest.raises(Exception):
+    with pytest.raises(ProjectError):
         win.project.get_annotation(other.annotation_id)
     win.annotator.undo()
     assert win.project.count_annotations() == n

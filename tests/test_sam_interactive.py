@@ -132,13 +132,13 @@ def test_clicks_and_a_prefetch_from_several_threads(handle):
         try:
             for _ in range(3):
                 results.append(session.predict([(20, 20)], [1]).low_res_logits)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     def prefetch():
         try:
             session.prefetch(_image(9))
-        except BaseException as exc:  # pragma: no cover
+        except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=prefetch)] + [threading.Thread(target=click) for _ in range(3)]

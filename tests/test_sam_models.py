@@ -8,7 +8,12 @@ import torch
 
 from car_desktop.engine.errors import ConfigError, WeightsCorruptError, WeightsMissingError
 from car_desktop.engine.sam_models import (
-    SamHandle, build_tiny_sam, clear_sam_cache, get_sam, load_sam, mobile_sam_available,
+    SamHandle,
+    build_tiny_sam,
+    clear_sam_cache,
+    get_sam,
+    load_sam,
+    mobile_sam_available,
 )
 
 

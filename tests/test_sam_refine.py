@@ -11,7 +11,12 @@ from car_desktop.engine.results import PassCounter
 from car_desktop.engine.sam_interactive import SamPrediction, SamSession
 from car_desktop.engine.sam_models import load_sam
 from car_desktop.engine.sam_refine import (
-    automatic_sam_masks, mask_iou, match_sam_masks, prompts_from_mask, refine_automatic, refine_prompted,
+    automatic_sam_masks,
+    mask_iou,
+    match_sam_masks,
+    prompts_from_mask,
+    refine_automatic,
+    refine_prompted,
 )
 
 H, W = 60, 80

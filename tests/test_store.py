@@ -13,8 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from car_desktop.annotations import (MaskError, Project, ProjectCorruptError, ProjectError,
-                                     ProjectForeignError, ProjectNotFoundError, ProjectSchemaError)
+from car_desktop.annotations import (
+    MaskError,
+    Project,
+    ProjectCorruptError,
+    ProjectError,
+    ProjectForeignError,
+    ProjectNotFoundError,
+    ProjectSchemaError,
+)
 from car_desktop.annotations.palette import PALETTE
 from car_desktop.annotations.provenance import Provenance
 from car_desktop.errors import CaRDesktopError
@@ -149,7 +156,7 @@ def test_add_images_rules(project: Project, tmp_path: Path):
     assert project.count_images() == 3
     with pytest.raises(ProjectError, match="not inside"):
         project.add_images([_img(tmp_path / "elsewhere.png")])
-    with pytest.raises(ProjectError, match="broken.png"):
+    with pytest.raises(ProjectError, match=r"broken\.png"):
         project.add_images([root / "broken.png"])
 
 
@@ -217,11 +224,10 @@ def test_annotation_crud(project: Project):
 def test_batch_is_all_or_nothing(project: Project):
     im = project.add_images([project.image_root / "a.png"])[0]
     cat = project.get_or_create_category("x")
-    with pytest.raises(RuntimeError):
-        with project.batch():
-            project.add_annotation(im.id, cat.id, np.ones((48, 64), bool))
-            project.set_image_status(im.id, "reviewed")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), project.batch():
+        project.add_annotation(im.id, cat.id, np.ones((48, 64), bool))
+        project.set_image_status(im.id, "reviewed")
+        raise RuntimeError("boom")
     assert project.count_annotations() == 0 and project.get_image(im.id).status == "new"
 
 

@@ -58,7 +58,8 @@ def test_tune_prints_the_best_setting_saves_it_and_batch_uses_it(reviewed_projec
     assert "using the project's tuned thresholds" in out
     with Project.open(path) as p:
         last = p.get_setting(LAST_RUN_SETTING)
-    expected = preset("objects", sam_mode="off", crf_in_subprocess=False).replace(theta=tuned["theta"], eta=tuned["eta"])
+    expected = preset("objects", sam_mode="off", crf_in_subprocess=False).replace(theta=tuned["theta"],
+                                                                                  eta=tuned["eta"])
     assert last["run_key"] == run_key(["cat", "sky | heaven"], expected, test_models=True)
 
 

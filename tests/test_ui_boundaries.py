@@ -51,11 +51,10 @@ def test_opening_the_window_module_does_not_import_torch():
 
 
 def test_engine_objects_and_fakes_satisfy_the_client_protocols(tmp_path):
-    from fakes import FakeManager, FakePipeline, FakeSam, FakeStatus
-
     from car_desktop.engine.model_manager import ModelManager
     from car_desktop.engine.pipeline import CaRPipeline
     from car_desktop.ui.engine_client import ModelCatalog, ModelStatusLike, PipelineLike, SamSessionLike
+    from fakes import FakeManager, FakePipeline, FakeSam, FakeStatus
 
     real = CaRPipeline(test_models=True)
     manager = ModelManager(cache_dir=tmp_path)

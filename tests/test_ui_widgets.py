@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 
+from car_desktop.annotations import mask_ops
+from car_desktop.annotations.models import Rect
 from car_desktop.engine.errors import ImageLoadError
 from car_desktop.engine.results import Progress
 from car_desktop.ui.canvas import Canvas
 from car_desktop.ui.concept_bar import ConceptBar
 from car_desktop.ui.concept_panel import ConceptPanel
-from fakes import FakeHost
-
-from car_desktop.annotations import mask_ops
-from car_desktop.annotations.models import Rect
 from car_desktop.ui.layers import LayerStack, MaskLayer
 from car_desktop.ui.status import JobStatusBar, describe_progress
 from car_desktop.ui.tools import BrushTool, PolygonTool, SamClickTool
 from car_desktop.ui.workers import JobRunner
+from fakes import FakeHost
 
 
 @pytest.fixture
@@ -104,7 +103,7 @@ def test_click_selects_layer_and_outline(canvas_setup, qtbot):
 
 
 def test_hover_reports_concept(canvas_setup, qtbot):
-    stack, canvas = canvas_setup
+    _stack, canvas = canvas_setup
     seen = []
     canvas.hovered.connect(seen.append)
     qtbot.mouseMove(canvas.viewport(), canvas.mapFromScene(QPointF(30, 45)))
@@ -225,7 +224,7 @@ def test_segmented_stroke_equals_whole_stroke():
         radius = float(rng.uniform(0.4, 9))
         whole, _ = mask_ops.paint_stroke(np.zeros((60, 64), bool), pts, radius)
         live = np.zeros((60, 64), bool)
-        for a, b in zip([pts[0]] + pts[:-1], pts):
+        for a, b in zip([pts[0], *pts[:-1]], pts):
             mask_ops.paint_into(live, [a, b], radius)
         assert np.array_equal(live, whole)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from video_clips import FRAMES, truncate, write_clip
 
 from car_desktop.annotations import Project, video_store
 from car_desktop.annotations.ytvis import read_ytvis
 from car_desktop.cli import main
+from video_clips import FRAMES, truncate, write_clip
 
 
 @pytest.mark.slow
@@ -21,7 +21,7 @@ def test_video_command_labels_exports_and_resumes(tmp_path, capsys):
     project, out = tmp_path / "p.cardb", tmp_path / "out"
     args = ["video", str(clips / "clip.mp4"), "--concepts", "red, green, blue", "--every", "10", "--project",
             str(project), "--test-models", "--no-crf", "--sam", "off"]
-    assert main(args + ["--export", str(out / "coco.json"), "--ytvis", str(out / "ytvis.json")]) == 0
+    assert main([*args, "--export", str(out / "coco.json"), "--ytvis", str(out / "ytvis.json")]) == 0
     printed = capsys.readouterr()
     assert "key frames 3: 3 labelled" in printed.out and "test models" in printed.err.lower()
     coco = COCO(str(out / "coco.json"))

@@ -8,14 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
-from fakes import FakePipeline
-from video_clips import FRAMES, H, W, frame_and_masks, write_clip
 
 from car_desktop.annotations import Project, video_store
 from car_desktop.annotations.video_export import export_video_coco
 from car_desktop.annotations.ytvis import YtvisError, export_ytvis, read_ytvis
 from car_desktop.engine.config import CaRConfig
 from car_desktop.videolabel import VideoJob, add_clip, extract_frames, run_video
+from fakes import FakePipeline
+from video_clips import FRAMES, H, W, frame_and_masks, write_clip
 
 pytestmark = pytest.mark.slow
 

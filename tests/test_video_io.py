@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from car_desktop import imagefiles
+from car_desktop.engine.errors import ImageLoadError, VideoLoadError
+from car_desktop.engine.keyframes import every_n, scene_cuts
+from car_desktop.engine.video_io import FrameFolder, frame_number, open_video, probe_video
 from video_clips import (
     FRAMES,
     H,
@@ -16,11 +21,6 @@ from video_clips import (
     write_frame_folder,
     write_vfr_clip,
 )
-
-from car_desktop import imagefiles
-from car_desktop.engine.errors import ImageLoadError, VideoLoadError
-from car_desktop.engine.keyframes import every_n, scene_cuts
-from car_desktop.engine.video_io import FrameFolder, frame_number, open_video, probe_video
 
 
 def _error(frame: np.ndarray, i: int) -> float:

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakePipeline
-from video_clips import FRAMES, RED_GONE, write_clip
 
 from car_desktop.annotations import Project, video_masks, video_store
 from car_desktop.annotations.provenance import FRAME_KEY, FRAME_PROPAGATED, ORIGIN_VIDEO
@@ -22,6 +20,8 @@ from car_desktop.cancel import CancelToken
 from car_desktop.engine.config import CaRConfig
 from car_desktop.engine.propagation import ABSENT, EDITED, PRESENT, assign_frames, plan_runs
 from car_desktop.videolabel import VideoJob, VideoReport, add_clip, open_clip, propagate, run_video
+from fakes import FakePipeline
+from video_clips import FRAMES, RED_GONE, write_clip
 
 pytestmark = pytest.mark.slow
 JOB = VideoJob("red, green, blue", CaRConfig(), every=15)   # key frames 0 and 15
@@ -70,7 +70,7 @@ def category(p: Project, name: str) -> int:
 # ------------------------------------------------------------------------------------------- the plan
 @pytest.mark.parametrize("keys, expected", [
     ({0: PRESENT, 6: PRESENT}, {1: 0, 2: 0, 3: 0, 4: 6, 5: 6, 7: 6, 8: 6, 9: 6}),     # nearer key, ties forward
-    ({0: ABSENT, 6: PRESENT}, {t: 6 for t in [1, 2, 3, 4, 5, 7, 8, 9]}),              # the found key goes all the way
+    ({0: ABSENT, 6: PRESENT}, dict.fromkeys([1, 2, 3, 4, 5, 7, 8, 9], 6)),              # the found key goes all the way
     ({0: PRESENT, 4: EDITED, 8: PRESENT}, {1: 0, 2: 0, 3: 0, 5: 4, 6: 4, 7: 4, 9: 8}),  # an edit carries forward only
     ({2: ABSENT, 6: ABSENT}, {}),
 ])
@@ -94,7 +94,7 @@ def test_every_frame_an_object_is_in_gets_its_mask_from_its_key_frame(base, proj
     names = {c.id: c.name for c in project.list_categories()}
     assert {names[c]: (k.present, k.absent) for c, k in keys.items()} == {
         "red": ([0, 15], []), "green": ([0, 15], []), "blue": ([15], [0])}   # blue enters later
-    marks = {c: {**{f: ABSENT for f in k.absent}, **{f: PRESENT for f in k.present}} for c, k in keys.items()}
+    marks = {c: {**dict.fromkeys(k.absent, ABSENT), **dict.fromkeys(k.present, PRESENT)} for c, k in keys.items()}
     for index, image_id in enumerate(video_store.frame_ids(project, video_id)):
         anns = {names[a.category_id]: a for a in project.list_annotations(image_id)}
         for name, mask in truth[index].items():

@@ -75,7 +75,7 @@ def test_a_local_file_must_be_a_sam2_checkpoint_and_fit_the_architecture(cache, 
     torch.save({"model": build_test_sam2().predictor.state_dict()}, wrong)
     manager.set_local_file("sam2.1_hiera_tiny", wrong)        # the right kind of file ...
     assert resolve_sam2_checkpoint("sam2.1_hiera_tiny", manager=manager) == wrong
-    with pytest.raises(WeightsCorruptError, match="do not fit SAM 2.1 tiny"):   # ... of another architecture
+    with pytest.raises(WeightsCorruptError, match=r"do not fit SAM 2\.1 tiny"):   # ... of another architecture
         build_sam2("tiny", wrong, "cpu")
 
 

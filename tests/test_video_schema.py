@@ -49,7 +49,8 @@ def test_a_clip_record_is_bounded_checked_and_found_again(tmp_path):
         with pytest.raises(ProjectError, match="too large"):
             video_store.add_video(p, "x.mp4", kind="file", frame_count=3, width=imagefiles.max_pixels(), height=2)
         first = video_store.add_video(p, "x.mp4", kind="file", frame_count=3, width=8, height=6, fingerprint="a")
-        assert video_store.add_video(p, "x.mp4", kind="file", frame_count=3, width=8, height=6, fingerprint="a") == first
+        again = video_store.add_video(p, "x.mp4", kind="file", frame_count=3, width=8, height=6, fingerprint="a")
+        assert again == first
         with pytest.raises(ProjectError, match="changed since it was added"):
             video_store.add_video(p, "x.mp4", kind="file", frame_count=3, width=8, height=6, fingerprint="b")
         assert first.frame_name(2) == "x.mp4#000002"

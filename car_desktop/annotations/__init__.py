@@ -13,7 +13,7 @@ API summary (all masks are 2-D numpy bool arrays of the image's (height, width))
 * Images: ``add_images(paths | folder) -> list[ImageRecord]``, ``add_folder(folder, select=None) ->
   (records, failures)``, ``add_files(rel_paths)``, ``add_image_entry(rel, w, h, hash)``,
   ``list_images(status=None)``, ``get_image(id)``, ``find_image(rel)``, ``image_path(id)``,
-  ``set_image_status(id, 'new'|'auto'|'reviewed')``, ``remove_image(id)``, ``count_images()``,
+  ``set_image_status(id, 'new'|'auto'|'reviewed')``, ``count_images()``,
   ``review_queue(limit) -> [(ImageRecord, min_score)]`` (least confident first).
 * Categories: ``get_or_create_category(name, synonyms=()) -> Category`` ('car | automobile' accepted),
   ``list_categories()``, ``get_category(id)``, ``find_category(name)``, ``rename_category(id, name,
@@ -60,22 +60,78 @@ API summary (all masks are 2-D numpy bool arrays of the image's (height, width))
 
 from .coco_export import export_coco
 from .coco_import import import_coco
-from .errors import (CocoImportError, ExportError, MaskError, ProjectCorruptError, ProjectError,
-                     ProjectForeignError, ProjectNotFoundError, ProjectSchemaError)
+from .errors import (
+    CocoImportError,
+    ExportError,
+    MaskError,
+    ProjectCorruptError,
+    ProjectError,
+    ProjectForeignError,
+    ProjectNotFoundError,
+    ProjectSchemaError,
+)
 from .history import History
 from .label_png import export_label_pngs
-from .mask_ops import (add_polygon, apply_edit, erase, fill_holes, merge, paint_stroke, remove_specks,
-                       replace, split_instances, subtract_polygon)
-from .models import (Annotation, Category, Edit, ExportReport, ImageRecord, ImportProblem, ImportReport, Rect,
-                     RelinkReport)
+from .mask_ops import (
+    add_polygon,
+    apply_edit,
+    erase,
+    fill_holes,
+    merge,
+    paint_stroke,
+    remove_specks,
+    replace,
+    split_instances,
+    subtract_polygon,
+)
+from .models import (
+    Annotation,
+    Category,
+    Edit,
+    ExportReport,
+    ImageRecord,
+    ImportProblem,
+    ImportReport,
+    Rect,
+    RelinkReport,
+)
 from .palette import color_for_id
 from .provenance import Provenance
 from .store import Project
 
 __all__ = [
-    "Annotation", "Category", "CocoImportError", "Edit", "ExportError", "ExportReport", "History", "ImageRecord",
-    "ImportProblem", "ImportReport", "MaskError", "Project", "Provenance", "ProjectCorruptError", "ProjectError",
-    "ProjectForeignError", "ProjectNotFoundError", "ProjectSchemaError", "Rect", "RelinkReport", "add_polygon",
-    "apply_edit", "color_for_id", "erase", "export_coco", "export_label_pngs", "fill_holes", "import_coco",
-    "merge", "paint_stroke", "remove_specks", "replace", "split_instances", "subtract_polygon",
+                     "Annotation",
+                     "Category",
+                     "CocoImportError",
+                     "Edit",
+                     "ExportError",
+                     "ExportReport",
+                     "History",
+                     "ImageRecord",
+                     "ImportProblem",
+                     "ImportReport",
+                     "MaskError",
+                     "Project",
+                     "ProjectCorruptError",
+                     "ProjectError",
+                     "ProjectForeignError",
+                     "ProjectNotFoundError",
+                     "ProjectSchemaError",
+                     "Provenance",
+                     "Rect",
+                     "RelinkReport",
+                     "add_polygon",
+                     "apply_edit",
+                     "color_for_id",
+                     "erase",
+                     "export_coco",
+                     "export_label_pngs",
+                     "fill_holes",
+                     "import_coco",
+                     "merge",
+                     "paint_stroke",
+                     "remove_specks",
+                     "replace",
+                     "split_instances",
+                     "subtract_polygon",
 ]

@@ -65,7 +65,7 @@ class RemovedConcept:
         return {"concept": self.concept, "status_text": self.status_text, "score": self.score}
 
     @classmethod
-    def from_dict(cls, row: Mapping[str, Any]) -> "RemovedConcept | None":
+    def from_dict(cls, row: Mapping[str, Any]) -> RemovedConcept | None:
         concept = row.get("concept")
         if not isinstance(concept, str) or not concept.strip():
             return None

@@ -51,8 +51,6 @@ from .store import Project
 
 log = logging.getLogger(__name__)
 
-Format = Literal["auto", "polygon", "rle"]
-Mode = Literal["instance", "components", "semantic"]
 FORMATS = ("auto", "polygon", "rle")
 MODES = ("instance", "components", "semantic")
 AUTO_MAX_PARTS = 4
@@ -261,7 +259,7 @@ def _traced_in_workers(pieces: Iterable[_Piece], wanted: Callable[[_Piece], bool
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write_json_atomically(head: dict, annotations: Iterable[dict | str], tail: Callable[[], dict],
+def write_json_atomically(head: dict, annotations: Iterable[dict | str], tail: Callable[[], dict],
                            out_path: Path) -> None:
     """Write {**head, "annotations": [...], **tail()} through ``fileio.atomic_open`` (``tail`` is
     built after the annotations, so it can depend on them).
@@ -321,7 +319,7 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
     report = ExportReport(path=str(out_path))
     all_images = project.list_images(include_frames=image_ids is not None)
     if image_ids is not None:
-        wanted = set(int(i) for i in image_ids)
+        wanted = {int(i) for i in image_ids}
         unknown = wanted - {im.id for im in all_images}
         if unknown:
             raise ExportError(f"no image with id {min(unknown)} in this project")
@@ -413,7 +411,7 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
 
     head = {
         "info": {"description": "CaR Desktop export", "version": __version__,
-                 "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 "date_created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                  "segmentation_format": fmt, "mode": mode, "polygon_convention": polygon_convention,
                  "polygon_convention_text": CONVENTION_TEXT[polygon_convention]},
         "licenses": [],
@@ -427,7 +425,7 @@ def export_coco(project: Project, out_path: str | os.PathLike, *, image_ids: Seq
         return {"categories": [{"id": c.id, "name": c.name, "supercategory": "", "synonyms": list(c.synonyms)}
                                for c in written]}
 
-    _write_json_atomically(head, annotations(), tail, Path(out_path))
+    write_json_atomically(head, annotations(), tail, Path(out_path))
     report.images = len(images)
     report.categories = len(written)
     report.categories_left_out = len(categories) - len(written)

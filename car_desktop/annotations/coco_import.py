@@ -218,7 +218,7 @@ def _entry_id(value: Any, what: str = "id") -> int:
 
 def _shown_id(value: Any) -> Any:
     """How an entry's id is shown in a problem: as it is when it is a plain value, else abbreviated."""
-    if value is None or isinstance(value, (int, float, str)) and len(str(value)) <= 40:
+    if value is None or (isinstance(value, (int, float, str)) and len(str(value)) <= 40):
         return value
     return f"<{type(value).__name__}>"
 

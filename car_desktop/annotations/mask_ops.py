@@ -202,7 +202,7 @@ def remove_specks(mask: np.ndarray, min_pixels: int) -> tuple[np.ndarray, Edit]:
     if rect is None or min_pixels <= 1:
         return m.copy(), _empty_edit()
     region = m[rect.slices]
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(region.view(np.uint8), connectivity=8)
+    _n, labels, stats, _ = cv2.connectedComponentsWithStats(region.view(np.uint8), connectivity=8)
     small = stats[:, cv2.CC_STAT_AREA] < min_pixels
     small[0] = False  # label 0 is the background
     return _commit(m, rect, region & ~small[labels])

@@ -85,7 +85,7 @@ class Rect:
     x1: int
 
     @classmethod
-    def of_mask(cls, mask: np.ndarray) -> "Rect | None":
+    def of_mask(cls, mask: np.ndarray) -> Rect | None:
         """The tight bounding rectangle of a mask's True pixels, or None when it has none."""
         rows = np.flatnonzero(mask.any(axis=1))
         if rows.size == 0:
@@ -105,12 +105,12 @@ class Rect:
     def is_empty(self) -> bool:
         return self.y1 <= self.y0 or self.x1 <= self.x0
 
-    def clip(self, shape: tuple[int, int]) -> "Rect":
+    def clip(self, shape: tuple[int, int]) -> Rect:
         """The part inside an image of ``shape`` (height, width); may be empty."""
         h, w = shape
         return Rect(max(0, self.y0), max(0, self.x0), min(h, self.y1), min(w, self.x1))
 
-    def union(self, other: "Rect | None") -> "Rect":
+    def union(self, other: Rect | None) -> Rect:
         if other is None or other.is_empty:
             return self
         if self.is_empty:
@@ -144,7 +144,7 @@ class Edit:
     def nbytes(self) -> int:
         return int(self.before.nbytes + self.after.nbytes)
 
-    def inverse(self) -> "Edit":
+    def inverse(self) -> Edit:
         """The edit that undoes this one."""
         return Edit(self.rect, self.after, self.before)
 

@@ -30,7 +30,7 @@ class PolygonShape:
     rings: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
-    def from_mask(cls, mask: np.ndarray) -> "PolygonShape":
+    def from_mask(cls, mask: np.ndarray) -> PolygonShape:
         m = np.asarray(mask, bool)
         box = Rect.of_mask(m)
         if box is None:
@@ -50,7 +50,7 @@ class PolygonShape:
         """COCO-style [x1, y1, x2, y2, ...] lists."""
         return [r.ravel().tolist() for r in self.rings]
 
-    def copy(self) -> "PolygonShape":
+    def copy(self) -> PolygonShape:
         return PolygonShape([r.copy() for r in self.rings])
 
     def to_mask(self, shape: tuple[int, int]) -> np.ndarray:

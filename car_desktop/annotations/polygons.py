@@ -129,13 +129,6 @@ def outer_rings(crop: np.ndarray, offset: tuple[int, int] = (0, 0),
     return rings
 
 
-def edge_outline(border: np.ndarray) -> np.ndarray:
-    """The pixel-edge outline (n x 2 corners, straight runs not yet removed) of one outer border as
-    ``cv2.findContours(..., RETR_EXTERNAL, CHAIN_APPROX_NONE)`` traces it (n x 2 pixel positions,
-    the part's first pixel in raster order first)."""
-    return _edge_outline(_pack(border)).view(np.int32).reshape(-1, 2)
-
-
 def _edge_outline(p: np.ndarray) -> np.ndarray:
     if len(p) == 1:
         return p + _CORNER64

@@ -87,7 +87,7 @@ class Provenance:
         return dumps_strict(data, default=str)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Provenance":
+    def from_dict(cls, data: Mapping[str, Any]) -> Provenance:
         """Read a stored record; unknown keys and values of the wrong type are dropped (a hand-edited
         or foreign row must not break reading the project)."""
         out: dict[str, Any] = {}
@@ -102,7 +102,7 @@ class Provenance:
         return cls(**out)
 
     @classmethod
-    def from_json(cls, text: str | None) -> "Provenance":
+    def from_json(cls, text: str | None) -> Provenance:
         try:
             data = json.loads(text or "{}")
         except ValueError:

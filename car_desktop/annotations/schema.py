@@ -20,13 +20,21 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..fileio import dumps_strict, regular_file
 from .auto_labels import AUTO_LABELS_SETTING, StoredMask, from_stored_masks
-from .errors import (ProjectBusyError, ProjectCorruptError, ProjectEmptyError, ProjectError, ProjectForeignError,
-                     ProjectNotFoundError, ProjectSchemaError)
+from .errors import (
+    ProjectBusyError,
+    ProjectCorruptError,
+    ProjectEmptyError,
+    ProjectError,
+    ProjectForeignError,
+    ProjectNotFoundError,
+    ProjectSchemaError,
+)
 from .provenance import Provenance
 
 log = logging.getLogger(__name__)

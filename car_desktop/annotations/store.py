@@ -34,20 +34,35 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from .. import imagefiles
 from ..engine.errors import ImageLoadError
 from ..errors import NotLocalError
-from ..imagesource import LocalImages, RemoteImages, canonical_root, is_uri, open_source, under_root
 from ..fileio import commit_file, dumps_strict
+from ..imagesource import LocalImages, RemoteImages, canonical_root, is_uri, open_source, under_root
 from ..safepaths import OutputGuard, UnsafePathError, printable, safe_relative_path
 from . import mask_codec, schema
-from .errors import (MaskError, ProjectEmptyError, ProjectError, ProjectExistsError, ProjectNotFoundError,
-                     ProjectReadOnlyError)
-from .models import (IMAGE_STATUSES, SOURCES, Annotation, Category, FileFailure, ImageRecord, RelinkReport)
+from .errors import (
+    MaskError,
+    ProjectEmptyError,
+    ProjectError,
+    ProjectExistsError,
+    ProjectNotFoundError,
+    ProjectReadOnlyError,
+)
+from .models import (
+    IMAGE_STATUSES,
+    SOURCES,
+    Annotation,
+    Category,
+    FileFailure,
+    ImageRecord,
+    ImageStatus,
+    RelinkReport,
+)
 from .palette import color_for_id, format_color, parse_color
 from .provenance import Provenance
 
@@ -94,6 +109,12 @@ def _row_to_failure(row: tuple) -> FileFailure:
                        file_size=row[5], content_hash=row[6], run_key=row[7])
 
 
+def _new_id(cur: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just added."""
+    assert cur.lastrowid is not None  # set by every successful INSERT
+    return cur.lastrowid
+
+
 def _finite_score(score: float | None) -> float | None:
     if score is None:
         return None
@@ -128,7 +149,7 @@ def _sqlite_user_error(path: Path, exc: sqlite3.Error) -> ProjectError | None:
     return None
 
 
-def _reason_without_path(message: str, path: Path) -> str:
+def _reason_without_path(message: str, path: Path | str) -> str:
     """An ImageLoadError message names the file; failure lists name it already."""
     for prefix in (f"{path}: ", f"{path} "):
         if message.startswith(prefix):
@@ -183,7 +204,7 @@ class Project:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def create(cls, path: str | os.PathLike, image_root: str | os.PathLike) -> "Project":
+    def create(cls, path: str | os.PathLike, image_root: str | os.PathLike) -> Project:
         """Create a new project file at ``path`` whose images live under ``image_root``.
 
         Raises ProjectExistsError (a ProjectNotFoundError) if ``path`` already exists (never
@@ -198,7 +219,7 @@ class Project:
         return cls.open(path)
 
     @classmethod
-    def open_or_create(cls, path: str | os.PathLike, image_root: str | os.PathLike) -> tuple["Project", bool]:
+    def open_or_create(cls, path: str | os.PathLike, image_root: str | os.PathLike) -> tuple[Project, bool]:
         """Open ``path``, or create it with ``image_root`` if it does not exist or is empty (a
         creation that never finished). Safe when several processes do it at once: one creates, the
         others open the same file. Returns (project, created)."""
@@ -278,7 +299,7 @@ class Project:
             return True
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> "Project":
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> Project:
         """Open an existing project, upgrading an older schema in place (one transaction per step).
 
         A missing, empty, corrupt, foreign (another program's SQLite file) or newer-schema file, a
@@ -334,7 +355,7 @@ class Project:
                 self._conn.close()
                 self._conn = None  # type: ignore[assignment]
 
-    def __enter__(self) -> "Project":
+    def __enter__(self) -> Project:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -382,10 +403,6 @@ class Project:
         All or none of them are saved; also much faster for bulk work (one commit).
         """
         return self._write()
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._depth > 0
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -634,7 +651,8 @@ class Project:
                 "INSERT INTO images (rel_path, width, height, content_hash, status, added_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (rel_path, int(width), int(height), content_hash, status,
                                               time.time()))
-            return ImageRecord(cur.lastrowid, rel_path, int(width), int(height), content_hash, status)
+            return ImageRecord(_new_id(cur), rel_path, int(width), int(height), content_hash,
+                               cast(ImageStatus, status))  # checked against IMAGE_STATUSES above
 
     def find_image(self, rel_path: str) -> ImageRecord | None:
         rel = Path(rel_path).as_posix()
@@ -679,12 +697,6 @@ class Project:
             raise ProjectError(f"unknown image status {status!r}; use one of {', '.join(IMAGE_STATUSES)}")
         with self._write() as conn:
             if conn.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id)).rowcount == 0:
-                raise ProjectError(f"no image with id {image_id} in this project")
-
-    def remove_image(self, image_id: int) -> None:
-        """Forget an image and its annotations (the file itself is not touched)."""
-        with self._write() as conn:
-            if conn.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount == 0:
                 raise ProjectError(f"no image with id {image_id} in this project")
 
     def review_queue(self, limit: int | None = None) -> list[tuple[ImageRecord, float]]:
@@ -784,7 +796,8 @@ class Project:
         with self._write() as conn:
             conn.execute("DELETE FROM failures WHERE rel_path = ?", (printable(rel_path),))
 
-    def record_failure(self, rel_path: str, reason: str, stage: str = "label", run_key: str | None = None) -> FileFailure:
+    def record_failure(self, rel_path: str, reason: str, stage: str = "label",
+                       run_key: str | None = None) -> FileFailure:
         """Keep ``rel_path`` in the failure list with its reason and the file's size and hash now."""
         f = self._failure_entry(rel_path, stage, reason, run_key)
         self._store_failure(f)
@@ -800,9 +813,6 @@ class Project:
         else:
             rows = self._read(f"SELECT {_FAIL_COLS} FROM failures WHERE stage = ? ORDER BY rel_path", (stage,))
         return [_row_to_failure(r) for r in rows]
-
-    def count_failures(self) -> int:
-        return int(self._read("SELECT COUNT(*) FROM failures")[0][0])
 
     def get_failure(self, rel_path: str) -> FileFailure | None:
         rows = self._read(f"SELECT {_FAIL_COLS} FROM failures WHERE rel_path = ?", (printable(rel_path),))
@@ -846,8 +856,8 @@ class Project:
                 if not stale:
                     return f"process {held_pid} on {held_host}"
             pid = os.getpid()
-            conn.execute("INSERT OR REPLACE INTO claims (image_id, owner, host, pid, claimed_at) VALUES (?, ?, ?, ?, ?)",
-                         (image_id, owner, host, pid, now))
+            conn.execute("INSERT OR REPLACE INTO claims (image_id, owner, host, pid, claimed_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (image_id, owner, host, pid, now))
         return None
 
     def release_claim(self, image_id: int, owner: str) -> None:
@@ -890,7 +900,8 @@ class Project:
             if row is None:
                 cur = conn.execute("INSERT INTO categories (name, synonyms, created_at) VALUES (?, ?, ?)",
                                    (head, json.dumps(syn, ensure_ascii=False), time.time()))
-                return Category(cur.lastrowid, head, tuple(syn), color_for_id(cur.lastrowid))
+                new_id = _new_id(cur)
+                return Category(new_id, head, tuple(syn), color_for_id(new_id))
             known = json.loads(row[2])
             extra = [s for s in syn if s.casefold() not in {k.casefold() for k in known}]
             if extra:
@@ -975,7 +986,7 @@ class Project:
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (image_id, category_id, enc.height, enc.width, enc.rle, enc.crop_rle, x, y, w, h, enc.area,
              enc.parts, enc.holes, _finite_score(score), source, int(edited), prov, now, now))
-        return int(cur.lastrowid)
+        return _new_id(cur)
 
     def add_annotation(self, image_id: int, category_id: int, mask: np.ndarray, score: float | None = None,
                        source: str = "manual", provenance: Provenance | None = None, *,
@@ -1109,7 +1120,7 @@ class Project:
             if image_ids is None:
                 yield from conn.execute(f"SELECT {columns} FROM annotations ORDER BY image_id, id")
                 return
-            ids = sorted(set(int(i) for i in image_ids))
+            ids = sorted({int(i) for i in image_ids})
             for start in range(0, len(ids), 500):  # keep under SQLite's variable limit
                 chunk = ids[start:start + 500]
                 marks = ",".join("?" * len(chunk))

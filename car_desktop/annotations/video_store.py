@@ -232,8 +232,8 @@ def gaps(project: Project, video_id: int) -> dict[int, list[tuple[int, int]]]:
 # ------------------------------------------------------------------------------------- key frames
 def set_key_frame(project: Project, video_id: int, index: int, run_key: str | None = None) -> None:
     with project.batch() as conn:
-        conn.execute("INSERT OR REPLACE INTO video_keys (video_id, frame_index, run_key, created_at) VALUES (?, ?, ?, ?)",
-                     (video_id, index, run_key, time.time()))
+        conn.execute("INSERT OR REPLACE INTO video_keys (video_id, frame_index, run_key, created_at) "
+                     "VALUES (?, ?, ?, ?)", (video_id, index, run_key, time.time()))
 
 
 def remove_key_frame(project: Project, video_id: int, index: int) -> None:
@@ -288,7 +288,8 @@ def object_keys(project: Project, video_id: int) -> dict[int, ObjectKeys]:
             if category_id is not None:
                 entry(category_id).absent.append(frame)
     for k in out.values():
-        k.present, k.absent, k.edited = sorted(set(k.present)), sorted(set(k.absent) - set(k.present)), sorted(set(k.edited))
+        k.absent = sorted(set(k.absent) - set(k.present))
+        k.present, k.edited = sorted(set(k.present)), sorted(set(k.edited))
     return out
 
 
@@ -322,8 +323,9 @@ def run_done(project: Project, video_id: int, category_id: int, key: int, step: 
 def set_run_done(project: Project, video_id: int, category_id: int, key: int, step: int, token: str,
                  reach: int) -> None:
     with project.batch() as conn:
-        conn.execute("INSERT OR REPLACE INTO video_runs (video_id, category_id, key_frame, step, token, reach, done_at) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?)", (video_id, category_id, key, step, token, reach, time.time()))
+        conn.execute("INSERT OR REPLACE INTO video_runs "
+                     "(video_id, category_id, key_frame, step, token, reach, done_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (video_id, category_id, key, step, token, reach, time.time()))
 
 
 def run_records(project: Project, video_id: int) -> list[tuple]:

@@ -36,7 +36,7 @@ from pycocotools import mask as mask_utils
 from .. import __version__, imagefiles
 from ..fileio import finite_or_none
 from . import mask_codec, video_store
-from .coco_export import _write_json_atomically
+from .coco_export import write_json_atomically
 from .coco_import import EntryError, parse_json_file, segmentation_rle
 from .errors import CocoImportError
 from .models import ExportReport
@@ -86,7 +86,7 @@ def export_ytvis(project: Project, out_path: str | os.PathLike, video_ids: Seque
         report.categories = len(cats)
         return {"categories": [{"id": c.id, "name": c.name, "supercategory": ""} for c in cats]}
 
-    _write_json_atomically(head, annotations(), tail, Path(out))
+    write_json_atomically(head, annotations(), tail, Path(out))
     report.images = sum(c.frame_count for c in clips)
     return report
 
@@ -187,7 +187,8 @@ def read_ytvis(source: str | os.PathLike | dict) -> YtvisFile:
                                                                                        "categories")):
         raise YtvisError(f"{name} is not YouTube-VIS JSON: it needs 'videos', 'annotations' and 'categories' lists")
     out = YtvisFile()
-    for kind, entries, read in (("video", data["videos"], _read_video), ("category", data["categories"], _read_category),
+    for kind, entries, read in (("video", data["videos"], _read_video),
+                                ("category", data["categories"], _read_category),
                                 ("annotation", data["annotations"], _read_track)):
         for n, entry in enumerate(entries):
             try:

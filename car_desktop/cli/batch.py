@@ -16,8 +16,16 @@ import time
 from pathlib import Path
 
 from ..annotations import Project, export_coco
-from ..autolabel import (SKIP_FAILED, AutoLabelJob, AutoLabelProgress, AutoLabelReport, merge_projects,
-                         parse_shard, run_autolabel, scan_folder)
+from ..autolabel import (
+    SKIP_FAILED,
+    AutoLabelJob,
+    AutoLabelProgress,
+    AutoLabelReport,
+    merge_projects,
+    parse_shard,
+    run_autolabel,
+    scan_folder,
+)
 from ..cancel import CancelToken
 from ..engine.concepts import ConceptList
 from ..engine.errors import CaRDesktopError, ConceptError
@@ -211,9 +219,11 @@ def _batch(args: argparse.Namespace, concepts: ConceptList, config, shard: tuple
         if args.export is not None:  # refused now, before hours of labelling, not at the end
             project.output_guard(args.force).check_file(args.export, "COCO file")
         scan = scan_folder(project, args.images, shard, skip_failed=args.skip_failed)
-        config, tuned = with_tuned_defaults(config, project, {k for k in ("theta", "eta") if getattr(args, k) is not None})
+        given = {k for k in ("theta", "eta") if getattr(args, k) is not None}
+        config, tuned = with_tuned_defaults(config, project, given)
         if tuned is not None:
-            print(f"using the project's tuned thresholds (car-desktop tune): theta {config.theta:.2f}, eta {config.eta:.2f}")
+            print(f"using the project's tuned thresholds (car-desktop tune): "
+                  f"theta {config.theta:.2f}, eta {config.eta:.2f}")
         job = AutoLabelJob(concepts, config, image_ids=scan.ids, overwrite=args.overwrite, test_models=test_models,
                            skip_failed=args.skip_failed)
         start = time.monotonic()
@@ -230,7 +240,8 @@ def _batch(args: argparse.Namespace, concepts: ConceptList, config, shard: tuple
         report.total += len(add_failures) + scan.skipped_unchanged
         if scan.skipped_unchanged:
             report.skipped += scan.skipped_unchanged
-            report.skipped_by_reason[SKIP_FAILED] = report.skipped_by_reason.get(SKIP_FAILED, 0) + scan.skipped_unchanged
+            by_reason = report.skipped_by_reason
+            by_reason[SKIP_FAILED] = by_reason.get(SKIP_FAILED, 0) + scan.skipped_unchanged
         report.elapsed = time.monotonic() - start
         print_summary(report, args.project)
         if args.export is not None:

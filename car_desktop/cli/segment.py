@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CaRDesktopError
 from ..engine.results import CaRResult, Progress
+from ..errors import CaRDesktopError
 from ..fileio import atomic_write_text, dumps_strict
 from ..safepaths import OutputGuard
 from .engine_options import add_engine_options, config_from_args, wants_test_models

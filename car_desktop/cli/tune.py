@@ -148,7 +148,8 @@ def _tune(args, labels, entries, concepts, class_of, notes, config, settings, sa
             except CaRDesktopError as exc:
                 raise SkipImage(str(exc)) from None
             if image.shape[:2] != (entry.height, entry.width):
-                raise SkipImage(f"the file is {image.shape[1]}x{image.shape[0]}, the labels {entry.width}x{entry.height}")
+                raise SkipImage(f"the file is {image.shape[1]}x{image.shape[0]}, "
+                                f"the labels {entry.width}x{entry.height}")
             gt, _ = paint(entry, class_of, by_score=False, ignore=labels.ignore)
             return gt, PipelineStages(pipeline, config, image, concepts, cancel)
         return TuneImage(entry.name, prepare)
@@ -176,7 +177,8 @@ def _tune(args, labels, entries, concepts, class_of, notes, config, settings, sa
     ref = next((s for s in result.scores if s.setting == reference), None)
     print(format_curve(result, reference))
     print()
-    ref_text = f" (preset {config.preset} as given: {reference.label} -> {ref.value(args.objective):.3f})" if ref else ""
+    ref_text = (f" (preset {config.preset} as given: {reference.label} -> {ref.value(args.objective):.3f})"
+                if ref else "")
     print(f"best: {best.setting.label} -> {args.objective} {best.value(args.objective):.3f} "
           f"(mIoU {best.miou:.3f}, presence F1 {best.presence_f1:.3f}){ref_text}")
     print(f"over {result.images_done} image(s)" + (" (stopped early)" if result.cancelled else ""))

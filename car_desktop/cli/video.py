@@ -22,8 +22,8 @@ from ..cancel import CancelToken
 from ..engine.concepts import ConceptList
 from ..engine.errors import CaRDesktopError
 from .batch import add_concept_options, open_or_create, read_concepts
-from .interrupt import InterruptHandler
 from .engine_options import add_engine_options, config_from_args, wants_test_models
+from .interrupt import InterruptHandler
 from .progress import ProgressBar, format_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_options(p)
     p.add_argument("--export", type=Path, metavar="OUT.json",
                    help="COCO JSON with one image per frame (file names CLIP#000123) and a track_id per annotation")
-    p.add_argument("--ytvis", type=Path, metavar="OUT.json", help="YouTube-VIS JSON (one object per track, RLE per frame)")
+    p.add_argument("--ytvis", type=Path, metavar="OUT.json",
+                   help="YouTube-VIS JSON (one object per track, RLE per frame)")
     p.add_argument("--extract-frames", type=Path, metavar="DIR",
                    help="write every frame into DIR/<clip>/ and name those files in the exports instead")
     p.add_argument("--frame-format", choices=("jpg", "png"), default="jpg", help="format of --extract-frames")

@@ -8,8 +8,8 @@ with a Python float. See docs/engine.md, "The recurrent loop".
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 

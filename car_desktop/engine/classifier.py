@@ -15,7 +15,7 @@ embeddings, the products and both softmaxes are fp32. See docs/engine.md ("Class
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ def clip_preprocess(image: np.ndarray, size: int = 224) -> np.ndarray:
     short, long = (height, width) if height <= width else (width, height)
     new_long = max(1, int(size * long / short))
     new_h, new_w = (size, new_long) if height <= width else (new_long, size)
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC), dtype=np.float32)
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC), dtype=np.float32)
     top = int(round((new_h - size) / 2.0))
     left = int(round((new_w - size) / 2.0))
     return resized[top:top + size, left:left + size] / 255.0

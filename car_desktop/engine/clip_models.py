@@ -19,14 +19,16 @@ import logging
 import os
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import open_clip
 import torch
 
 from .cancel import CancelToken, check
+from .clip_tower import OpenClipModule
 from .device import FP32, Precision, resolve_device, resolve_precision
 from .errors import ConfigError, WeightsCorruptError, WeightsMissingError
 
@@ -94,7 +96,7 @@ class ClipModel:
         return int(self.model.visual.conv1.kernel_size[0])
 
 
-def _fingerprint(model: torch.nn.Module) -> str:
+def _fingerprint(model: OpenClipModule) -> str:
     """A short hash of a few small weight tensors of both towers: tells two sets of weights apart cheaply.
 
     The activation is part of it: the same weights with GELU and QuickGELU give other features.
@@ -119,7 +121,7 @@ class _DropRandomInitWarning(logging.Filter):
         return "initialized randomly" not in record.getMessage()
 
 
-def _create(name: str, quick_gelu: bool = False) -> torch.nn.Module:
+def _create(name: str, quick_gelu: bool = False) -> OpenClipModule:
     """The bare architecture (random weights, fp32, CPU)."""
     drop = _DropRandomInitWarning()
     root = logging.getLogger()
@@ -164,7 +166,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
                 archive = torch.jit.load(str(path), map_location="cpu")
             return dict(archive.state_dict()), True
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not usable
+    except Exception as exc:
         raise WeightsCorruptError(
             f"Could not read the CLIP checkpoint {path}: {exc}. Re-download it or choose another file."
         ) from exc

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+
+#: An open_clip module driven by attribute name (``ln_1``, ``attn``, ``conv1``, ``proj`` ...): ``nn.Module``
+#: resolves these at run time, so a static type cannot name them.
+OpenClipModule = Any
 
 
 @dataclass
@@ -29,7 +34,7 @@ class BlockOutput:
     attn: torch.Tensor | None = None   # (B, L, L) head-averaged attention weights, when requested
 
 
-def layer_norm(ln: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def layer_norm(ln: OpenClipModule, x: torch.Tensor) -> torch.Tensor:
     # LayerNorm statistics in fp32 even for fp16 weights (as open_clip's LayerNormFp32), cast back.
     if isinstance(ln, nn.Identity):
         return x
@@ -42,21 +47,21 @@ def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if t is None else t.to(dtype)
 
 
-def _layer_scale(ls: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _layer_scale(ls: OpenClipModule, x: torch.Tensor) -> torch.Tensor:
     if isinstance(ls, nn.Identity):
         return x
     gamma = ls.gamma.to(x.dtype)
     return x * gamma
 
 
-def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _mlp(mlp: OpenClipModule, x: torch.Tensor) -> torch.Tensor:
     # Sequential(c_fc, gelu, c_proj) in open_clip; cast weights so an fp32 pass works on fp16 models.
     h = F.linear(x, mlp.c_fc.weight.to(x.dtype), _cast(mlp.c_fc.bias, x.dtype))
     h = mlp.gelu(h)
     return F.linear(h, mlp.c_proj.weight.to(x.dtype), _cast(mlp.c_proj.bias, x.dtype))
 
 
-def check_block(block: nn.Module) -> None:
+def check_block(block: OpenClipModule) -> None:
     """Raise ConfigError unless ``block`` is a plain open_clip ResidualAttentionBlock we can drive."""
     attn = getattr(block, "attn", None)
     if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim or not hasattr(block, "mlp"):
@@ -67,7 +72,7 @@ def check_block(block: nn.Module) -> None:
 
 
 def block_forward(
-    block: nn.Module, x: torch.Tensor, need_weights: bool = False, ln1: torch.Tensor | None = None
+    block: OpenClipModule, x: torch.Tensor, need_weights: bool = False, ln1: torch.Tensor | None = None
 ) -> BlockOutput:
     """open_clip's ResidualAttentionBlock on batch-first ``x`` (B, L, C), computed in ``x.dtype``.
 
@@ -100,7 +105,7 @@ def block_forward(
     return BlockOutput(x=x, ln1=ln1, attn=weights)
 
 
-def native_grid(visual: nn.Module) -> tuple[int, int]:
+def native_grid(visual: OpenClipModule) -> tuple[int, int]:
     """The (rows, cols) patch grid the positional embedding was trained for."""
     n = visual.positional_embedding.shape[0] - 1
     gh, gw = getattr(visual, "grid_size", (0, 0))
@@ -129,7 +134,7 @@ def interpolate_pos_embed(
 
 
 def embed_image(
-    visual: nn.Module, pixels: torch.Tensor, pos_fp16: bool = False
+    visual: OpenClipModule, pixels: torch.Tensor, pos_fp16: bool = False
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Tokens entering the first block (B, 1 + gh*gw, C), and the grid, for normalised ``pixels``.
 
@@ -158,7 +163,7 @@ def run_blocks(blocks, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def project(visual: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+def project(visual: OpenClipModule, pooled: torch.Tensor) -> torch.Tensor:
     """ln_post then the projection, in fp32 (the scores are computed in fp32)."""
     y = layer_norm(visual.ln_post, pooled.float())
     if visual.proj is not None:
@@ -166,7 +171,7 @@ def project(visual: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def pool_patches(visual: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def pool_patches(visual: OpenClipModule, tokens: torch.Tensor) -> torch.Tensor:
     """CaR's proposal embedding (B, d): ln_post on each patch token, mean over patches, projection.
 
     As the released code: LayerNorm per token first, then the mean (the CLS token is left out).
@@ -178,7 +183,7 @@ def pool_patches(visual: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------- text
-def encode_text_truncated(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def encode_text_truncated(model: OpenClipModule, tokens: torch.Tensor) -> torch.Tensor:
     """CLIP text features (n, d), unnormalised, equal to ``model.encode_text(tokens)``.
 
     Only the first ``max(EOT position) + 1`` tokens are run: under the causal mask nothing after a

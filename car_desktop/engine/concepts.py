@@ -63,7 +63,7 @@ class ConceptList(Sequence[Concept]):
     warnings: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, items: "str | Sequence[str | Concept] | ConceptList") -> "ConceptList":
+    def parse(cls, items: str | Sequence[str | Concept] | ConceptList) -> ConceptList:
         """Parse typed text or entries; raises ConceptError when no concept is left."""
         if isinstance(items, ConceptList):
             return items
@@ -87,7 +87,7 @@ class ConceptList(Sequence[Concept]):
     def __len__(self) -> int:
         return len(self.concepts)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self.concepts[index]
 
 
@@ -120,7 +120,7 @@ def split_concept_text(text: str) -> list[str]:
     return [part.strip() for part in re.split(r"[,\r\n]", text) if part.strip()]
 
 
-def parse_concepts(items: "str | Sequence[str | Concept] | ConceptList",
+def parse_concepts(items: str | Sequence[str | Concept] | ConceptList,
                    warnings: list[str] | None = None) -> list[Concept]:
     """Parse typed text (or a list of entries) into unique concepts; raise ConceptError if none.
 

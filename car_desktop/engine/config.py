@@ -44,9 +44,8 @@ DEFAULT_BACKGROUND_WORDS: tuple[str, ...] = (
 
 #: Concepts treated as "stuff" by presets that prompt stuff differently (scene preset).
 STUFF_WORDS: frozenset[str] = frozenset(
-    DEFAULT_BACKGROUND_WORDS
-    + ("floor", "ceiling", "snow", "sand", "field", "grassland", "dirt", "mud", "fog", "ice", "carpet",
-       "pavement", "sidewalk", "fence", "forest", "hill", "track", "window", "curtain", "light")
+    (*DEFAULT_BACKGROUND_WORDS, "floor", "ceiling", "snow", "sand", "field", "grassland", "dirt", "mud", "fog",
+     "ice", "carpet", "pavement", "sidewalk", "fence", "forest", "hill", "track", "window", "curtain", "light")
 )
 
 VISUAL_PROMPTS: tuple[str, ...] = ("blur", "gray", "black", "circle", "rectangle", "contour")
@@ -81,7 +80,7 @@ class CRFParams:
 class _ReleasedMethod:
     """``CaRConfig.released()`` (the objects preset) or ``config.released()`` (that config), released behaviour."""
 
-    def __get__(self, obj: "CaRConfig | None", objtype: type | None = None):
+    def __get__(self, obj: CaRConfig | None, objtype: type | None = None):
         if obj is None:
             return lambda name="objects", **overrides: preset(name, released=True, **overrides)
         return lambda: obj.replace(**obj.released_changes())
@@ -195,7 +194,7 @@ class CaRConfig:
         for name in ("prompts", "stuff_prompts"):
             value = getattr(self, name)
             if value is not None:
-                ordered = tuple(p for p in VISUAL_PROMPTS if p in value) + tuple(p for p in value if p not in VISUAL_PROMPTS)
+                ordered = (*(p for p in VISUAL_PROMPTS if p in value), *(p for p in value if p not in VISUAL_PROMPTS))
                 object.__setattr__(self, name, ordered)
         for name in ("eta", "theta", "lam", "phi_iou", "phi_iom"):
             value = getattr(self, name)
@@ -221,7 +220,7 @@ class CaRConfig:
         if not self.templates:
             raise ConfigError("At least one classifier template is needed.")
 
-    def replace(self, **changes) -> "CaRConfig":
+    def replace(self, **changes) -> CaRConfig:
         return dataclasses.replace(self, **changes)
 
     released = _ReleasedMethod()

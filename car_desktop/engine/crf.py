@@ -231,7 +231,7 @@ def _set_helper(helper: _Helper | None) -> None:
     _helper = _pool = helper
 
 
-def _shutdown_pool() -> None:
+def shutdown_pool() -> None:
     """Stop the helper process (at exit, or to start afresh)."""
     with _helper_lock:
         if _helper is not None:
@@ -239,7 +239,7 @@ def _shutdown_pool() -> None:
         _set_helper(None)
 
 
-atexit.register(_shutdown_pool)
+atexit.register(shutdown_pool)
 
 
 def _get_helper() -> _Helper:
@@ -281,12 +281,12 @@ def _ask_helper(request: Any, cancel: CancelToken | None) -> Any:
                 try:
                     check(cancel)
                 except BaseException:
-                    _shutdown_pool()  # the reply would arrive out of order; a new helper starts next time
+                    shutdown_pool()  # the reply would arrive out of order; a new helper starts next time
                     raise
         if status == "ok":
             return payload
         if status == "dead":
-            _shutdown_pool()
+            shutdown_pool()
         raise HelperUnavailable(payload)
 
 

@@ -21,9 +21,9 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -163,7 +163,7 @@ def bf16_probe(use_cache: bool = True) -> dict:
                         return result
             except (OSError, ValueError):
                 pass
-        result: dict = {"bf16_supported": cpu_has_bf16()}
+        result = {"bf16_supported": cpu_has_bf16()}
         if result["bf16_supported"]:
             fp32 = _time_matmuls(False)
             bf16 = _time_matmuls(True)

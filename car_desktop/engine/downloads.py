@@ -14,6 +14,7 @@ dependency, and full control over connect and read timeouts. Never Qt.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -22,9 +23,9 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
 from ..fileio import commit_file
@@ -214,7 +215,7 @@ class _CancelWatch:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "_CancelWatch":
+    def __enter__(self) -> _CancelWatch:
         if self._cancel is not None and self._sock is not None:
             self._thread = threading.Thread(target=self._run, name="download-cancel", daemon=True)
             self._thread.start()
@@ -223,10 +224,8 @@ class _CancelWatch:
     def _run(self) -> None:
         while not self._done.wait(0.05):
             if self._cancel is not None and self._cancel.cancelled:
-                try:
+                with contextlib.suppress(OSError):
                     self._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
-                except OSError:
-                    pass
                 return
 
     def __exit__(self, *exc: object) -> None:
@@ -309,7 +308,7 @@ def _attempt(url: str, part: Path, *, expected_size: int | None, progress: Progr
                     cancel.check()
                 try:
                     chunk = resp.read1(chunk_size)
-                except (socket.timeout, TimeoutError) as exc:
+                except TimeoutError as exc:
                     raise _Interrupted(f"no data for {read_timeout:.0f} s") from exc
                 except (OSError, http.client.HTTPException) as exc:
                     if cancel is not None:

@@ -5,7 +5,7 @@ They subclass ``car_desktop.errors.CaRDesktopError`` (re-exported here for the e
 
 from __future__ import annotations
 
-from ..errors import CaRDesktopError, Cancelled
+from ..errors import Cancelled, CaRDesktopError
 
 __all__ = ["CaRDesktopError", "Cancelled", "ConceptError", "ConfigError", "ImageLoadError", "VideoLoadError",
            "WeightsCorruptError", "WeightsMissingError"]

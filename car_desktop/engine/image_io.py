@@ -95,19 +95,19 @@ def content_hash(image: np.ndarray) -> str:
     """
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((image.shape, image.dtype.str)).encode())
-    h.update(memoryview(np.ascontiguousarray(image)).cast("B"))
+    h.update(np.ascontiguousarray(image).data.cast("B"))
     return h.hexdigest()
 
 
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _exif_transpose(p: Path, im: Image.Image) -> Image.Image:
+def _exif_transpose(p: Path | str, im: Image.Image) -> Image.Image:
     try:
         out = ImageOps.exif_transpose(im)
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError):
         raise  # pixel data errors and memory: reported by the caller
-    except Exception:  # noqa: BLE001 - malformed EXIF: show the image unrotated rather than fail
+    except Exception:
         log.warning("Ignoring malformed EXIF orientation in %s", p, exc_info=True)
         return im
     return out if out is not None else im
@@ -134,14 +134,15 @@ def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 def _is_16bit_colour(im: Image.Image) -> bool:
     """True for 16-bit-per-channel colour files, which PIL silently narrows to 8 bits by truncation."""
-    if im.mode not in ("RGB", "RGBA") or not getattr(im, "tile", None):
+    tile = getattr(im, "tile", None)  # files only (ImageFile)
+    if im.mode not in ("RGB", "RGBA") or not tile:
         return False
-    args = im.tile[0].args if hasattr(im.tile[0], "args") else im.tile[0][3]
+    args = tile[0].args if hasattr(tile[0], "args") else tile[0][3]
     rawmode = args[0] if isinstance(args, tuple) and args else args
     return isinstance(rawmode, str) and ";16" in rawmode
 
 
-def _load_16bit_colour_cv2(p: Path, orientation: int, data: bytes | None = None) -> np.ndarray | None:
+def _load_16bit_colour_cv2(p: Path | str, orientation: int, data: bytes | None = None) -> np.ndarray | None:
     """Decode a 16-bit colour file (or its bytes) with OpenCV (which keeps all 16 bits); None if it cannot."""
     # np.fromfile + imdecode rather than cv2.imread: imread cannot open non-ASCII paths on Windows.
     buf = np.fromfile(p, dtype=np.uint8) if data is None else np.frombuffer(data, dtype=np.uint8)
@@ -161,6 +162,8 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     """Map an integer or float single-channel array onto 0-255 without clipping its range away."""
     if arr.dtype == np.uint8:
         return arr
+    lo: float
+    hi: float
     if np.issubdtype(arr.dtype, np.integer):
         lo, hi = int(arr.min()), int(arr.max())
         if lo >= 0 and hi <= 65535:
@@ -185,7 +188,7 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return np.rint(rgb).astype(np.uint8)
 
 
-def _to_rgb8(p: Path, im: Image.Image) -> np.ndarray:
+def _to_rgb8(p: Path | str, im: Image.Image) -> np.ndarray:
     mode = im.mode
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
     if mode.startswith("I") or mode == "F":

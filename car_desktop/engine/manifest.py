@@ -100,7 +100,7 @@ def _spec_from_dict(name: str, raw: dict[str, Any]) -> ModelSpec:
                 raise ValueError(f"hash {value!r} is not lower-case hex")
         if sha is not None and len(sha) != 64:
             raise ValueError(f"sha256 of {name} has {len(sha)} hex digits, not 64")
-        known = {f for f in ModelSpec.__dataclass_fields__}
+        known = set(ModelSpec.__dataclass_fields__)
         plain_name(name, "the model name")
         plain_name(raw["filename"], "the file name")
         for alt in raw.get("alt_filenames", ()):
@@ -154,9 +154,9 @@ def clip_key(model_name: str, tag: str) -> tuple[str, str]:
 def find_clip_spec(manifest: dict[str, ModelSpec], model_name: str, tag: str) -> ModelSpec | None:
     wanted = clip_key(model_name, tag)
     for spec in manifest.values():
-        if spec.kind == "clip" and spec.open_clip_model and spec.open_clip_tag:
-            if clip_key(spec.open_clip_model, spec.open_clip_tag) == wanted:
-                return spec
+        if (spec.kind == "clip" and spec.open_clip_model and spec.open_clip_tag
+                and clip_key(spec.open_clip_model, spec.open_clip_tag) == wanted):
+            return spec
     return None
 
 

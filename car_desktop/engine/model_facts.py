@@ -39,7 +39,8 @@ class ModelFacts:
     size: str
 
     def lines(self) -> list[str]:
-        head = f"{self.title or self.name} [{self.name}]{' (optional)' if self.optional else ''}: {self.state}, {self.size}"
+        optional = " (optional)" if self.optional else ""
+        head = f"{self.title or self.name} [{self.name}]{optional}: {self.state}, {self.size}"
         return [head, f"  file:   {self.file_name}", f"  URL:    {self.url}",
                 f"  folder: {self.folder}  (a file copied here by hand is used)"]
 
@@ -48,7 +49,7 @@ class ModelFacts:
                 "size_text": self.size}
 
 
-def model_facts(manager: "ModelManager") -> list[ModelFacts]:
+def model_facts(manager: ModelManager) -> list[ModelFacts]:
     """The facts of every model of the manager's manifest, in manifest order."""
     out = []
     for st in manager.list():

@@ -198,7 +198,8 @@ def checkpoint_problem(path: Path, kind: str) -> str | None:
 class ModelManager:
     """Status, download and verification of the manifest's models in one cache folder."""
 
-    def __init__(self, cache_dir: Path | str | None = None, *, manifest: dict[str, ModelSpec] | Path | str | None = None,
+    def __init__(self, cache_dir: Path | str | None = None, *,
+                 manifest: dict[str, ModelSpec] | Path | str | None = None,
                  config_dir: Path | str | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
         self.config_dir = Path(config_dir) if config_dir is not None else paths.config_dir()
@@ -316,7 +317,7 @@ class ModelManager:
                     hit = try_to_load_from_cache(spec.hf_repo, fname)
                     if isinstance(hit, str):
                         found.append((Path(hit), "hugging face cache", fname))
-            except Exception as exc:  # a broken HF cache must not break status
+            except Exception as exc:  # noqa: BLE001 - a broken HF cache must not break status
                 log.debug("Hugging Face cache lookup failed: %s", exc)
         if spec.kind == "clip" and spec.openai_file is not None:
             found.append((Path.home() / ".cache" / "clip" / spec.openai_file.filename, "clip cache",
@@ -350,7 +351,8 @@ class ModelManager:
         folder = self.folder_for(name)
         target = folder / spec.filename
         part = partial_path(target)
-        common = dict(name=name, expected_size=spec.size, title=spec.title, optional=spec.optional, folder=folder)
+        common: dict[str, Any] = dict(name=name, expected_size=spec.size, title=spec.title, optional=spec.optional,
+                                      folder=folder)
         active = _ACTIVE.get(str(folder))
         if active is not None:
             return ModelStatus(state=DOWNLOADING, path=target, size=None, verified=False, source=None,
@@ -523,7 +525,7 @@ def _progress_tqdm(progress: ProgressCallback, cancel: CancelToken | None) -> ty
     """A silent tqdm class that forwards huggingface_hub's byte counts and honours cancel."""
     from tqdm.std import tqdm
 
-    class _Bar(tqdm):  # type: ignore[misc]
+    class _Bar(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)
             kwargs["disable"] = True

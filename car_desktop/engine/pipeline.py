@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -30,6 +31,13 @@ from .concepts import Concept, ConceptList, parse_concepts
 from .config import CaRConfig
 from .image_io import as_rgb_uint8
 from .results import CaRResult, ConceptResult, ConceptStatus, PassCounter, Progress
+
+if TYPE_CHECKING:  # the engine's torch modules load on first use, not on import
+    from .classifier import MaskClassifier
+    from .clip_models import ClipModel
+    from .proposals import ProposalGenerator
+    from .sam_interactive import SamSession
+    from .text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +101,11 @@ class CaRPipeline:
         self.text_disk_cache = (not test_models) if text_disk_cache is None else text_disk_cache
         self.counter = PassCounter()
         self._lock = threading.RLock()
-        self._clips: dict[tuple, object] = {}
-        self._text_encoder = None
-        self._generators: dict[str, object] = {}
-        self._classifiers: dict[str, object] = {}
-        self._sam_session = None
+        self._clips: dict[tuple, ClipModel] = {}
+        self._text_encoder: TextEncoder | None = None
+        self._generators: dict[str, ProposalGenerator] = {}
+        self._classifiers: dict[str, MaskClassifier] = {}
+        self._sam_session: SamSession | None = None
         self._warned_test_models = False
 
     # ----- models -------------------------------------------------------------------------------
@@ -119,7 +127,8 @@ class CaRPipeline:
                                                      precision=config.precision, quick_gelu=config.quick_gelu)
         return self._clips[key]
 
-    def _stages(self, config: CaRConfig):
+    def stages(self, config: CaRConfig):
+        """The (proposal generator, classifier) pair for ``config``'s models, built once and shared."""
         from .classifier import MaskClassifier
         from .proposals import ProposalGenerator
         from .text_encoder import TextEncoder
@@ -144,7 +153,7 @@ class CaRPipeline:
         with self._lock:
             if progress:
                 progress(Progress("loading models", message="CLIP"))
-            self._stages(self.config)
+            self.stages(self.config)
             check(cancel)
             if self.config.sam_mode != "off":
                 if progress:
@@ -233,12 +242,13 @@ class CaRPipeline:
                     from .crf import start_helper
 
                     start_helper()  # starts while the proposals run
-                generator, classifier = self._stages(config)
+                generator, classifier = self.stages(config)
             for clip in {id(c): c for c in (generator.clip, classifier.clip)}.values():
                 warnings.extend(n for n in clip.notes if n not in warnings)
             check(cancel)
             work = resize_long_side(full, config.work_long_side)
-            background = [config.proposal_template.format(b) for b in effective_background(config, concept_list, warnings)]
+            background = [config.proposal_template.format(b)
+                          for b in effective_background(config, concept_list, warnings)]
             with timer("proposals"):
                 report("proposals", 1, "image features")
                 feats = generator.prepare(work)
@@ -356,7 +366,8 @@ class CaRPipeline:
         info = {i: (bool(o.accepted), float(o.iou)) for i, o in zip(order, outcomes)}
         return refined, info
 
-    def _assemble(self, full, concept_list, outcome, masks, sam_info, warnings, config, zeroed=frozenset()) -> CaRResult:
+    def _assemble(self, full, concept_list, outcome, masks, sam_info, warnings, config,
+                  zeroed=frozenset()) -> CaRResult:
         h, w = full.shape[:2]
         alone = len(outcome.survivors) == 1
         results: list[ConceptResult] = []

@@ -211,7 +211,8 @@ class Propagator:
         # Frames further back than this are never attended to again (memory bank, object pointers).
         self.window = max(int(model.num_maskmem), int(getattr(model, "max_obj_ptrs_in_encoder", 16))) + 1
 
-    def run(self, run: Run, seeds: Mapping[int, np.ndarray], cancel: CancelToken | None = None) -> Iterator[PropagatedFrame]:
+    def run(self, run: Run, seeds: Mapping[int, np.ndarray],
+            cancel: CancelToken | None = None) -> Iterator[PropagatedFrame]:
         """Track ``run.obj_ids`` (each seeded with its key-frame mask in ``seeds``) through the run's
         frames; yields one ``PropagatedFrame`` per frame, in tracking order."""
         objs = [o for o in run.obj_ids if o in seeds]
@@ -229,7 +230,8 @@ class Propagator:
             for obj in objs:
                 mask = np.asarray(seeds[obj], bool)
                 if mask.shape != (info.height, info.width):
-                    raise ValueError(f"seed mask of object {obj} is {mask.shape}, the clip is {(info.height, info.width)}")
+                    raise ValueError(f"seed mask of object {obj} is {mask.shape}, "
+                                     f"the clip is {(info.height, info.width)}")
                 predictor.add_new_mask(state, frame_idx=0, obj_id=obj, mask=torch.from_numpy(mask))
             for idx, obj_ids, logits in predictor.propagate_in_video(state, start_frame_idx=0):
                 if idx == 0:

@@ -119,7 +119,7 @@ class ProposalGenerator:
         """(1, 3, h, w) normalised pixels: bicubic resize to whole patches, CLIP mean/std."""
         height, width = image.shape[:2]
         h, w = proposal_input_size(height, width, self.patch, self.config.proposal_long_side)
-        resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC), dtype=np.float32)
+        resized = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
         pixels = torch.from_numpy(resized).permute(2, 0, 1).unsqueeze(0) / 255.0
         return ((pixels - self._mean) / self._std).to(self.clip.device)
 
@@ -143,7 +143,8 @@ class ProposalGenerator:
         pixels = self.preprocess(image)
         n_blocks = len(self.blocks)
         keep = max(1, min(int(self.config.refine_layers), n_blocks))
-        attn_sum = None
+        attn_sum: torch.Tensor | None = None
+        last_input: torch.Tensor | None = None
         with self.clip.precision.context():  # bf16 autocast where it pays (device.resolve_precision)
             x, grid = embed_image(self.visual, pixels, pos_fp16=self.config.pos_embed_fp16)
             for i, blk in enumerate(self.blocks):
@@ -151,6 +152,7 @@ class ProposalGenerator:
                     last_input = x
                 if i >= n_blocks - keep:
                     out = block_forward(blk, x, need_weights=True)
+                    assert out.attn is not None  # need_weights=True
                     patch_attn = out.attn[0, 1:, 1:].float()
                     attn_sum = patch_attn if attn_sum is None else attn_sum + patch_attn
                     x = out.x
@@ -158,6 +160,7 @@ class ProposalGenerator:
                     x = run_blocks([blk], x)
         # The last block's attention does not depend on the text, so it is taken here (no grad)
         # rather than from the gradient pass: the whole affinity is then once per image.
+        assert attn_sum is not None and last_input is not None  # keep >= 1 block, the last one included
         attn_mean = attn_sum / keep
         affinity = cam_refine.refinement_matrix(attn_mean)  # fp32
         self.counter.proposal_image_passes += 1

@@ -161,7 +161,8 @@ _loaded: dict[tuple[str, str], Sam2Handle] = {}
 _loaded_lock = threading.Lock()
 
 
-def load_sam2(name: str, device: str | torch.device = "auto", *, progress: Any = None, cancel: Any = None) -> Sam2Handle:
+def load_sam2(name: str, device: str | torch.device = "auto", *, progress: Any = None,
+              cancel: Any = None) -> Sam2Handle:
     """The SAM 2 model ``name`` ("test" or tiny ... large), loaded once per process and device. Real
     weights come from the model manager (downloaded when allowed; WeightsMissingError offline)."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)

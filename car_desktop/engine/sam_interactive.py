@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -85,11 +85,6 @@ class SamSession:
     def cache_key(self, image: np.ndarray) -> str:
         """The embedding cache key of ``image`` for this session's model."""
         return f"{content_hash(as_rgb_uint8(image))}@{self.handle.key}"
-
-    def is_cached(self, image: np.ndarray) -> bool:
-        key = self.cache_key(image)
-        with self._lock:
-            return key in self._cache
 
     @property
     def cached_keys(self) -> list[str]:

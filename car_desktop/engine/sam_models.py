@@ -24,9 +24,10 @@ import os
 import pickle
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -40,7 +41,7 @@ SamModelType = Literal["vit_b", "vit_l", "vit_h", "vit_t", "tiny"]
 SAM_MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
 
 #: The tiny test SAM: a small image encoder (the prompt encoder and mask decoder are SAM's own).
-TINY_SAM_ENCODER = dict(
+TINY_SAM_ENCODER: dict[str, Any] = dict(
     encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,)
 )
 TINY_SAM_SEED = 0
@@ -98,7 +99,7 @@ def mobile_sam_available() -> bool:
     """True when the optional MobileSAM package (module ``mobile_sam``) can be imported."""
     try:
         import mobile_sam  # noqa: F401
-    except Exception:  # ImportError, or a broken install
+    except Exception:  # noqa: BLE001 - ImportError, or a broken install
         return False
     return True
 
@@ -126,7 +127,7 @@ def _build_architecture(model_type: str) -> tuple[torch.nn.Module, Any, Any]:
     if model_type == "vit_t":
         if not mobile_sam_available():
             raise ConfigError(
-                "MobileSAM (vit_t) needs the optional 'mobile_sam' package (pip install mobilesam-mirror); "
+                "MobileSAM (vit_t) needs the optional 'mobile_sam' package (pip install 'car-desktop[mobilesam]'); "
                 "choose vit_b, vit_l or vit_h instead."
             )
         import mobile_sam

@@ -16,8 +16,9 @@ returned unchanged and not accepted; SAM producing nothing usable is a normal ou
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -90,9 +91,9 @@ def prompts_from_mask(
     component always counts, and at most ``max_components`` (largest first) are used. Each sizeable
     component gets up to ``max_points_per_component`` points at maxima of its distance transform (the
     centre of its largest inscribed disc, then of the largest disc centred farther than twice the radius
-    from the points already taken, as long as it is at least half as deep as the first). The box is the tight box (inclusive pixel
-    coordinates, like SAM's) of the sizeable components, so far-away specks do not inflate it.
-    An empty mask gives empty prompts.
+    from the points already taken, as long as it is at least half as deep as the first). The box is the
+    tight box (inclusive pixel coordinates, like SAM's) of the sizeable components, so far-away specks do
+    not inflate it. An empty mask gives empty prompts.
     """
     mask = np.asarray(mask, bool)
     if mask.ndim != 2:
@@ -124,7 +125,7 @@ def prompts_from_mask(
 def _distance_maxima(comp: np.ndarray, count: int) -> list[tuple[int, int]]:
     """Up to ``count`` (row, col) maxima of the distance transform of a uint8 component, spread apart."""
     dist = cv2.distanceTransform(comp, cv2.DIST_L2, 5)
-    rows, cols = np.indices(dist.shape, sparse=True)
+    rows, cols = np.ogrid[: dist.shape[0], : dist.shape[1]]
     found: list[tuple[int, int]] = []
     first = 0.0
     for _ in range(max(1, count)):
@@ -181,8 +182,9 @@ def refine_prompted(
             iou = mask_iou(cand.mask, car)
             if best_mask is None or iou > best_iou:
                 best_mask, best_iou = cand.mask, iou
-        accepted = bool(best_mask is not None and best_iou > phi_iou)
-        outcomes.append(RefineOutcome(mask=best_mask if accepted else car, accepted=accepted, iou=best_iou))
+        accepted = best_mask is not None and best_iou > phi_iou
+        outcomes.append(RefineOutcome(mask=best_mask if best_mask is not None and accepted else car,
+                                      accepted=accepted, iou=best_iou))
         if progress is not None:
             progress((n + 1) / len(masks))
     log.debug("Prompted SAM: %d of %d masks accepted", sum(o.accepted for o in outcomes), len(outcomes))

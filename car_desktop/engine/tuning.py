@@ -35,7 +35,7 @@ class PipelineStages:
         self.cancel = cancel
         self.full = as_rgb_uint8(image)
         self.work = resize_long_side(self.full, config.work_long_side)
-        self.generator, self.classifier = pipeline._stages(config)
+        self.generator, self.classifier = pipeline.stages(config)
         words = effective_background(config, self.concepts, [])
         self.background = [config.proposal_template.format(b) for b in words]
         self.features = self.generator.prepare(self.work)

@@ -139,7 +139,7 @@ class FrameSource(ABC):
     @abstractmethod
     def _decode(self, index: int) -> np.ndarray: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook: a source that holds no file has nothing to release
         """Release the file (reading after this raises)."""
 
 
@@ -299,7 +299,8 @@ class VideoFile(FrameSource):
         try:
             self._container.seek(seek_to, stream=self._stream, backward=True, any_frame=False)
         except self._av.error.FFmpegError as exc:
-            raise VideoLoadError(f"{self.path}: cannot seek in the file ({first_line(exc)}); it may be damaged.") from None
+            raise VideoLoadError(f"{self.path}: cannot seek in the file ({first_line(exc)}); "
+                                 "it may be damaged.") from None
         self._decoder = iter(self._container.decode(self._stream))
         self._cursor = -1
 
@@ -358,9 +359,6 @@ class FrameFolder(FrameSource):
             warnings.append(f"{path.name}: {missing} frame number(s) between {numbers[0]} and {numbers[-1]} are "
                             "missing; frames are counted as they are.")
         self.info = VideoInfo("frames", len(self._files), width, height, None, False, "", tuple(warnings))
-
-    def frame_file(self, index: int) -> Path:
-        return self._files[index]
 
     def _decode(self, index: int) -> np.ndarray:
         from .image_io import load_image

@@ -2,14 +2,15 @@
 (binarise a proposal for the visual prompts) and optionally the visual prompts, scored by mIoU or by
 presence F1, that reruns only what depends on the swept values. Also the tuned defaults a project keeps.
 
-What depends on what (car-algorithm.md): the per-image proposal pass and its refinement matrix depend on
-the image only; a step's proposals depend on the surviving concepts and on whether it is the first step
-(raw text then, the origami template after), not on theta or eta; a step's classifier scores depend on
-those proposals, eta and the prompts, not on theta; the final masks (CRF, SAM) depend on the final
-proposals alone. So for each image the sweep keeps three caches keyed by exactly those inputs and drives
-the ordinary loop (car_loop.run_car_loop) once per setting through them: every setting costs a table
-look-up except the stage calls whose inputs are new. ``PassCounts`` tallies the stage calls made and
-those a naive sweep (one full CaR run per setting) would make.
+What depends on what (docs/engine.md, "Stages" and "Caches and the cost model"): the per-image proposal
+pass and its refinement matrix depend on the image only; a step's proposals depend on the surviving
+concepts and on whether it is the first step (raw text then, the origami template after), not on theta
+or eta; a step's classifier scores depend on those proposals, eta and the prompts, not on theta; the
+final masks (CRF, SAM) depend on the final proposals alone. So for each image the sweep keeps three
+caches keyed by exactly those inputs and drives the ordinary loop (car_loop.run_car_loop) once per
+setting through them: every setting costs a table look-up except the stage calls whose inputs are new.
+``PassCounts`` tallies the stage calls made and those a naive sweep (one full CaR run per setting) would
+make.
 
 The model side is injected (``ImageStages``: engine/tuning.py wraps the pipeline; tests script it), so
 this module is torch-free. Images are processed one at a time and their caches dropped after, so memory
@@ -118,7 +119,6 @@ class SweepResult:
     done: PassCounts
     naive: PassCounts
     images_done: int = 0
-    images_total: int = 0
     cancelled: bool = False
     skipped: list[str] = field(default_factory=list)
 
@@ -126,7 +126,8 @@ class SweepResult:
         """The highest objective; ties go to the setting closest to ``reference`` (no needless change)."""
         def key(s: SettingScore) -> tuple[float, float]:
             v = s.value(self.objective)
-            dist = 0.0 if reference is None else abs(s.setting.theta - reference.theta) + abs(s.setting.eta - reference.eta)
+            dist = (0.0 if reference is None
+                    else abs(s.setting.theta - reference.theta) + abs(s.setting.eta - reference.eta))
             return (-math.inf if math.isnan(v) else v, -dist)
         return max(self.scores, key=key)
 
@@ -145,7 +146,8 @@ def parse_values(text: str, name: str) -> list[float]:
         else:
             values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--{name} must be a list like 0.2,0.4,0.6 or a range like 0.1:0.9:0.1 (got {text!r})") from None
+        raise ConfigError(f"--{name} must be a list like 0.2,0.4,0.6 or a range like 0.1:0.9:0.1 "
+                          f"(got {text!r})") from None
     if not values or any(not 0.0 <= v <= 1.0 for v in values):
         raise ConfigError(f"--{name} values must lie between 0 and 1 (got {text!r})")
     return sorted(set(values))
@@ -182,7 +184,7 @@ def sweep(images: Sequence[TuneImage], n_concepts: int, settings: Sequence[Setti
         raise ConfigError("nothing to sweep: no setting")
     n_classes = n_concepts + 1
     result = SweepResult([SettingScore(s, np.zeros((n_classes, n_classes), np.int64)) for s in settings],
-                         objective, PassCounts(), PassCounts(), images_total=len(images))
+                         objective, PassCounts(), PassCounts())
     total = len(images) * len(settings)
     for index, item in enumerate(images):
         if (stop is not None and stop.cancelled) or (cancel is not None and cancel.cancelled):
@@ -287,7 +289,8 @@ def format_curve(result: SweepResult, reference: Setting | None = None, width: i
                 cells.append(f"{metrics.fmt(v):>7}{mark} ")
             lines.append(f"theta {t:6.2f} | " + "".join(cells).rstrip())
         lines.append("")
-    curve = [s for s in result.scores if s.setting.eta == best.setting.eta and s.setting.prompts == best.setting.prompts]
+    curve = [s for s in result.scores
+             if s.setting.eta == best.setting.eta and s.setting.prompts == best.setting.prompts]
     lines.append(f"{result.objective} against theta at eta {best.setting.eta:.2f}:")
     for s in sorted(curve, key=lambda s: s.setting.theta):
         v = s.value(result.objective)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class AutoLabelController(QObject):
     """Between the window and its ``AutoLabelRunner``."""
 
-    def __init__(self, win: "MainWindow", runner: AutoLabelRunner) -> None:
+    def __init__(self, win: MainWindow, runner: AutoLabelRunner) -> None:
         super().__init__(win)
         self.win = win
         self.runner = runner
@@ -59,9 +59,8 @@ class AutoLabelController(QObject):
         """Open the folder's project if it is not the open one, then start the run in the background."""
         win = self.win
         folder = Path(request.folder) if request.folder is not None else None
-        if folder is not None and not self._inside_project(folder):
-            if not win.open_folder(folder):
-                return False
+        if folder is not None and not self._inside_project(folder) and not win.open_folder(folder):
+            return False
         if win.project is None:
             win.show_error("Open a folder or project first.")
             return False

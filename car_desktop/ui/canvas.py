@@ -17,12 +17,17 @@ import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
-    QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView, QStyleOptionGraphicsItem, QToolTip,
+    QGraphicsItem,
+    QGraphicsPathItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QStyleOptionGraphicsItem,
+    QToolTip,
     QWidget,
 )
 
-from .imaging import rgb_to_qimage, rgba_view_qimage
 from ..annotations.models import Rect
+from .imaging import rgb_to_qimage, rgba_view_qimage
 from .layers import LayerStack
 
 log = logging.getLogger(__name__)
@@ -313,9 +318,9 @@ class Canvas(QGraphicsView):
         self.set_zoom(1.0)
 
     def wheelEvent(self, event) -> None:
-        if event.modifiers() & Qt.KeyboardModifier.ControlModifier and self._tool is not None:
-            if self._tool.wheel(event.angleDelta().y()):
-                return
+        if (event.modifiers() & Qt.KeyboardModifier.ControlModifier and self._tool is not None
+                and self._tool.wheel(event.angleDelta().y())):
+            return
         delta = event.angleDelta().y()
         if delta:
             self.zoom_by(1.25 ** (delta / 120.0), event.position().toPoint())

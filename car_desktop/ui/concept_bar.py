@@ -13,13 +13,32 @@ import logging
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit, QMenu,
-    QPlainTextEdit, QPushButton, QToolButton, QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPlainTextEdit,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..errors import CaRDesktopError
 from .engine_client import (
-    DEFAULT_BACKGROUND_WORDS, PRESET_DESCRIPTIONS, PRESETS, SAM_MODES, VISUAL_PROMPTS, CaRConfig, ConceptList, preset,
+    DEFAULT_BACKGROUND_WORDS,
+    PRESET_DESCRIPTIONS,
+    PRESETS,
+    SAM_MODES,
+    VISUAL_PROMPTS,
+    CaRConfig,
+    ConceptList,
+    preset,
 )
 
 log = logging.getLogger(__name__)

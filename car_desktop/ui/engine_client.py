@@ -28,8 +28,17 @@ from PySide6.QtCore import QObject, Signal
 
 from ..cancel import CancelToken
 from ..engine.concepts import ConceptList
-from ..engine.config import (DEFAULT_BACKGROUND_WORDS, DEVICE_CHOICES, PRECISION_CHOICES, PRESET_DESCRIPTIONS, PRESETS,
-                             SAM_MODES, VISUAL_PROMPTS, CaRConfig, preset)
+from ..engine.config import (
+    DEFAULT_BACKGROUND_WORDS,
+    DEVICE_CHOICES,
+    PRECISION_CHOICES,
+    PRESET_DESCRIPTIONS,
+    PRESETS,
+    SAM_MODES,
+    VISUAL_PROMPTS,
+    CaRConfig,
+    preset,
+)
 from ..engine.errors import ConceptError, ImageLoadError, VideoLoadError, WeightsCorruptError, WeightsMissingError
 from ..engine.results import CaRResult, Progress
 from ..engine.video_io import VIDEO_EXTENSIONS
@@ -43,10 +52,28 @@ if TYPE_CHECKING:
     from ..videolabel import VideoJob, VideoProgress, VideoReport
 
 __all__ = [
-    "CaRConfig", "CaRResult", "CarRequest", "ConceptError", "ConceptList", "DEFAULT_BACKGROUND_WORDS",
-    "DEVICE_CHOICES", "EngineClient", "ImageLoadError", "ModelCatalog", "ModelStatusLike", "PRECISION_CHOICES", "PRESETS",
-    "PRESET_DESCRIPTIONS", "PipelineLike", "Progress", "SAM_MODES", "SamSessionLike", "VIDEO_EXTENSIONS",
-    "VISUAL_PROMPTS", "VideoLoadError", "preset",
+    "DEFAULT_BACKGROUND_WORDS",
+    "DEVICE_CHOICES",
+    "PRECISION_CHOICES",
+    "PRESETS",
+    "PRESET_DESCRIPTIONS",
+    "SAM_MODES",
+    "VIDEO_EXTENSIONS",
+    "VISUAL_PROMPTS",
+    "CaRConfig",
+    "CaRResult",
+    "CarRequest",
+    "ConceptError",
+    "ConceptList",
+    "EngineClient",
+    "ImageLoadError",
+    "ModelCatalog",
+    "ModelStatusLike",
+    "PipelineLike",
+    "Progress",
+    "SamSessionLike",
+    "VideoLoadError",
+    "preset",
 ]
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QApplication, QDockWidget, QFileDialog, QMainWindow, QMessageBox, QVBoxLayout, QWidget,
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QMainWindow,
+    QMessageBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..annotations.models import ExportReport, ImportReport
@@ -31,7 +37,7 @@ from .car_apply import show_car_result, show_forced
 from .category_dialog import ask_category
 from .concept_bar import ConceptBar
 from .concept_panel import ConceptPanel
-from .engine_client import CaRConfig, CaRResult, CarRequest, ConceptList, EngineClient, ModelCatalog, PipelineFactory
+from .engine_client import CaRConfig, CarRequest, CaRResult, ConceptList, EngineClient, ModelCatalog, PipelineFactory
 from .help_dialog import HelpDialog
 from .layers import LayerStack
 from .long_text import elide
@@ -133,7 +139,8 @@ class MainWindow(QMainWindow):
         dock = QDockWidget(title, self)
         dock.setObjectName(title)
         dock.setWidget(widget)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(area, dock)
         return dock
 

@@ -14,8 +14,20 @@ import logging
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QApplication, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QProgressBar,
-    QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QApplication,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from .engine_client import ModelCatalog, ModelStatusLike
@@ -213,7 +225,7 @@ class ModelsDialog(QDialog):
     def set_local_file(self, name: str, path: str) -> None:
         try:
             self.manager.set_local_file(name, path)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any reason the file is refused is shown to the user
             QMessageBox.warning(self, "Models", f"Cannot use {path}: {exc}")
             return
         self.refresh()

@@ -54,7 +54,7 @@ class PolygonEditTool(Tool):
         self.finished: Callable[[], None] | None = None
 
     # ----- life cycle
-    def activate(self, canvas: "Canvas") -> None:
+    def activate(self, canvas: Canvas) -> None:
         super().activate(canvas)
         self._outline = QGraphicsPathItem()
         self._outline.setPen(_cosmetic_pen(QColor(255, 220, 40), 2))
@@ -158,7 +158,7 @@ class PolygonEditTool(Tool):
         zoom = self.canvas.zoom() if self.canvas is not None else 1.0
         return HANDLE_PX / max(zoom, 1e-6)
 
-    def press(self, e: "CanvasMouse") -> bool:
+    def press(self, e: CanvasMouse) -> bool:
         if not self.editing():
             return False
         tol = self._tol()
@@ -177,7 +177,7 @@ class PolygonEditTool(Tool):
         self._redraw()
         return True
 
-    def move(self, e: "CanvasMouse") -> bool:
+    def move(self, e: CanvasMouse) -> bool:
         if self._drag == "vertex" and self.active is not None:
             self.shape.move_vertex(*self.active, e.x, e.y)
         elif self._drag == "shape":
@@ -189,13 +189,13 @@ class PolygonEditTool(Tool):
         self._redraw()
         return True
 
-    def release(self, e: "CanvasMouse") -> bool:
+    def release(self, e: CanvasMouse) -> bool:
         if not self._drag:
             return self.editing()
         self._drag = ""
         return True
 
-    def double_click(self, e: "CanvasMouse") -> bool:
+    def double_click(self, e: CanvasMouse) -> bool:
         if not self.editing() or e.button != Qt.MouseButton.LeftButton:
             return False
         self._drag = ""
@@ -241,7 +241,7 @@ class PolygonEditTool(Tool):
         outline, handles, active = QPainterPath(), QPainterPath(), QPainterPath()
         handles.setFillRule(Qt.FillRule.WindingFill)   # overlapping handles stay filled
         half = self._tol() / 2
-        for ri, ring in enumerate(self.shape.rings):
+        for ring in self.shape.rings:
             if len(ring) == 0:
                 continue
             outline.moveTo(float(ring[0, 0]), float(ring[0, 1]))

@@ -55,7 +55,8 @@ class QualityPanel(LazyRefreshMixin, QWidget):
         self.tree.setHeaderLabels(list(COLUMNS))
         self.tree.setRootIsDecorated(False)
         self.tree.setUniformRowHeights(True)
-        self.tree.headerItem().setToolTip(1, "Auto mask before edits against the reviewed mask, over all reviewed images")
+        self.tree.headerItem().setToolTip(1, "Auto mask before edits against the reviewed mask, "
+                                             "over all reviewed images")
         self.tree.headerItem().setToolTip(2, "Of the images where CaR kept the concept, the share where it is there")
         self.tree.headerItem().setToolTip(3, "Of the images where the concept is there, the share where CaR kept it")
         header = self.tree.header()

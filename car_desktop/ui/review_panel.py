@@ -20,13 +20,29 @@ from typing import Any
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QMenu, QPushButton, QTreeWidget,
-    QTreeWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMenu,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..annotations.provenance import KEPT_ALONE
 from ..annotations.review import (
-    SORTS, ReviewFilter, ReviewItem, ReviewPage, ReviewProgress, queue_concepts, review_page, review_progress,
+    SORTS,
+    ReviewFilter,
+    ReviewItem,
+    ReviewPage,
+    ReviewProgress,
+    queue_concepts,
+    review_page,
+    review_progress,
 )
 from ..annotations.store import Project
 from .concept_panel import colour_icon

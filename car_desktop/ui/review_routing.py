@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class ReviewRouting(QObject):
     """Connects the review panel to the window's image, layers and file list."""
 
-    def __init__(self, win: "MainWindow") -> None:
+    def __init__(self, win: MainWindow) -> None:
         super().__init__(win)
         self.win = win
         self.panel = win.review_panel
@@ -41,9 +41,9 @@ class ReviewRouting(QObject):
 
     def _image_shown(self, image_id: int) -> None:
         pending, self._pending = self._pending, None
-        if pending is not None and pending[0] == image_id:
-            if self.select_annotation(pending[1]) and pending[2] == "reject":
-                self.reject_mask(image_id, pending[1])
+        if (pending is not None and pending[0] == image_id and self.select_annotation(pending[1])
+                and pending[2] == "reject"):
+            self.reject_mask(image_id, pending[1])
         self.panel.schedule_refresh(800)
 
     def open_annotation(self, image_id: int, annotation_id: int) -> None:

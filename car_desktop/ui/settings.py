@@ -77,7 +77,7 @@ class Settings:
 
     def add_recent_project(self, path: str) -> None:
         items = [p for p in self.recent_projects() if p != path]
-        self.q.setValue("ui/recent_projects", [path] + items[: MAX_RECENT - 1])
+        self.q.setValue("ui/recent_projects", [path, *items[:MAX_RECENT - 1]])
 
     def sync(self) -> None:
         self.q.sync()

@@ -58,7 +58,7 @@ class Tool:
         self.host = host
         self.canvas: Canvas | None = None
 
-    def activate(self, canvas: "Canvas") -> None:
+    def activate(self, canvas: Canvas) -> None:
         self.canvas = canvas
 
     def deactivate(self) -> None:
@@ -67,16 +67,16 @@ class Tool:
     def cursor(self) -> QCursor:
         return QCursor(Qt.CursorShape.CrossCursor)
 
-    def press(self, e: "CanvasMouse") -> bool:
+    def press(self, e: CanvasMouse) -> bool:
         return False
 
-    def move(self, e: "CanvasMouse") -> bool:
+    def move(self, e: CanvasMouse) -> bool:
         return False
 
-    def release(self, e: "CanvasMouse") -> bool:
+    def release(self, e: CanvasMouse) -> bool:
         return False
 
-    def double_click(self, e: "CanvasMouse") -> bool:
+    def double_click(self, e: CanvasMouse) -> bool:
         return False
 
     def key_press(self, event) -> bool:
@@ -124,7 +124,7 @@ class BrushTool(Tool):
         self._stroke: _Stroke | None = None
         self._last_pos = QPointF(-1e9, -1e9)
 
-    def activate(self, canvas: "Canvas") -> None:
+    def activate(self, canvas: Canvas) -> None:
         super().activate(canvas)
         self._ring = QGraphicsEllipseItem()
         self._ring.setPen(_cosmetic_pen(QColor(255, 80, 80) if self.erase else QColor(255, 255, 255), 1.5))
@@ -159,7 +159,7 @@ class BrushTool(Tool):
             self._ring.setRect(QRectF(cx - r, cy - r, 2 * r, 2 * r))
             self._ring.setVisible(pos.x() > -1e8)
 
-    def press(self, e: "CanvasMouse") -> bool:
+    def press(self, e: CanvasMouse) -> bool:
         if e.button != Qt.MouseButton.LeftButton:
             return False
         layer = self.host.selected_layer()
@@ -170,14 +170,14 @@ class BrushTool(Tool):
         self._paint_segment((e.x, e.y))
         return True
 
-    def move(self, e: "CanvasMouse") -> bool:
+    def move(self, e: CanvasMouse) -> bool:
         self._place_ring(QPointF(e.x, e.y))
         if self._stroke is None:
             return False
         self._paint_segment((e.x, e.y))
         return True
 
-    def release(self, e: "CanvasMouse") -> bool:
+    def release(self, e: CanvasMouse) -> bool:
         if e.button != Qt.MouseButton.LeftButton or self._stroke is None:
             return False
         self._finish_stroke()
@@ -232,7 +232,7 @@ class PolygonTool(Tool):
         self._hover: tuple[float, float] | None = None
         self._path: QGraphicsPathItem | None = None
 
-    def activate(self, canvas: "Canvas") -> None:
+    def activate(self, canvas: Canvas) -> None:
         super().activate(canvas)
         self._path = QGraphicsPathItem()
         colour = QColor(255, 90, 90) if self.subtract else QColor(90, 255, 120)
@@ -260,7 +260,7 @@ class PolygonTool(Tool):
                 path.lineTo(*p)
         self._path.setPath(path)
 
-    def press(self, e: "CanvasMouse") -> bool:
+    def press(self, e: CanvasMouse) -> bool:
         if e.button == Qt.MouseButton.LeftButton:
             self.points.append((e.x, e.y))
             self._redraw()
@@ -271,13 +271,13 @@ class PolygonTool(Tool):
             return True
         return False
 
-    def move(self, e: "CanvasMouse") -> bool:
+    def move(self, e: CanvasMouse) -> bool:
         self._hover = (e.x, e.y)
         if self.points:
             self._redraw()
         return False
 
-    def double_click(self, e: "CanvasMouse") -> bool:
+    def double_click(self, e: CanvasMouse) -> bool:
         if e.button == Qt.MouseButton.LeftButton:
             self.close_polygon()
             return True
@@ -342,7 +342,7 @@ class SamClickTool(Tool):
         self._preview_item: ImageItem | None = None
         self._preview_buf: np.ndarray | None = None
 
-    def activate(self, canvas: "Canvas") -> None:
+    def activate(self, canvas: Canvas) -> None:
         super().activate(canvas)
         from .canvas import ImageItem
 
@@ -357,7 +357,7 @@ class SamClickTool(Tool):
         self._preview_item = None
         super().deactivate()
 
-    def press(self, e: "CanvasMouse") -> bool:
+    def press(self, e: CanvasMouse) -> bool:
         if e.button not in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
             return False
         label = 1 if e.button == Qt.MouseButton.LeftButton else 0

@@ -16,8 +16,18 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
-    QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
-    QProgressDialog, QPushButton, QVBoxLayout, QWidget,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressDialog,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..annotations.models import ExportReport, ImportReport
@@ -76,7 +86,8 @@ class ImportCocoDialog(QDialog):
         self.resize(560, 0)
 
     def _pick_json(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "COCO JSON", self.json_path.text(), "COCO JSON (*.json);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "COCO JSON", self.json_path.text(),
+                                              "COCO JSON (*.json);;All files (*)")
         if path:
             self.json_path.setText(path)
 

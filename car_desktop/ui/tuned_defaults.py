@@ -70,7 +70,8 @@ class TunedDefaults(QObject):
         if current.preset != applied.preset:
             return
         base = preset(applied.preset)
-        self._show(current.replace(**{f: getattr(base, f) for f in TUNABLE if getattr(current, f) == getattr(applied, f)}))
+        self._show(current.replace(**{f: getattr(base, f) for f in TUNABLE
+                                      if getattr(current, f) == getattr(applied, f)}))
         self.bar.theta.setToolTip(self._tip)
 
     def _show(self, config: CaRConfig) -> None:

@@ -9,7 +9,8 @@ the canvas, the layers, every editing tool, SAM clicks and the per-frame undo wo
 CaR typed in the concept bar runs on the frame shown; the window hands the result here
 (``take_car_result``), where it is stored as a key frame (``video_masks.store_key_result``) and, when
 the clip was propagated before, the runs around it are redone (the frame re-seeds its neighbours; a
-concept CaR finds absent there is removed there). Storing the key frame is itself an undo step. "Label clip…" runs CaR on key frames every N
+concept CaR finds absent there is removed there). Storing the key frame is itself an undo step.
+"Label clip…" runs CaR on key frames every N
 frames or at scene cuts and propagates (``EngineClient.run_video``); "Propagate" carries the objects
 from the stored key frames; "Re-propagate from this frame" carries only the selected object, forward
 from the frame shown (after an edit). Frames fill in as they finish (the frame shown is reloaded

@@ -34,14 +34,14 @@ TOOLS = (("select", "Select", "V"), ("brush", "Brush", "B"), ("eraser", "Eraser"
 class WindowActions:
     """Builds the menu bar and the tool bar of ``win`` and keeps the actions others enable or check."""
 
-    def __init__(self, win: "MainWindow") -> None:
+    def __init__(self, win: MainWindow) -> None:
         self.win = win
         self.tools: dict[str, QAction] = {}
         self.tool_group = QActionGroup(win)
         self._build()
 
-    def _action(self, menu: QMenu, text: str, slot: Callable[..., object], shortcut: str | tuple[str, ...] | None = None,
-                tip: str = "", checkable: bool = False) -> QAction:
+    def _action(self, menu: QMenu, text: str, slot: Callable[..., object],
+                shortcut: str | tuple[str, ...] | None = None, tip: str = "", checkable: bool = False) -> QAction:
         action = QAction(text, self.win)
         if shortcut:
             keys = (shortcut,) if isinstance(shortcut, str) else shortcut

@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 from ..cancel import CancelToken
-from ..errors import CaRDesktopError, Cancelled
+from ..errors import Cancelled, CaRDesktopError
 
 log = logging.getLogger(__name__)
 
