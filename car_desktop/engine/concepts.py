@@ -10,7 +10,8 @@ together with the longest template.
 
 The concept bar, the auto-label dialog and the CLI parse the user's text once into a ``ConceptList``
 and hand that object on (engine client, pipeline, batch loop, store); ``parse_concepts`` passes an
-already parsed list through unchanged. The tokenizer (open_clip) is imported only when a text is parsed.
+already parsed list through unchanged. The tokenizer (open_clip, which imports torch) is used only for a
+concept that might be too long (``surely_short``), so the window parses ordinary concepts without it.
 """
 
 from __future__ import annotations
@@ -102,7 +103,18 @@ def token_count(text: str) -> int:
     return len(_tokenizer().encode(text))
 
 
+def surely_short(text: str) -> bool:
+    """True when ``text`` cannot be over ``MAX_CONCEPT_TOKENS`` tokens, known without the tokenizer
+    (which imports torch). CLIP's tokens are byte-level BPE pieces that never hold white space, so each
+    covers at least one byte of the rest: ASCII text with at most that many non-space characters fits.
+    Other text gets a factor 2 of margin, for the tokenizer's clean-up (which may rewrite characters)."""
+    size = sum(len(ch.encode("utf-8")) for ch in text if not ch.isspace())
+    return size <= (MAX_CONCEPT_TOKENS if text.isascii() else MAX_CONCEPT_TOKENS // 2)
+
+
 def _truncate(text: str, warnings: list[str]) -> str:
+    if surely_short(text):
+        return text
     tok = _tokenizer()
     ids = tok.encode(text)
     if len(ids) <= MAX_CONCEPT_TOKENS:

@@ -8,6 +8,10 @@ from empty to the mask, deleting one is the reverse, so one history covers every
 mask becomes empty has no project row. Several steps that belong together (a CaR result) undo as one
 group. The concepts CaR removed are shown as empty "removed" layers, read from and saved to the
 project's removed-concept list (``annotations.car_results``).
+
+A CaR run that finishes after the user moved to another image is stored on its own image at once
+(``car_apply.land_car_result``) and kept here as a ``Landed`` record; when that image is opened again
+the record becomes one undo group there (``_adopt_landed``), so the run is undoable where it landed.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from PySide6.QtCore import QObject, Signal
 from ..annotations import mask_ops
 from ..annotations.car_results import AddedMask, RemovedConcept, removed_concepts, set_removed_concepts
 from ..annotations.history import History
-from ..annotations.models import Category, Edit, Rect
+from ..annotations.models import Annotation, Category, Edit, Rect
 from ..annotations.provenance import Provenance
 from ..annotations.store import Project
 from ..errors import CaRDesktopError
@@ -44,6 +48,15 @@ class LayerMeta:
     provenance: Provenance = field(default_factory=Provenance)
 
 
+@dataclass
+class Landed:
+    """A CaR result stored on an image that was not shown: the rows it added and the rows (with their
+    masks, to bring back on undo) it replaced."""
+
+    added: list[AddedMask]
+    deleted: list[tuple[Annotation, Category, np.ndarray]] = field(default_factory=list)
+
+
 class Annotator(QObject):
     """Owns the layers of the open image and keeps the project in step with them."""
 
@@ -51,6 +64,7 @@ class Annotator(QObject):
     historyChanged = Signal()
     imageStatusChanged = Signal(int, str)
     failed = Signal(str)
+    rowsChanged = Signal()                      # project rows of the open image changed (review queue)
     samPredictRequested = Signal(list, list)    # points, labels (the SAM tool's clicks)
     samAccepted = Signal(object)                # the mask the SAM tool accepted
 
@@ -65,10 +79,12 @@ class Annotator(QObject):
         self._registry: dict[int, MaskLayer] = {}   # every layer of this image, live or deleted
         self._ann: dict[int, int] = {}               # layer id -> annotation id
         self._meta: dict[int, LayerMeta] = {}
+        self._landed: dict[int, list[Landed]] = {}   # image id -> runs stored there while it was not shown
 
     # ----- image lifecycle
     def set_project(self, project: Project | None) -> None:
         self.project = project
+        self._landed = {}
         self.clear()
 
     def clear(self) -> None:
@@ -100,6 +116,33 @@ class Annotator(QObject):
                                           ann.source, ann.provenance, ann.edited))
         layers += [self._ghost(r) for r in removed_concepts(self.project, image_id)]
         self.stack.replace_all(layers)
+        self._adopt_landed(image_id)
+
+    # ----- CaR runs stored on an image while it was not shown
+    def land(self, image_id: int, landed: Landed) -> None:
+        """Remember a run stored on ``image_id`` (not the open image) for its undo history there."""
+        self._landed.setdefault(image_id, []).append(landed)
+
+    def landed(self, image_id: int) -> list[Landed]:
+        return list(self._landed.get(image_id, []))
+
+    def _adopt_landed(self, image_id: int) -> None:
+        """Each run stored here while the image was away becomes one undo group: undo removes its
+        masks and brings back the ones it replaced, as if it had landed while the image was shown."""
+        for landed in self._landed.pop(image_id, []):
+            steps: list[tuple[int, Edit]] = []
+            for ann, category, mask in landed.deleted:
+                if mask.shape != self.stack.size or self.layer_for_annotation(ann.id) is not None:
+                    continue
+                layer = self._row_layer(ann.id, category, np.zeros(self.stack.size, bool), ann.score, ann.source,
+                                        ann.provenance, ann.edited)
+                del self._ann[layer.id]   # the row is gone: undo makes a new one from the layer
+                steps.append((layer.id, mask_ops.added_edit(mask).inverse()))
+            for added in landed.added:
+                lid = self.layer_for_annotation(added.annotation.id)
+                if lid is not None:
+                    steps.append((lid, mask_ops.added_edit(self._registry[lid].mask)))
+            self._push(steps)
 
     def _row_layer(self, ann_id: int, category: Category, mask: np.ndarray, score: float | None, source: str,
                    provenance: Provenance, edited: bool) -> MaskLayer:
@@ -241,6 +284,7 @@ class Annotator(QObject):
                     self._sync_one(project, lid)
 
         self.guard(write)
+        self.rowsChanged.emit()
 
     def _drop_if_empty(self, lid: int) -> None:
         layer = self._registry.get(lid)
@@ -306,6 +350,7 @@ class Annotator(QObject):
             steps.append((layer.id, mask_ops.added_edit(layer.mask)))
             layers.append(layer)
         self._push(steps)
+        self.rowsChanged.emit()
         return layers
 
     # ----- whole-mask operations
