@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
         self.messages = MessageLog()
         self._dock("Concepts", self.concept_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.messages_dock = self._dock("Messages", self.messages, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.messages_dock.setFeatures(self.messages_dock.features() | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.messages_dock.hide()
         self.messages_dock.toggleViewAction().setChecked(False)   # a hide before show sends no hide event
         self._log_bridge = install_bridge(self.messages)
