@@ -215,3 +215,60 @@ def test_export_gets_ordinary_permissions(win, qtbot, tmp_path):
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------------------- undo restores the state before
+def test_edited_mark_cleared_when_every_edit_is_undone(win, qtbot):
+    from car_desktop.annotations import mask_ops
+
+    with qtbot.waitSignal(win.carApplied, timeout=5000):
+        win.concept_bar.set_text("cat")
+        win.concept_bar.request_run()
+    layer = win.stack.find(name="cat")
+    ann_id = win.annotator.annotation_id(layer.id)
+    for point in ((40, 40), (50, 60)):
+        _new, edit = mask_ops.erase(layer.mask, [point], 2)
+        win.annotator.commit_mask_edit(layer.id, edit, "Eraser")
+    assert layer.edited and win.project.get_annotation(ann_id).edited
+    win.annotator.undo()
+    assert layer.edited and win.project.get_annotation(ann_id).edited      # one edit is left
+    win.annotator.undo()
+    assert not layer.edited and not win.project.get_annotation(ann_id).edited
+    row = win.concept_panel.tree.topLevelItem(0)
+    assert "edited" not in row.text(2)
+    win.annotator.redo()
+    assert layer.edited and win.project.get_annotation(ann_id).edited and "edited" in row.text(2)
+
+
+def test_undo_of_a_run_removes_the_categories_it_created(win, qtbot):
+    with qtbot.waitSignal(win.carApplied, timeout=5000):
+        win.concept_bar.set_text("sofa")
+        win.concept_bar.request_run()
+    with qtbot.waitSignal(win.carApplied, timeout=5000):
+        win.concept_bar.set_text("sofa, lamp, bird")
+        win.concept_bar.request_run()
+    before = {c.name: c.id for c in win.project.list_categories()}
+    assert set(before) == {"sofa", "lamp", "bird"}
+    win.annotator.undo()         # the second run: lamp and bird go, sofa (the first run's mask) stays
+    assert [c.name for c in win.project.list_categories()] == ["sofa"]
+    assert win.annotator.redo()
+    assert {c.name: c.id for c in win.project.list_categories()} == before
+    assert win.project.count_annotations(win.image_id) == 3
+    assert {win.project.get_category(a.category_id).name for a in win.project.list_annotations(win.image_id)} \
+        == {"sofa", "lamp", "bird"}
+
+
+def test_mask_status_names_force_kept_and_auto_labelled_masks():
+    from car_desktop.annotations.mask_status import short_status, status_text
+    from car_desktop.annotations.provenance import Provenance
+
+    assert short_status("car", "forced") == "force-kept"
+    assert short_status("car", "kept", "autolabel") == "auto-labelled"
+    assert short_status("car", "kept_without_competition", "autolabel") == "kept alone"
+    assert short_status("sam", None) == "SAM"
+    assert status_text("car", Provenance(status="kept", status_text="kept (score 0.83)", origin="autolabel")) \
+        == "auto-labelled: kept (score 0.83)"
+    assert status_text("car", Provenance(status="forced", status_text="force-kept (kept alone)")) \
+        == "force-kept (kept alone)"
+    assert status_text("car", Provenance(status="kept", status_text="kept (score 0.5)", origin="window")) \
+        == "kept (score 0.5)"

@@ -24,11 +24,12 @@ from typing import TypeVar
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from ..annotations import mask_ops
+from ..annotations import mask_ops, mask_status
+from ..annotations.auto_labels import auto_mask
 from ..annotations.car_results import AddedMask, RemovedConcept, removed_concepts, set_removed_concepts
 from ..annotations.history import History
 from ..annotations.models import Annotation, Category, Edit, Rect
-from ..annotations.provenance import Provenance
+from ..annotations.provenance import FORCED, Provenance
 from ..annotations.store import Project
 from ..errors import CaRDesktopError
 from .imaging import name_colour
@@ -49,12 +50,23 @@ class LayerMeta:
 
 
 @dataclass
+class UndoGroup:
+    """Steps that undo together; ``categories``: those a CaR run created, removed again by its undo
+    when nothing else uses them (``rows``: what was removed, for redo to restore with the same ids)."""
+
+    size: int
+    categories: tuple[int, ...] = ()
+    rows: list[tuple] = field(default_factory=list)
+
+
+@dataclass
 class Landed:
     """A CaR result stored on an image that was not shown: the rows it added and the rows (with their
     masks, to bring back on undo) it replaced."""
 
     added: list[AddedMask]
     deleted: list[tuple[Annotation, Category, np.ndarray]] = field(default_factory=list)
+    categories: tuple[int, ...] = ()       # the categories the run created
 
 
 class Annotator(QObject):
@@ -74,8 +86,8 @@ class Annotator(QObject):
         self.project: Project | None = None
         self.image_id: int | None = None
         self.history = History(HISTORY_BUDGET)
-        self._groups_undo: list[int] = []
-        self._groups_redo: list[int] = []
+        self._groups_undo: list[UndoGroup] = []
+        self._groups_redo: list[UndoGroup] = []
         self._registry: dict[int, MaskLayer] = {}   # every layer of this image, live or deleted
         self._ann: dict[int, int] = {}               # layer id -> annotation id
         self._meta: dict[int, LayerMeta] = {}
@@ -142,12 +154,12 @@ class Annotator(QObject):
                 lid = self.layer_for_annotation(added.annotation.id)
                 if lid is not None:
                     steps.append((lid, mask_ops.added_edit(self._registry[lid].mask)))
-            self._push(steps)
+            self._push(steps, landed.categories)
 
     def _row_layer(self, ann_id: int, category: Category, mask: np.ndarray, score: float | None, source: str,
                    provenance: Provenance, edited: bool) -> MaskLayer:
         layer = MaskLayer(self.stack.new_id(), category.name, category.color, mask, score=score,
-                          status=provenance.status or source, status_text=provenance.status_text or source,
+                          status=provenance.status or source, status_text=mask_status.status_text(source, provenance),
                           category_id=category.id, edited=edited, concept=provenance.concept)
         self._track(layer, ann_id, LayerMeta(source, provenance))
         return layer
@@ -213,10 +225,10 @@ class Annotator(QObject):
         self.samAccepted.emit(mask)
 
     # ----- history
-    def _push(self, steps: list[tuple[int, Edit]]) -> None:
+    def _push(self, steps: list[tuple[int, Edit]], categories: tuple[int, ...] = ()) -> None:
         pushed = sum(1 for lid, edit in steps if self.history.push(lid, edit))
         if pushed:
-            self._groups_undo.append(pushed)
+            self._groups_undo.append(UndoGroup(pushed, tuple(categories)))
             self._groups_redo.clear()
         self.historyChanged.emit()
 
@@ -232,22 +244,64 @@ class Annotator(QObject):
     def redo(self) -> bool:
         return self._replay(self.history.redo, self._groups_redo, self._groups_undo, "Redone")
 
-    def _replay(self, step_fn: Callable[[], tuple[int, Edit] | None], groups: list[int], other: list[int],
-                text: str) -> bool:
+    def _replay(self, step_fn: Callable[[], tuple[int, Edit] | None], groups: list[UndoGroup],
+                other: list[UndoGroup], text: str) -> bool:
         """Undo or redo one group of steps (``step_fn`` is ``history.undo`` or ``history.redo``)."""
-        n = groups.pop() if groups else 1
+        group = groups.pop() if groups else UndoGroup(1)
+        undoing = step_fn == self.history.undo
+        if not undoing and group.rows and self.project is not None:
+            self.guard(self.project.restore_categories, group.rows)   # before the rows that name them
+            group.rows = []
         touched: list[int] = []
-        for _ in range(n):
+        for _ in range(group.size):
             step = step_fn()
             if step is None:
                 break
             touched.append(self._apply(*step))
         if touched:
-            other.append(len(touched))
-            self._sync(list(dict.fromkeys(touched)))
+            group.size = len(touched)
+            other.append(group)
+            ids = list(dict.fromkeys(touched))
+            self._update_edited(ids)
+            self._sync(ids)
+            if undoing and group.categories:
+                self._drop_unused_categories(group)
             self.info.emit(text)
         self.historyChanged.emit()
         return bool(touched)
+
+    def _drop_unused_categories(self, group: UndoGroup) -> None:
+        """Undoing a CaR run: the categories it created go when no mask, clip or removed-concept row
+        of the open image uses them."""
+        if self.project is None:
+            return
+        shown = {ly.category_id for ly in self.stack.layers() if ly.removed}
+        ok, rows = self.guard(self.project.delete_unused_categories,
+                              [c for c in group.categories if c not in shown])
+        if ok and rows:
+            group.rows = rows
+
+    def _update_edited(self, layer_ids: list[int]) -> None:
+        """A CaR mask is 'edited' while it differs from what CaR made: undoing every edit clears the mark
+        (and the project's flag), redoing one sets it again. Force-kept masks stay a person's decision."""
+        if self.project is None:
+            return
+        for lid in layer_ids:
+            layer, meta, ann_id = self._registry.get(lid), self._meta.get(lid), self._ann.get(lid)
+            if layer is None or meta is None or ann_id is None or meta.source != "car" or layer.removed:
+                continue
+            if meta.provenance.status == FORCED or not layer.mask.any():
+                continue
+            ok, made = self.guard(auto_mask, self.project, ann_id)
+            if not ok or made is None or made.shape != layer.mask.shape:
+                continue
+            edited = not np.array_equal(made, layer.mask)
+            if edited != layer.edited:
+                layer.edited = edited
+                if not edited:
+                    self.guard(self.project.set_annotation_edited, ann_id, False)
+                if self.stack.get(lid) is not None:
+                    self.stack.update(lid, edited=edited)
 
     def _apply(self, layer_id: int, edit: Edit) -> int:
         layer = self._registry.get(layer_id)
@@ -329,7 +383,7 @@ class Annotator(QObject):
             self.load_image(self.image_id, *self.stack.size)
 
     # ----- rows written elsewhere (a CaR result): mirrored as layers, one undo group
-    def adopt(self, added: list[AddedMask], deleted: list[int]) -> list[MaskLayer]:
+    def adopt(self, added: list[AddedMask], deleted: list[int], categories: tuple[int, ...] = ()) -> list[MaskLayer]:
         """Show rows another writer has just changed for this image: ``added`` become layers,
         the layers of ``deleted`` annotation ids go; undoing the group restores the rows."""
         gone = set(deleted)
@@ -349,7 +403,7 @@ class Annotator(QObject):
             self.stack.add(layer)
             steps.append((layer.id, mask_ops.added_edit(layer.mask)))
             layers.append(layer)
-        self._push(steps)
+        self._push(steps, categories)
         self.rowsChanged.emit()
         return layers
 

@@ -10,11 +10,17 @@ import logging
 
 from ..annotations.car_results import CarApplied, apply_car_result, force_keep
 from ..annotations.provenance import ORIGIN_WINDOW
+from ..annotations.store import Project
 from .annotator import Annotator, Landed
 from .engine_client import CaRResult
 from .layers import MaskLayer
 
 log = logging.getLogger(__name__)
+
+
+def created_categories(project: Project, known: set[int]) -> tuple[int, ...]:
+    """The categories made since ``known`` was read (a run's undo removes them again when unused)."""
+    return tuple(c.id for c in project.list_categories() if c.id not in known)
 
 
 def show_car_result(annotator: Annotator, result: CaRResult) -> list[MaskLayer]:
@@ -23,10 +29,11 @@ def show_car_result(annotator: Annotator, result: CaRResult) -> list[MaskLayer]:
     if project is None or image_id is None:
         annotator.message("Open a folder or project first: CaR results are saved into it.")
         return []
+    known = {c.id for c in project.list_categories()}
     ok, applied = annotator.guard(apply_car_result, project, image_id, result, origin=ORIGIN_WINDOW)
     if not ok or applied is None:
         return []
-    layers = annotator.adopt(applied.added, applied.deleted)
+    layers = annotator.adopt(applied.added, applied.deleted, created_categories(project, known))
     annotator.show_removed(applied.removed)
     if applied.status_changed:
         annotator.imageStatusChanged.emit(image_id, "auto")
@@ -71,9 +78,11 @@ def land_car_result(annotator: Annotator, image_id: int, result: CaRResult,
                                           for a in project.list_annotations(image_id)])
     if not ok or before is None:
         return None
+    known = {c.id for c in project.list_categories()}
     ok, applied = annotator.guard(apply_car_result, project, image_id, result, origin=ORIGIN_WINDOW)
     if not ok or applied is None:
         return None
     gone = set(applied.deleted)
-    annotator.land(image_id, Landed(applied.added, [row for row in before if row[0].id in gone]))
+    annotator.land(image_id, Landed(applied.added, [row for row in before if row[0].id in gone],
+                                    created_categories(project, known)))
     return applied
