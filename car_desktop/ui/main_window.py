@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 APP_TITLE = "CaR Desktop"
 RECENT_CONCEPTS_KEY = "ui.recent_concepts"
+MODELS_FALLBACK_MS = 1000      # start loading the models of a window not yet painted after this long
 START_HINT = ("Open a folder of images (Ctrl+Shift+O), an image (Ctrl+O) or a project (Ctrl+P),\n"
               "pick one under File > Recent projects, or drop an image, a folder or a .cardb file here.")
 
@@ -138,8 +139,11 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.status.set_device_text(self.engine.device_text())
         self.resize(1400, 900)
+        # Models load once the window has painted: a worker importing torch meanwhile would hold the
+        # interpreter and delay the first paint. A window never shown starts them a little later.
+        self._models_pending = check_models
         if check_models:
-            QTimer.singleShot(0, self.start_models)
+            QTimer.singleShot(MODELS_FALLBACK_MS, self._start_models_once)
 
     # ----- construction
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
@@ -226,6 +230,16 @@ class MainWindow(QMainWindow):
         self.about_dialog.open()
 
     # ----- models
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().paintEvent(event)
+        if self._models_pending:
+            QTimer.singleShot(0, self._start_models_once)
+
+    def _start_models_once(self) -> None:
+        if self._models_pending:
+            self._models_pending = False
+            self.start_models()
+
     def start_models(self) -> None:
         """Load the models in the background, or open the models dialog when weights are missing."""
         if not self.test_models:
