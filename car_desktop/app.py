@@ -18,7 +18,7 @@ def _exit_after_first_paint(window, app) -> None:
     from PySide6.QtCore import QEvent, QObject
 
     class FirstPaint(QObject):
-        def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
+        def eventFilter(self, obj, event) -> bool:
             if event.type() == QEvent.Type.Paint and not getattr(self, "seen", False):
                 self.seen = True
                 print(f"first_paint {time.time():.6f}", flush=True)

@@ -59,8 +59,8 @@ log = logging.getLogger(__name__)
 APP_TITLE = "CaR Desktop"
 RECENT_CONCEPTS_KEY = "ui.recent_concepts"
 MODELS_FALLBACK_MS = 1000      # start loading the models of a window not yet painted after this long
-START_HINT = ("Open a folder of images (Ctrl+Shift+O), an image (Ctrl+O) or a project (Ctrl+P),\n"
-              "pick one under File > Recent projects, or drop an image, a folder or a .cardb file here.")
+START_HINT = ("Open a folder of images (Ctrl+Shift+O),\nan image (Ctrl+O) or a project (Ctrl+P),\n"
+              "pick one under File > Recent projects,\nor drop an image, a folder or a .cardb file here.")
 
 
 class MainWindow(QMainWindow):
@@ -230,7 +230,7 @@ class MainWindow(QMainWindow):
         self.about_dialog.open()
 
     # ----- models
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+    def paintEvent(self, event) -> None:
         super().paintEvent(event)
         if self._models_pending:
             QTimer.singleShot(0, self._start_models_once)

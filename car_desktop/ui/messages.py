@@ -12,28 +12,27 @@ import logging
 import time
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QTreeWidget, QTreeWidgetItem, QWidget
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QWidget
 
 #: A row repeated within this many seconds (an error logged and shown) is kept once.
 REPEAT_WINDOW_S = 2.0
 MAX_ROWS = 2000
 LEVEL_NAMES = {logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
+LEVEL_COLOURS = {"warning": QColor(200, 120, 20), "error": QColor(210, 50, 50)}
 
 
-class MessageLog(QTreeWidget):
-    """One row per message: time, level, text (tooltip: the full text); newest at the bottom."""
+class MessageLog(QListWidget):
+    """One row per message, "time  kind  text", wrapped to the width (tooltip: the full text); newest last."""
 
     added = Signal(str)     # the text of a new row (tests wait on it)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setColumnCount(3)
-        self.setHeaderLabels(["Time", "Kind", "Message"])
-        self.setRootIsDecorated(False)
         self.setWordWrap(True)
-        self.setUniformRowHeights(False)
-        self.setColumnWidth(0, 70)
-        self.setColumnWidth(1, 60)
+        self.setResizeMode(QListView.ResizeMode.Adjust)     # rows re-wrap when the dock is resized
+        self.setUniformItemSizes(False)
+        self.setAlternatingRowColors(True)
         self._last: tuple[str, float] = ("", 0.0)
 
     def add(self, text: str, level: str = "info") -> None:
@@ -42,17 +41,20 @@ class MessageLog(QTreeWidget):
         if not text or (text == self._last[0] and now - self._last[1] < REPEAT_WINDOW_S):
             return
         self._last = (text, now)
-        item = QTreeWidgetItem([time.strftime("%H:%M:%S"), level, text])
-        item.setToolTip(2, text)
-        item.setData(2, Qt.ItemDataRole.UserRole, text)
-        self.addTopLevelItem(item)
-        while self.topLevelItemCount() > MAX_ROWS:
-            self.takeTopLevelItem(0)
+        item = QListWidgetItem(f"{time.strftime('%H:%M:%S')}  {level}:  {text}")
+        item.setToolTip(text)
+        item.setData(Qt.ItemDataRole.UserRole, text)
+        item.setData(Qt.ItemDataRole.UserRole + 1, level)
+        if level in LEVEL_COLOURS:
+            item.setForeground(QBrush(LEVEL_COLOURS[level]))
+        self.addItem(item)
+        while self.count() > MAX_ROWS:
+            self.takeItem(0)
         self.scrollToItem(item)
         self.added.emit(text)
 
     def texts(self) -> list[str]:
-        return [self.topLevelItem(i).data(2, Qt.ItemDataRole.UserRole) for i in range(self.topLevelItemCount())]
+        return [self.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.count())]
 
 
 class _Relay(QObject):

@@ -108,9 +108,7 @@ def probe_folder(folder: str | os.PathLike, recursive: bool = True) -> FolderPro
             imagefiles.image_size(path)
             return FolderProbe(False, True, failures)
         except ImageLoadError as exc:
-            reason = str(exc)
-            for prefix in (f"{path}: ", f"{path} "):
-                reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+            reason = str(exc).removeprefix(f"{path}: ").removeprefix(f"{path} ")
             failures.append((path.relative_to(folder).as_posix(), reason.rstrip(".")))
         except OSError as exc:
             failures.append((path.relative_to(folder).as_posix(), f"cannot be read ({exc.strerror or exc})"))

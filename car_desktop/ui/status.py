@@ -78,7 +78,9 @@ class JobStatusBar(QStatusBar):
         self.device_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.pixel_label = QLabel("")
         self.pixel_label.setToolTip("Pixel under the cursor")
+        self.pixel_label.setContentsMargins(8, 0, 8, 0)
         self.hover_label = QLabel("")
+        self.hover_label.setContentsMargins(8, 0, 8, 0)
         self.hover_label.setToolTip("Mask under the cursor")
         self.addPermanentWidget(self.hover_label)
         self.addPermanentWidget(self.stage_label)
@@ -92,7 +94,7 @@ class JobStatusBar(QStatusBar):
         runner.progress.connect(self._on_progress)
         runner.ended.connect(self._on_end)
 
-    def showMessage(self, text: str, timeout: int = 0) -> None:  # noqa: N802 (Qt's name)
+    def showMessage(self, text: str, timeout: int = 0) -> None:
         """Show ``text`` (kept at least ``MIN_MESSAGE_MS`` unless 0 = until replaced) and log it."""
         super().showMessage(text, max(timeout, MIN_MESSAGE_MS) if timeout else 0)
         self.setToolTip(text)      # the whole text, when the bar cuts it
