@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import imagefiles, paths
 from ..annotations.models import FileFailure
 from ..annotations.store import Project
-from .engine_client import ImageLoadError
+from .engine_client import VIDEO_EXTENSIONS, ImageLoadError
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,16 @@ def existing_project(folder: Path) -> Path | None:
 
 def probe_folder(folder: str | os.PathLike, recursive: bool = True) -> FolderProbe:
     """Whether ``folder`` has a project, and whether one of its images can be read (headers only,
-    stopping at the first that reads), with the reasons of those that cannot before it."""
+    stopping at the first that reads), with the reasons of those that cannot before it. A folder with
+    a clip in it counts as readable (clips are opened, and checked, on their own)."""
     folder = Path(folder)
     if existing_project(folder) is not None:
         return FolderProbe(True, True)
+    try:
+        if any(p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() for p in folder.iterdir()):
+            return FolderProbe(False, True)
+    except OSError:
+        pass   # the scan below reports an unreadable folder
     failures: list[tuple[str, str]] = []
     for path in imagefiles.scan_folder(folder, recursive=recursive).files:
         try:
