@@ -185,7 +185,9 @@ def test_hover_readout_does_not_replace_a_message(win, qtbot):
     win.canvas.hovered.emit("cat (0.80)")
     win.canvas.cursorMoved.emit(10, 20)
     assert win.status.currentMessage() == "Select a mask first."
-    assert win.status.hover_label.text() == "cat (0.80)" and win.status.pixel_label.text() == "10, 20"
+    r, g, b = (int(v) for v in win.image[20, 10])
+    assert win.status.hover_label.text() == "cat (0.80)"
+    assert win.status.pixel_label.text() == f"10, 20  RGB {r} {g} {b}"
     assert "Select a mask first." in win.messages.texts()
 
 

@@ -165,7 +165,7 @@ class MainWindow(QMainWindow):
         self.concept_panel.forceKeepRequested.connect(self.force_keep)
         self.file_list.imageActivated.connect(self.show_image)
         self.canvas.hovered.connect(self.status.set_hover)
-        self.canvas.cursorMoved.connect(lambda x, y: self.status.pixel_label.setText(f"{x}, {y}"))
+        self.canvas.cursorMoved.connect(self._pixel_readout)
         self.status.messagePosted.connect(self.messages.add)
         self.annotator.rowsChanged.connect(lambda: self.review_panel.schedule_refresh())
         self.annotator.info.connect(lambda text: self.status.showMessage(text, 5000))
@@ -194,6 +194,14 @@ class MainWindow(QMainWindow):
         if self.test_models:
             parts.append("TEST MODELS (random weights, masks are meaningless)")
         self.setWindowTitle(" — ".join(parts))
+
+    def _pixel_readout(self, x: int, y: int) -> None:
+        """The pixel under the cursor and its colour, in the status bar's own field."""
+        text = f"{x}, {y}"
+        image = self.image
+        if image is not None and 0 <= y < image.shape[0] and 0 <= x < image.shape[1]:
+            text += "  RGB " + " ".join(str(int(v)) for v in np.atleast_1d(image[y, x])[:3])
+        self.status.pixel_label.setText(text)
 
     def _opacity(self, value: float) -> None:
         self.canvas.set_opacity(value)
