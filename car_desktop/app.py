@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from pathlib import Path
+import time
 from typing import cast
 
 log = logging.getLogger(__name__)
+
+#: Set (to anything) to print ``first_paint <unix time>`` when the window first paints, then quit
+#: (``benchmarks/bench_startup.py`` measures start-up with it).
+FIRST_PAINT_ENV = "CAR_DESKTOP_EXIT_AFTER_FIRST_PAINT"
+
+
+def _exit_after_first_paint(window, app) -> None:
+    from PySide6.QtCore import QEvent, QObject
+
+    class FirstPaint(QObject):
+        def eventFilter(self, obj, event) -> bool:
+            if event.type() == QEvent.Type.Paint and not getattr(self, "seen", False):
+                self.seen = True
+                print(f"first_paint {time.time():.6f}", flush=True)
+                os._exit(0)   # not app.quit(): the model load may be importing torch on a worker
+            return False
+
+    window._first_paint = FirstPaint(window)
+    window.installEventFilter(window._first_paint)
 
 
 def launch_gui(test_models: bool = False, argv: list[str] | None = None) -> int:
@@ -32,16 +52,10 @@ def launch_gui(test_models: bool = False, argv: list[str] | None = None) -> int:
     settings = Settings()
     apply_theme(app, settings.theme)
     window = MainWindow(test_models=test_models, settings=settings)
+    if os.environ.get(FIRST_PAINT_ENV):
+        _exit_after_first_paint(window, app)
     window.show()
     for arg in (a for a in argv if not a.startswith("-")):
-        path = Path(arg)
-        if path.is_dir():
-            window.open_folder(path)
-        elif path.suffix == ".cardb":
-            window.open_project(path)
-        elif path.is_file():
-            window.open_image(path)
-        else:
-            log.warning("not found: %s", path)
+        window.open_path(arg)
         break
     return int(app.exec())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from car_desktop.engine.concepts import MAX_CONCEPT_TOKENS, parse_concepts, token_count
+from car_desktop.engine.concepts import MAX_CONCEPT_TOKENS, ConceptList, parse_concepts, token_count
 from car_desktop.engine.config import PRESETS, CaRConfig, preset
 from car_desktop.engine.errors import ConceptError, ConfigError
 from car_desktop.engine.pipeline import effective_background
@@ -35,6 +35,23 @@ def test_overlong_concept_truncated_with_warning():
     (c,) = parse_concepts([long], warnings)
     assert token_count(c.name) <= MAX_CONCEPT_TOKENS
     assert any("shortened" in w for w in warnings)
+
+
+def test_unchecked_list_is_shortened_by_the_engine_as_a_checked_parse_would():
+    long = " ".join(["the man in the red vest"] * 20)
+    text = f"cat, {long} | {long} worker, cat"
+    checked = ConceptList.parse(text)
+    unchecked = ConceptList.parse(text, check_length=False)   # what the window sends (no tokenizer)
+    assert checked.length_checked and not unchecked.length_checked
+    assert unchecked.labels[1].startswith(long)                   # as typed, not yet shortened
+    warnings: list[str] = []
+    finished = parse_concepts(unchecked, warnings)                # what the pipeline does in its worker
+    assert [c.label for c in finished] == checked.labels
+    assert all(token_count(s) <= MAX_CONCEPT_TOKENS for c in finished for s in c.synonyms)
+    assert sorted(warnings) == sorted(checked.warnings)
+    assert any("shortened" in w for w in warnings) and any("more than once" in w for w in warnings)
+    # A list of surely short concepts needs nothing more.
+    assert ConceptList.parse("cat, dog | puppy", check_length=False).length_checked
 
 
 def test_presets_match_the_paper_table():

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from .errors import ProjectError
-from .provenance import FORCED, KEPT_ALONE, sql_field
+from .mask_status import short_status
+from .provenance import KEPT_ALONE, sql_field
 from .store import Project
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ SELECT a.id AS ann_id, a.image_id AS image_id, i.rel_path AS rel_path, i.status 
        {sql_field("status_text")} AS status_text,
        {sql_field("sam_accepted")} AS sam_accepted,
        {sql_field("sam_iou")} AS sam_iou,
-       {sql_field("accepted")} AS accepted
+       {sql_field("accepted")} AS accepted,
+       {sql_field("origin")} AS origin
 FROM annotations a
 JOIN images i ON i.id = a.image_id
 JOIN categories c ON c.id = a.category_id
@@ -87,6 +89,7 @@ class ReviewItem:
     sam_accepted: bool | None    # None: SAM did not check this mask
     sam_iou: float | None
     accepted: bool = False       # a person accepted this mask (``accept_mask``)
+    origin: str | None = None    # where the mask was made: 'window', 'autolabel', ... (provenance)
 
     @property
     def kept_alone(self) -> bool:
@@ -120,13 +123,7 @@ class ReviewItem:
     @property
     def status_short(self) -> str:
         """A word or two for a narrow column: 'kept', 'kept alone', 'force-kept', 'imported', ..."""
-        if self.kept_alone:
-            return "kept alone"
-        if self.car_status == FORCED:
-            return "force-kept"
-        if self.car_status:
-            return str(self.car_status).replace("_", " ")
-        return {"import": "imported", "sam": "SAM", "manual": "manual"}.get(self.source, self.source)
+        return short_status(self.source, self.car_status, self.origin)
 
 
 @dataclass(frozen=True)
@@ -211,7 +208,7 @@ def _reader(project: Project) -> Iterator[sqlite3.Connection]:
 
 def _item(row: tuple) -> ReviewItem:
     (ann_id, image_id, rel_path, image_status, category_id, category_name, score, source, edited, area,
-     car_status, status_text, sam_accepted, sam_iou, accepted) = row
+     car_status, status_text, sam_accepted, sam_iou, accepted, origin) = row
     return ReviewItem(
         annotation_id=int(ann_id), image_id=int(image_id), rel_path=rel_path, image_status=image_status,
         category_id=int(category_id), category_name=category_name,
@@ -221,6 +218,7 @@ def _item(row: tuple) -> ReviewItem:
         sam_accepted=None if sam_accepted is None else bool(sam_accepted),
         sam_iou=None if sam_iou is None or isinstance(sam_iou, str) else float(sam_iou),
         accepted=bool(accepted) and not isinstance(accepted, str),
+        origin=origin if isinstance(origin, str) else None,
     )
 
 

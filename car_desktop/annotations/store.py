@@ -958,6 +958,32 @@ class Project:
                 raise ProjectError(f"no category with id {category_id} in this project")
         return int(n)
 
+    def delete_unused_categories(self, category_ids: Iterable[int]) -> list[tuple]:
+        """Delete those of ``category_ids`` no row refers to (no annotation, no clip object: any table
+        with a ``category_id``); returns their rows, for ``restore_categories``."""
+        out: list[tuple] = []
+        with self._write() as conn:
+            tables = [r[0] for r in conn.execute(
+                "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) p "
+                "WHERE m.type = 'table' AND p.name = 'category_id'")]
+            for cid in category_ids:
+                row = conn.execute("SELECT id, name, synonyms, color, created_at FROM categories WHERE id = ?",
+                                   (cid,)).fetchone()
+                if row is None or any(conn.execute(f'SELECT 1 FROM "{t}" WHERE category_id = ? LIMIT 1',
+                                                   (cid,)).fetchone() for t in tables):
+                    continue
+                conn.execute("DELETE FROM categories WHERE id = ?", (cid,))
+                out.append(tuple(row))
+        return out
+
+    def restore_categories(self, rows: Sequence[tuple]) -> None:
+        """Put back categories ``delete_unused_categories`` removed, with their ids (a redo); one whose
+        name has been taken again meanwhile is left out."""
+        with self._write() as conn:
+            for row in rows:
+                conn.execute("INSERT OR IGNORE INTO categories (id, name, synonyms, color, created_at) "
+                             "VALUES (?, ?, ?, ?, ?)", tuple(row))
+
     # ------------------------------------------------------------------ annotations
     def _image_shape(self, image_id: int) -> tuple[int, int]:
         im = self.get_image(image_id)
@@ -1096,6 +1122,13 @@ class Project:
         with self._write() as conn:
             if conn.execute("UPDATE annotations SET score = ?, updated_at = ? WHERE id = ?",
                             (_finite_score(score), time.time(), annotation_id)).rowcount == 0:
+                raise ProjectError(f"no annotation with id {annotation_id} in this project")
+
+    def set_annotation_edited(self, annotation_id: int, edited: bool) -> None:
+        """Set or clear the 'edited by a person' flag (cleared when every edit of a CaR mask is undone)."""
+        with self._write() as conn:
+            if conn.execute("UPDATE annotations SET edited = ?, updated_at = ? WHERE id = ?",
+                            (int(edited), time.time(), annotation_id)).rowcount == 0:
                 raise ProjectError(f"no annotation with id {annotation_id} in this project")
 
     def delete_annotation(self, annotation_id: int) -> None:

@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+#: Arguments that only open the window (no command, no path): handled without building the parser.
+_WINDOW_FLAGS = frozenset({"--test-models", "-v", "--verbose"})
+
+
 def _main(argv: list[str]) -> int:
     argv, max_pixels = _take_max_pixels(argv)
     if max_pixels is not None:
@@ -179,6 +183,16 @@ def _main(argv: list[str]) -> int:
             imagefiles.set_max_pixels(imagefiles.parse_pixel_count(max_pixels))
         except ValueError as exc:
             raise CaRDesktopError(f"--max-pixels: {exc}") from None
+    if set(argv) <= _WINDOW_FLAGS:
+        # Only the window is wanted: skip the parser, whose command modules import the model manager,
+        # the download code and more (a quicker first paint).
+        _setup_logging(bool({"-v", "--verbose"} & set(argv)))
+        from ..annotations import Project
+        from ..app import launch_gui
+
+        Project.busy_notice = staticmethod(lambda message: print(message, file=sys.stderr, flush=True))
+
+        return launch_gui(test_models="--test-models" in argv, argv=[])
     parser = build_parser()
     gui_paths = _gui_arguments(parser, argv)
     if gui_paths is not None:

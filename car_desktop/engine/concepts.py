@@ -10,7 +10,10 @@ together with the longest template.
 
 The concept bar, the auto-label dialog and the CLI parse the user's text once into a ``ConceptList``
 and hand that object on (engine client, pipeline, batch loop, store); ``parse_concepts`` passes an
-already parsed list through unchanged. The tokenizer (open_clip) is imported only when a text is parsed.
+already parsed list through unchanged. The tokenizer (open_clip, which imports torch) is used only for a
+concept that might be too long (``surely_short``). The window parses with ``check_length=False``, so
+its GUI thread never loads it: a list that may hold a too-long concept is then marked
+``length_checked=False``, and the engine finishes its parse in the worker (``parse_concepts``).
 """
 
 from __future__ import annotations
@@ -61,15 +64,18 @@ class ConceptList(Sequence[Concept]):
 
     concepts: tuple[Concept, ...]
     warnings: tuple[str, ...] = ()
+    length_checked: bool = True     # False: a concept may still be over the token limit (see the module)
 
     @classmethod
-    def parse(cls, items: str | Sequence[str | Concept] | ConceptList) -> ConceptList:
-        """Parse typed text or entries; raises ConceptError when no concept is left."""
+    def parse(cls, items: str | Sequence[str | Concept] | ConceptList, *, check_length: bool = True) -> ConceptList:
+        """Parse typed text or entries; raises ConceptError when no concept is left. ``check_length=False``
+        leaves concepts that might be too long as typed, for the engine to shorten in its worker."""
         if isinstance(items, ConceptList):
             return items
         warnings: list[str] = []
-        concepts = parse_concepts(items, warnings)
-        return cls(tuple(concepts), tuple(warnings))
+        concepts = parse_concepts(items, warnings, check_length=check_length)
+        checked = check_length or all(surely_short(s) for c in concepts for s in c.synonyms)
+        return cls(tuple(concepts), tuple(warnings), checked)
 
     @property
     def labels(self) -> list[str]:
@@ -102,7 +108,18 @@ def token_count(text: str) -> int:
     return len(_tokenizer().encode(text))
 
 
+def surely_short(text: str) -> bool:
+    """True when ``text`` cannot be over ``MAX_CONCEPT_TOKENS`` tokens, known without the tokenizer
+    (which imports torch). CLIP's tokens are byte-level BPE pieces that never hold white space, so each
+    covers at least one byte of the rest: ASCII text with at most that many non-space characters fits.
+    Other text gets a factor 2 of margin, for the tokenizer's clean-up (which may rewrite characters)."""
+    size = sum(len(ch.encode("utf-8")) for ch in text if not ch.isspace())
+    return size <= (MAX_CONCEPT_TOKENS if text.isascii() else MAX_CONCEPT_TOKENS // 2)
+
+
 def _truncate(text: str, warnings: list[str]) -> str:
+    if surely_short(text):
+        return text
     tok = _tokenizer()
     ids = tok.encode(text)
     if len(ids) <= MAX_CONCEPT_TOKENS:
@@ -121,15 +138,19 @@ def split_concept_text(text: str) -> list[str]:
 
 
 def parse_concepts(items: str | Sequence[str | Concept] | ConceptList,
-                   warnings: list[str] | None = None) -> list[Concept]:
+                   warnings: list[str] | None = None, *, check_length: bool = True) -> list[Concept]:
     """Parse typed text (or a list of entries) into unique concepts; raise ConceptError if none.
 
     A ``ConceptList`` is already parsed: its concepts come back as they are and its warnings are
-    added to ``warnings``."""
+    added to ``warnings``; one parsed without the length check gets it here (shortening, and the
+    duplicates that shortening may make)."""
     warnings = warnings if warnings is not None else []
     if isinstance(items, ConceptList):
-        warnings.extend(items.warnings)
-        return list(items.concepts)
+        warnings.extend(items.warnings)   # logged when that list was parsed
+        if items.length_checked:
+            return list(items.concepts)
+        items = items.labels
+    first_new = len(warnings)
     entries: Sequence[str | Concept] = split_concept_text(items) if isinstance(items, str) else items
     concepts: list[Concept] = []
     seen: set[str] = set()
@@ -139,7 +160,8 @@ def parse_concepts(items: str | Sequence[str | Concept] | ConceptList,
             concept = entry
         else:
             synonyms = tuple(
-                _truncate(" ".join(s.split()), warnings) for s in str(entry).strip().split("|") if s.strip()
+                _truncate(" ".join(s.split()), warnings) if check_length else " ".join(s.split())
+                for s in str(entry).strip().split("|") if s.strip()
             )
             if not synonyms:
                 continue
@@ -154,6 +176,6 @@ def parse_concepts(items: str | Sequence[str | Concept] | ConceptList,
                     for name, n in repeats.values())
     if not concepts:
         raise ConceptError("No concepts given. Type one or more concepts separated by commas, e.g. 'cat, dog, sky'.")
-    for w in warnings:
+    for w in warnings[first_new:]:
         log.warning(w)
     return concepts

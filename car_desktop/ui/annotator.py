@@ -8,6 +8,10 @@ from empty to the mask, deleting one is the reverse, so one history covers every
 mask becomes empty has no project row. Several steps that belong together (a CaR result) undo as one
 group. The concepts CaR removed are shown as empty "removed" layers, read from and saved to the
 project's removed-concept list (``annotations.car_results``).
+
+A CaR run that finishes after the user moved to another image is stored on its own image at once
+(``car_apply.land_car_result``) and kept here as a ``Landed`` record; when that image is opened again
+the record becomes one undo group there (``_adopt_landed``), so the run is undoable where it landed.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from typing import TypeVar
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from ..annotations import mask_ops
+from ..annotations import mask_ops, mask_status
+from ..annotations.auto_labels import auto_mask
 from ..annotations.car_results import AddedMask, RemovedConcept, removed_concepts, set_removed_concepts
 from ..annotations.history import History
-from ..annotations.models import Category, Edit, Rect
-from ..annotations.provenance import Provenance
+from ..annotations.models import Annotation, Category, Edit, Rect
+from ..annotations.provenance import FORCED, Provenance
 from ..annotations.store import Project
 from ..errors import CaRDesktopError
 from .imaging import name_colour
@@ -44,6 +49,26 @@ class LayerMeta:
     provenance: Provenance = field(default_factory=Provenance)
 
 
+@dataclass
+class UndoGroup:
+    """Steps that undo together; ``categories``: those a CaR run created, removed again by its undo
+    when nothing else uses them (``rows``: what was removed, for redo to restore with the same ids)."""
+
+    size: int
+    categories: tuple[int, ...] = ()
+    rows: list[tuple] = field(default_factory=list)
+
+
+@dataclass
+class Landed:
+    """A CaR result stored on an image that was not shown: the rows it added and the rows (with their
+    masks, to bring back on undo) it replaced."""
+
+    added: list[AddedMask]
+    deleted: list[tuple[Annotation, Category, np.ndarray]] = field(default_factory=list)
+    categories: tuple[int, ...] = ()       # the categories the run created
+
+
 class Annotator(QObject):
     """Owns the layers of the open image and keeps the project in step with them."""
 
@@ -51,6 +76,7 @@ class Annotator(QObject):
     historyChanged = Signal()
     imageStatusChanged = Signal(int, str)
     failed = Signal(str)
+    rowsChanged = Signal()                      # project rows of the open image changed (review queue)
     samPredictRequested = Signal(list, list)    # points, labels (the SAM tool's clicks)
     samAccepted = Signal(object)                # the mask the SAM tool accepted
 
@@ -60,15 +86,17 @@ class Annotator(QObject):
         self.project: Project | None = None
         self.image_id: int | None = None
         self.history = History(HISTORY_BUDGET)
-        self._groups_undo: list[int] = []
-        self._groups_redo: list[int] = []
+        self._groups_undo: list[UndoGroup] = []
+        self._groups_redo: list[UndoGroup] = []
         self._registry: dict[int, MaskLayer] = {}   # every layer of this image, live or deleted
         self._ann: dict[int, int] = {}               # layer id -> annotation id
         self._meta: dict[int, LayerMeta] = {}
+        self._landed: dict[int, list[Landed]] = {}   # image id -> runs stored there while it was not shown
 
     # ----- image lifecycle
     def set_project(self, project: Project | None) -> None:
         self.project = project
+        self._landed = {}
         self.clear()
 
     def clear(self) -> None:
@@ -100,11 +128,38 @@ class Annotator(QObject):
                                           ann.source, ann.provenance, ann.edited))
         layers += [self._ghost(r) for r in removed_concepts(self.project, image_id)]
         self.stack.replace_all(layers)
+        self._adopt_landed(image_id)
+
+    # ----- CaR runs stored on an image while it was not shown
+    def land(self, image_id: int, landed: Landed) -> None:
+        """Remember a run stored on ``image_id`` (not the open image) for its undo history there."""
+        self._landed.setdefault(image_id, []).append(landed)
+
+    def landed(self, image_id: int) -> list[Landed]:
+        return list(self._landed.get(image_id, []))
+
+    def _adopt_landed(self, image_id: int) -> None:
+        """Each run stored here while the image was away becomes one undo group: undo removes its
+        masks and brings back the ones it replaced, as if it had landed while the image was shown."""
+        for landed in self._landed.pop(image_id, []):
+            steps: list[tuple[int, Edit]] = []
+            for ann, category, mask in landed.deleted:
+                if mask.shape != self.stack.size or self.layer_for_annotation(ann.id) is not None:
+                    continue
+                layer = self._row_layer(ann.id, category, np.zeros(self.stack.size, bool), ann.score, ann.source,
+                                        ann.provenance, ann.edited)
+                del self._ann[layer.id]   # the row is gone: undo makes a new one from the layer
+                steps.append((layer.id, mask_ops.added_edit(mask).inverse()))
+            for added in landed.added:
+                lid = self.layer_for_annotation(added.annotation.id)
+                if lid is not None:
+                    steps.append((lid, mask_ops.added_edit(self._registry[lid].mask)))
+            self._push(steps, landed.categories)
 
     def _row_layer(self, ann_id: int, category: Category, mask: np.ndarray, score: float | None, source: str,
                    provenance: Provenance, edited: bool) -> MaskLayer:
         layer = MaskLayer(self.stack.new_id(), category.name, category.color, mask, score=score,
-                          status=provenance.status or source, status_text=provenance.status_text or source,
+                          status=provenance.status or source, status_text=mask_status.status_text(source, provenance),
                           category_id=category.id, edited=edited, concept=provenance.concept)
         self._track(layer, ann_id, LayerMeta(source, provenance))
         return layer
@@ -170,10 +225,10 @@ class Annotator(QObject):
         self.samAccepted.emit(mask)
 
     # ----- history
-    def _push(self, steps: list[tuple[int, Edit]]) -> None:
+    def _push(self, steps: list[tuple[int, Edit]], categories: tuple[int, ...] = ()) -> None:
         pushed = sum(1 for lid, edit in steps if self.history.push(lid, edit))
         if pushed:
-            self._groups_undo.append(pushed)
+            self._groups_undo.append(UndoGroup(pushed, tuple(categories)))
             self._groups_redo.clear()
         self.historyChanged.emit()
 
@@ -189,22 +244,64 @@ class Annotator(QObject):
     def redo(self) -> bool:
         return self._replay(self.history.redo, self._groups_redo, self._groups_undo, "Redone")
 
-    def _replay(self, step_fn: Callable[[], tuple[int, Edit] | None], groups: list[int], other: list[int],
-                text: str) -> bool:
+    def _replay(self, step_fn: Callable[[], tuple[int, Edit] | None], groups: list[UndoGroup],
+                other: list[UndoGroup], text: str) -> bool:
         """Undo or redo one group of steps (``step_fn`` is ``history.undo`` or ``history.redo``)."""
-        n = groups.pop() if groups else 1
+        group = groups.pop() if groups else UndoGroup(1)
+        undoing = step_fn == self.history.undo
+        if not undoing and group.rows and self.project is not None:
+            self.guard(self.project.restore_categories, group.rows)   # before the rows that name them
+            group.rows = []
         touched: list[int] = []
-        for _ in range(n):
+        for _ in range(group.size):
             step = step_fn()
             if step is None:
                 break
             touched.append(self._apply(*step))
         if touched:
-            other.append(len(touched))
-            self._sync(list(dict.fromkeys(touched)))
+            group.size = len(touched)
+            other.append(group)
+            ids = list(dict.fromkeys(touched))
+            self._update_edited(ids)
+            self._sync(ids)
+            if undoing and group.categories:
+                self._drop_unused_categories(group)
             self.info.emit(text)
         self.historyChanged.emit()
         return bool(touched)
+
+    def _drop_unused_categories(self, group: UndoGroup) -> None:
+        """Undoing a CaR run: the categories it created go when no mask, clip or removed-concept row
+        of the open image uses them."""
+        if self.project is None:
+            return
+        shown = {ly.category_id for ly in self.stack.layers() if ly.removed}
+        ok, rows = self.guard(self.project.delete_unused_categories,
+                              [c for c in group.categories if c not in shown])
+        if ok and rows:
+            group.rows = rows
+
+    def _update_edited(self, layer_ids: list[int]) -> None:
+        """A CaR mask is 'edited' while it differs from what CaR made: undoing every edit clears the mark
+        (and the project's flag), redoing one sets it again. Force-kept masks stay a person's decision."""
+        if self.project is None:
+            return
+        for lid in layer_ids:
+            layer, meta, ann_id = self._registry.get(lid), self._meta.get(lid), self._ann.get(lid)
+            if layer is None or meta is None or ann_id is None or meta.source != "car" or layer.removed:
+                continue
+            if meta.provenance.status == FORCED or not layer.mask.any():
+                continue
+            ok, made = self.guard(auto_mask, self.project, ann_id)
+            if not ok or made is None or made.shape != layer.mask.shape:
+                continue
+            edited = not np.array_equal(made, layer.mask)
+            if edited != layer.edited:
+                layer.edited = edited
+                if not edited:
+                    self.guard(self.project.set_annotation_edited, ann_id, False)
+                if self.stack.get(lid) is not None:
+                    self.stack.update(lid, edited=edited)
 
     def _apply(self, layer_id: int, edit: Edit) -> int:
         layer = self._registry.get(layer_id)
@@ -241,6 +338,7 @@ class Annotator(QObject):
                     self._sync_one(project, lid)
 
         self.guard(write)
+        self.rowsChanged.emit()
 
     def _drop_if_empty(self, lid: int) -> None:
         layer = self._registry.get(lid)
@@ -285,7 +383,7 @@ class Annotator(QObject):
             self.load_image(self.image_id, *self.stack.size)
 
     # ----- rows written elsewhere (a CaR result): mirrored as layers, one undo group
-    def adopt(self, added: list[AddedMask], deleted: list[int]) -> list[MaskLayer]:
+    def adopt(self, added: list[AddedMask], deleted: list[int], categories: tuple[int, ...] = ()) -> list[MaskLayer]:
         """Show rows another writer has just changed for this image: ``added`` become layers,
         the layers of ``deleted`` annotation ids go; undoing the group restores the rows."""
         gone = set(deleted)
@@ -305,7 +403,8 @@ class Annotator(QObject):
             self.stack.add(layer)
             steps.append((layer.id, mask_ops.added_edit(layer.mask)))
             layers.append(layer)
-        self._push(steps)
+        self._push(steps, categories)
+        self.rowsChanged.emit()
         return layers
 
     # ----- whole-mask operations

@@ -125,6 +125,7 @@ class Canvas(QGraphicsView):
 
         self._overlay = np.zeros((0, 0, 4), np.uint8)
         self._image_size = (0, 0)
+        self._notice = ""          # drawn centred over an empty canvas (how to begin, an unreadable file)
         self._tool = None
         self._panning = False
         self._space_down = False
@@ -159,6 +160,34 @@ class Canvas(QGraphicsView):
     @property
     def image_size(self) -> tuple[int, int]:
         return self._image_size
+
+    def set_notice(self, text: str) -> None:
+        """Text shown centred while no image is shown ("" for none)."""
+        self._notice = text
+        self.viewport().update()
+
+    def notice(self) -> str:
+        return self._notice if not self.has_image() else ""
+
+    def show_notice(self, text: str) -> None:
+        """Show no image, only ``text`` (the file cannot be read: never leave the previous one up)."""
+        self.set_image(None)
+        self.set_notice(text)
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        super().drawForeground(painter, rect)
+        text = self.notice()
+        if not text:
+            return
+        painter.save()
+        painter.resetTransform()   # draw in viewport pixels, whatever the zoom
+        area = self.viewport().rect().adjusted(40, 40, -40, -40)
+        font = painter.font()
+        font.setPointSizeF(font.pointSizeF() * 1.25)
+        painter.setFont(font)
+        painter.setPen(QColor(215, 215, 220))
+        painter.drawText(area, int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), text)
+        painter.restore()
 
     def has_image(self) -> bool:
         return self._image_size != (0, 0)

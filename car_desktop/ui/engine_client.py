@@ -10,9 +10,11 @@ the window does not import torch.
 The pipeline (one per process) is created and loaded on the "engine" lane; CaR runs and auto-label
 chunks go there too. SAM embeddings and clicks use the "sam" lane and the pipeline's shared SAM
 session, whose embedding cache makes the clicks after the first instant. Every request names the image
-it is for (a key); a result for an image that is no longer shown is dropped by generation
-(``JobRunner``) and, as a second guard, by key. The pipeline and model objects are typed by the
-``Protocol``s below, which the real engine and the tests' fakes both satisfy.
+it is for (a key). A CaR run's job kind names its image (``car:<key>``), so changing image does not
+cancel it: its result comes back with its request and the window stores it on that image; SAM
+results for an image no longer shown are dropped by generation (``JobRunner``) and by key. The pipeline
+and model objects are typed by the ``Protocol``s below, which the real engine and the tests' fakes both
+satisfy.
 """
 
 from __future__ import annotations
@@ -266,27 +268,33 @@ class EngineClient(QObject):
         return f"device: {self._device}" + ("  ·  TEST MODELS (random weights)" if self.test_models else "")
 
     # ----- CaR
+    @staticmethod
+    def car_kind(request: CarRequest) -> str:
+        """The job kind of a run: one per image (and per force-keep), so switching image does not
+        supersede a run, while a second run on the same image does."""
+        return f"{'car' if request.ghost_id is None else 'force_keep'}:{request.image_key}"
+
     def run_car(self, image: np.ndarray, request: CarRequest) -> JobInfo:
-        """Run CaR on ``image``; ``carFinished`` / ``carFailed`` / ``carCancelled`` answer with ``request``."""
+        """Run CaR on ``image``; ``carFinished`` / ``carFailed`` / ``carCancelled`` answer with ``request``.
+        The result comes back whichever image is shown by then: the window stores it on its own image."""
         def job(progress: ProgressFn, cancel: CancelToken) -> CaRResult:
             return self._get_pipeline().run(image, request.concepts, config=request.config, progress=progress,
                                             cancel=cancel)
 
-        def done(result: CaRResult) -> None:
-            if request.image_key != self._image_key:
-                self.runner.dropped += 1
-                self.carCancelled.emit(request)
-                return
-            self.carFinished.emit(request, result)
-
-        kind = "car" if request.ghost_id is None else "force_keep"
-        return self.runner.submit(kind, job, lane="engine", label="CaR", on_done=done,
+        return self.runner.submit(self.car_kind(request), job, lane="engine", label="CaR",
+                                  on_done=lambda result: self.carFinished.emit(request, result),
                                   on_failed=lambda err: self.carFailed.emit(request, err),
                                   on_cancelled=lambda: self.carCancelled.emit(request))
 
-    def cancel_car(self) -> None:
-        self.runner.invalidate("car")
-        self.runner.invalidate("force_keep")
+    def car_running(self) -> list[JobInfo]:
+        return [j for j in self.runner.running() if j.kind.split(":", 1)[0] in ("car", "force_keep")]
+
+    def cancel_car(self) -> int:
+        """Stop every CaR run (an explicit cancel, or another project); returns how many were running."""
+        kinds = {j.kind for j in self.car_running() if not j.token.cancelled}
+        for kind in kinds:
+            self.runner.invalidate(kind)
+        return len(kinds)
 
     def run_autolabel(self, project: Project, job: AutoLabelJob, *,
                       whole_run: Callable[[AutoLabelProgress], AutoLabelProgress],

@@ -5,7 +5,14 @@ It owns no editing, engine or file logic itself: ``Annotator`` does edits, undo 
 puts CaR results on it); ``EngineClient`` is the only way to the engine (model loading, CaR runs, SAM
 clicks, image decoding); ``JobRunner`` runs the jobs. The menus are built by ``WindowActions``; exports
 and imports are ``Transfers``; the folder run is ``AutoLabelController``; the review queue's routing is
-``ReviewRouting``. Errors are shown without the window dying.
+``ReviewRouting``. Errors are shown without the window dying, and every message is also kept, in
+full, in the "Messages" dock (``messages.MessageLog``, which also receives the app's logged warnings).
+
+A CaR run belongs to the image it was started on: changing image does not stop it, and its result is
+stored there (``car_apply.land_car_result``); only an explicit cancel (Esc, Cancel) or opening another
+project stops a run, and a message says so. An image that cannot be read replaces the canvas with a
+notice naming the file and the reason; a folder with no readable image gets a project only if the user
+says so. Images, folders and projects can be dropped on the window (``open_path``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QDir, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -33,7 +40,7 @@ from .annotator import Annotator
 from .autolabel_controller import AutoLabelController
 from .autolabel_run import AutoLabelRunner
 from .canvas import Canvas
-from .car_apply import show_car_result, show_forced
+from .car_apply import land_car_result, show_car_result, show_forced
 from .category_dialog import ask_category
 from .concept_bar import ConceptBar
 from .concept_panel import ConceptPanel
@@ -41,8 +48,9 @@ from .engine_client import CaRConfig, CarRequest, CaRResult, ConceptList, Engine
 from .help_dialog import HelpDialog
 from .layers import LayerStack
 from .long_text import elide
+from .messages import MessageLog, install_bridge, remove_bridge
 from .polygon_edit import PolygonEditTool
-from .project_session import IMAGE_FILTER, PROJECT_FILTER, open_folder
+from .project_session import IMAGE_FILTER, PROJECT_FILTER, open_folder, probe_folder
 from .review_panel import ReviewPanel
 from .review_routing import ReviewRouting
 from .settings import Settings
@@ -59,6 +67,9 @@ log = logging.getLogger(__name__)
 
 APP_TITLE = "CaR Desktop"
 RECENT_CONCEPTS_KEY = "ui.recent_concepts"
+MODELS_FALLBACK_MS = 1000      # start loading the models of a window not yet painted after this long
+START_HINT = ("Open a folder of images (Ctrl+Shift+O),\nan image (Ctrl+O) or a project (Ctrl+P),\n"
+              "pick one under File > Recent projects,\nor drop an image, a folder or a .cardb file here.")
 
 
 class MainWindow(QMainWindow):
@@ -66,6 +77,7 @@ class MainWindow(QMainWindow):
 
     imageShown = Signal(object)      # image id (tests wait on it)
     carApplied = Signal(object)      # list of layers added
+    carLanded = Signal(int, object)  # image id, CarApplied: a run stored on an image no longer shown
 
     def __init__(self, *, test_models: bool = False, settings: Settings | None = None,
                  pipeline_factory: PipelineFactory | None = None, model_manager: ModelCatalog | None = None,
@@ -105,7 +117,15 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.concept_bar)
         lay.addWidget(self.canvas, 1)
         self.setCentralWidget(central)
+        self.setAcceptDrops(True)
+        self.canvas.set_notice(START_HINT)
+        self.messages = MessageLog()
         concepts_dock = self._dock("Concepts", self.concept_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.messages_dock = self._dock("Messages", self.messages, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.messages_dock.setFeatures(self.messages_dock.features() | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.messages_dock.hide()
+        self.messages_dock.toggleViewAction().setChecked(False)   # a hide before show sends no hide event
+        self._log_bridge = install_bridge(self.messages)
         images_dock = self._dock("Images", self.file_list, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.review_dock = self._dock("Review queue", self.review_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.review_dock.setFeatures(self.review_dock.features() | QDockWidget.DockWidgetFeature.DockWidgetClosable)
@@ -131,8 +151,11 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.status.set_device_text(self.engine.device_text())
         self.resize(1400, 900)
+        # Models load once the window has painted: a worker importing torch meanwhile would hold the
+        # interpreter and delay the first paint. A window never shown starts them a little later.
+        self._models_pending = check_models
         if check_models:
-            QTimer.singleShot(0, self.start_models)
+            QTimer.singleShot(MODELS_FALLBACK_MS, self._start_models_once)
 
     # ----- construction
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
@@ -155,9 +178,11 @@ class MainWindow(QMainWindow):
         self.concept_panel.deleteRequested.connect(self.annotator.delete_layer)
         self.concept_panel.forceKeepRequested.connect(self.force_keep)
         self.file_list.imageActivated.connect(self.show_image)
-        self.canvas.hovered.connect(lambda text: self.status.showMessage(text, 2000) if text else None)
+        self.canvas.hovered.connect(self.status.set_hover)
         self.canvas.layerMenuRequested.connect(lambda lid, pos: self.menus.mask_menu(lid).exec(pos))
-        self.canvas.cursorMoved.connect(lambda x, y: self.status.pixel_label.setText(f"{x}, {y}"))
+        self.canvas.cursorMoved.connect(self._pixel_readout)
+        self.status.messagePosted.connect(self.messages.add)
+        self.annotator.rowsChanged.connect(lambda: self.review_panel.schedule_refresh())
         self.annotator.info.connect(lambda text: self.status.showMessage(text, 5000))
         self.annotator.failed.connect(self.show_error)
         self.annotator.historyChanged.connect(self.menus.history_changed)
@@ -166,6 +191,7 @@ class MainWindow(QMainWindow):
         self.annotator.samAccepted.connect(self.accept_sam_mask)
         self.engine.carFinished.connect(self._car_finished)
         self.engine.carFailed.connect(self._car_failed)
+        self.engine.carCancelled.connect(self._car_cancelled)
         self.engine.samPredicted.connect(self._sam_predicted)
         self.engine.modelsReady.connect(self._models_ready)
         self.engine.modelsMissing.connect(self._models_missing)
@@ -184,6 +210,14 @@ class MainWindow(QMainWindow):
             parts.append("TEST MODELS (random weights, masks are meaningless)")
         self.setWindowTitle(" — ".join(parts))
 
+    def _pixel_readout(self, x: int, y: int) -> None:
+        """The pixel under the cursor and its colour, in the status bar's own field."""
+        text = f"{x}, {y}"
+        image = self.image
+        if image is not None and 0 <= y < image.shape[0] and 0 <= x < image.shape[1]:
+            text += "  RGB " + " ".join(str(int(v)) for v in np.atleast_1d(image[y, x])[:3])
+        self.status.pixel_label.setText(text)
+
     def _opacity(self, value: float) -> None:
         self.canvas.set_opacity(value)
         self.settings.opacity = value
@@ -191,6 +225,7 @@ class MainWindow(QMainWindow):
     def show_error(self, text: str) -> None:
         """Errors show in the status bar and, unless running headless tests, a dialog."""
         self.last_error = text
+        self.messages.add(text, "error")
         log.warning("%s", text)
         self.status.showMessage(text, 10000)
         if QApplication.platformName() != "offscreen":
@@ -222,6 +257,16 @@ class MainWindow(QMainWindow):
         self.about_dialog.open()
 
     # ----- models
+    def paintEvent(self, event) -> None:
+        super().paintEvent(event)
+        if self._models_pending:
+            QTimer.singleShot(0, self._start_models_once)
+
+    def _start_models_once(self) -> None:
+        if self._models_pending:
+            self._models_pending = False
+            self.start_models()
+
     def start_models(self) -> None:
         """Load the models in the background, or open the models dialog when weights are missing."""
         if not self.test_models:
@@ -266,23 +311,55 @@ class MainWindow(QMainWindow):
         self.show_models_dialog(message)
 
     # ----- opening
+    def start_folder(self) -> str:
+        """Where file dialogs start: the open project's image folder, else the home folder."""
+        if self.project is not None:
+            try:
+                return str(self.project.image_root)
+            except CaRDesktopError:
+                pass
+        return QDir.homePath()
+
     def ask_open_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open image", "", IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", self.start_folder(), IMAGE_FILTER)
         if path:
             self.open_image(path)
 
     def ask_open_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open folder of images")
+        path = QFileDialog.getExistingDirectory(self, "Open folder of images", self.start_folder())
         if path:
             self.open_folder(path)
 
     def ask_open_project(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open project", "", PROJECT_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", self.start_folder(), PROJECT_FILTER)
         if path:
             self.open_project(path)
 
+    def open_path(self, path: str | Path) -> bool:
+        """Open whatever ``path`` is: a folder, a project (.cardb) or an image (command line, drops)."""
+        path = Path(path)
+        if path.is_dir():
+            return self.open_folder(path)
+        if path.suffix.lower() == ".cardb":
+            return self.open_project(path)
+        if path.is_file():
+            return self.open_image(path)
+        self.show_error(f"{path} was not found.")
+        return False
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if files:
+            event.acceptProposedAction()
+            self.open_path(files[0])
+
     def _set_project(self, project: Project) -> None:
-        self.engine.cancel_car()
+        if self.project is not project and self.engine.cancel_car():
+            self.status.showMessage("CaR run cancelled: another project was opened. Nothing of it was saved.", 8000)
         if self.autolabel.running and self.autolabel.project is not project:
             self.autolabel.cancel("another project was opened")
         self.runner.invalidate("load_image")
@@ -310,6 +387,14 @@ class MainWindow(QMainWindow):
             self.file_list.select_key(self.image_id)
 
     def open_folder(self, folder: str | Path, select: str | None = None) -> bool:
+        folder = Path(folder)
+        try:
+            probe = probe_folder(folder)
+        except OSError as exc:
+            self.show_error(f"Cannot read the folder {folder}: {exc.strerror or exc}")
+            return False
+        if not probe.readable and not self._confirm_empty_project(folder, probe.failures):
+            return False
         try:
             opened = open_folder(folder)
         except CaRDesktopError as exc:
@@ -318,6 +403,10 @@ class MainWindow(QMainWindow):
         project = opened.project
         self._set_project(project)
         self.file_list.add_failures([(f.rel_path, f.reason) for f in opened.failures])
+        failed = {f.rel_path: f.reason for f in opened.failures}
+        if select is not None and select in failed:
+            self._show_unreadable(select, failed[select])
+            return False
         if opened.in_user_data:
             self.status.showMessage(f"The folder is read-only: the project is kept in {project.path}", 10000)
         keys = [k for k in self.file_list.keys() if isinstance(k, int)]
@@ -329,7 +418,40 @@ class MainWindow(QMainWindow):
             target = keys[0]
         if target is not None:
             self.show_image(target)
+        elif opened.failures:
+            first = opened.failures[0]
+            self._show_unreadable(first.rel_path, first.reason)
         return True
+
+    def _confirm_empty_project(self, folder: Path, failures: list[tuple[str, str]]) -> bool:
+        """A folder without a project and without a readable image: say why, and make a project only if
+        the user wants one (an empty project file beside unreadable files is rarely wanted)."""
+        if failures:
+            rel, reason = failures[0]
+            more = f" (and {len(failures) - 1} more unreadable file(s))" if len(failures) > 1 else ""
+            why = f"cannot read {rel}: {reason}{more}"
+        else:
+            why = "it has no image files"
+        answer = QMessageBox.question(
+            self, APP_TITLE, f"{folder} has no image that can be opened: {why}.\n\n"
+            "Create a project for it anyway (to add images later)?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        if answer == QMessageBox.StandardButton.Yes:
+            return True
+        self.status.showMessage(f"No project was created for {folder}: {why}.", 10000)
+        self.file_list.add_failures(failures)
+        if failures:
+            self._show_unreadable(*failures[0], report=False)
+        return False
+
+    def _show_unreadable(self, name: str, reason: str, report: bool = True) -> None:
+        """An image that cannot be read: the canvas says so instead of showing the previous image."""
+        self.image_id, self.image = None, None
+        self.annotator.load_image(None, 0, 0)
+        self.engine.set_image(None, None)
+        self.canvas.show_notice(f"Cannot read {Path(name).name}: {reason}")
+        if report:
+            self.show_error(f"Cannot read {name}: {reason}")
 
     def open_image(self, path: str | Path) -> bool:
         path = Path(path)
@@ -358,21 +480,22 @@ class MainWindow(QMainWindow):
         if self.project is None:
             return
         self.video.leave()
-        self.engine.cancel_car()      # a run for the previous image must never land on this one
         path = self.project.image_path(image_id)
         self.requested_image = image_id
         self.file_list.select_key(image_id)
 
         def failed(err: JobError) -> None:
             self.file_list.set_status(image_id, "error", err.message)
+            self._show_unreadable(path.name, err.message, report=False)
             self.show_error(f"{path.name} was skipped: {err.message}")
 
         self.engine.read_image(path, lambda image: self._image_loaded(image_id, image), failed)
 
     def step_image(self, step: int) -> None:
-        if self.image_id is None:
+        current = self.image_id if self.image_id is not None else self.requested_image
+        if current is None:
             return
-        target = self.file_list.neighbour(self.image_id, step)
+        target = self.file_list.neighbour(current, step)
         if target is not None:
             self.show_image(target)
 
@@ -388,6 +511,7 @@ class MainWindow(QMainWindow):
         rec = self.project.get_image(image_id) if self.project is not None else None
         if rec is not None and (rec.height, rec.width) != (h, w):
             log.warning("image %s is %dx%d on disk, %dx%d in the project", rec.rel_path, w, h, rec.width, rec.height)
+        self.canvas.set_notice("")
         self.canvas.set_image(image)
         try:
             self.annotator.load_image(image_id, h, w)
@@ -421,6 +545,9 @@ class MainWindow(QMainWindow):
             self.concept_bar.show_error("Open an image first.")
             return
         self.remember_concepts(concepts.text)
+        if self.test_models:
+            self.messages.add("This run uses the test models (random weights): its masks are meaningless.",
+                              "warning")
         if self.autolabel.running:
             self.status.showMessage("Auto-labelling is running: this run starts after the images in progress.", 6000)
         config = self.settings.engine_config(config)
@@ -432,7 +559,7 @@ class MainWindow(QMainWindow):
         if ghost is None or self.image is None:
             return
         try:
-            concepts = ConceptList.parse([ghost.concept or ghost.name])
+            concepts = ConceptList.parse([ghost.concept or ghost.name], check_length=False)
             config = self.settings.engine_config(self.concept_bar.config())
         except CaRDesktopError as exc:
             self.show_error(str(exc))
@@ -442,7 +569,10 @@ class MainWindow(QMainWindow):
     def _car_finished(self, request: CarRequest, result: CaRResult) -> None:
         if self.video.take_car_result(request, result):
             return
+        for warning in result.warnings:
+            self.messages.add(f"CaR: {warning}", "warning")
         if request.image_key != self.image_id:
+            self._car_landed(request, result)
             return
         if request.ghost_id is not None:
             show_forced(self.annotator, request.ghost_id, result)
@@ -455,8 +585,35 @@ class MainWindow(QMainWindow):
         self.status.showMessage(msg, 8000)
         self.carApplied.emit(added)
 
+    def _image_name(self, image_id: Any) -> str:
+        try:
+            return self.project.get_image(image_id).rel_path if self.project is not None else str(image_id)
+        except (CaRDesktopError, TypeError, KeyError):
+            return f"image {image_id}"
+
+    def _car_landed(self, request: CarRequest, result: CaRResult) -> None:
+        """A run whose image is no longer shown: store it there, undoable when that image is back."""
+        if self.project is None or not isinstance(request.image_key, int):
+            return
+        image_id = request.image_key
+        force = request.concepts.labels[0] if request.ghost_id is not None else None
+        applied = land_car_result(self.annotator, image_id, result, force_concept=force)
+        if applied is None:
+            return
+        if applied.status_changed:
+            self.file_list.set_status(image_id, "auto")
+        name = self._image_name(image_id)
+        self.status.showMessage(f"CaR on {name} finished after you moved on: {len(applied.added)} mask(s) saved "
+                                f"there (open it to see them; Ctrl+Z there undoes the run).", 10000)
+        self.review_panel.schedule_refresh()
+        self.carLanded.emit(image_id, applied)
+
     def _car_failed(self, request: CarRequest, err: JobError) -> None:
-        self.show_error(f"CaR failed: {err.message}")
+        self.show_error(f"CaR failed on {self._image_name(request.image_key)}: {err.message}")
+
+    def _car_cancelled(self, request: CarRequest) -> None:
+        self.status.showMessage(f"CaR run on {self._image_name(request.image_key)} cancelled: nothing of it was "
+                                "saved.", 8000)
 
     def cancel_job(self) -> None:
         """Esc: first the active tool's clicks (or polygon edit), then the selected mask, then running jobs."""
@@ -550,6 +707,7 @@ class MainWindow(QMainWindow):
 
     # ----- closing
     def closeEvent(self, event) -> None:
+        remove_bridge(self._log_bridge)
         self.runner.shutdown(3000)
         if self.project is not None:
             self.project.close()

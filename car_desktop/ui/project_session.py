@@ -5,7 +5,9 @@ the folder is read-only, in the user data folder under a name derived from the f
 ``open_folder`` also adds the folder's images; a file that cannot be added (corrupt, not an image,
 over the pixel limit such as a decompression bomb) does not stop the others: it comes back in
 ``FolderOpened.failures`` with its reason (and stays in the project's failure list) for the file
-list to show. No Qt here.
+list to show. ``probe_folder`` tells, before any project file is made, whether a folder without a
+project has an image that can be read (the window asks before making a project for one that has
+none). No Qt here.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import paths
+from .. import imagefiles, paths
 from ..annotations.models import FileFailure
 from ..annotations.store import Project
+from .engine_client import VIDEO_EXTENSIONS, ImageLoadError
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +78,44 @@ def open_folder(folder: str | os.PathLike) -> FolderOpened:
         raise
     return FolderOpened(project, elsewhere, failures)
 
+
+
+@dataclass
+class FolderProbe:
+    """What a folder holds before a project is made for it."""
+
+    has_project: bool
+    readable: bool                                  # at least one image's header reads
+    failures: list[tuple[str, str]] = field(default_factory=list)   # (relative path, reason) before it
+
+
+def existing_project(folder: Path) -> Path | None:
+    for candidate in (folder / PROJECT_NAME, fallback_project_path(folder)):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def probe_folder(folder: str | os.PathLike, recursive: bool = True) -> FolderProbe:
+    """Whether ``folder`` has a project, and whether one of its images can be read (headers only,
+    stopping at the first that reads), with the reasons of those that cannot before it. A folder with
+    a clip in it counts as readable (clips are opened, and checked, on their own)."""
+    folder = Path(folder)
+    if existing_project(folder) is not None:
+        return FolderProbe(True, True)
+    try:
+        if any(p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() for p in folder.iterdir()):
+            return FolderProbe(False, True)
+    except OSError:
+        pass   # the scan below reports an unreadable folder
+    failures: list[tuple[str, str]] = []
+    for path in imagefiles.scan_folder(folder, recursive=recursive).files:
+        try:
+            imagefiles.image_size(path)
+            return FolderProbe(False, True, failures)
+        except ImageLoadError as exc:
+            reason = str(exc).removeprefix(f"{path}: ").removeprefix(f"{path} ")
+            failures.append((path.relative_to(folder).as_posix(), reason.rstrip(".")))
+        except OSError as exc:
+            failures.append((path.relative_to(folder).as_posix(), f"cannot be read ({exc.strerror or exc})"))
+    return FolderProbe(False, False, failures)

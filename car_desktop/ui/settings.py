@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QSettings
 
 from .engine_client import DEVICE_CHOICES, PRECISION_CHOICES, PRESETS, CaRConfig
@@ -74,6 +76,14 @@ class Settings:
         if isinstance(value, str):
             value = [value]
         return [str(v) for v in (value or [])]
+
+    def prune_recent(self) -> list[str]:
+        """Drop the recent projects whose file is gone; returns those left."""
+        items = self.recent_projects()
+        kept = [p for p in items if Path(p).is_file()]
+        if kept != items:
+            self.q.setValue("ui/recent_projects", kept)
+        return kept
 
     def add_recent_project(self, path: str) -> None:
         items = [p for p in self.recent_projects() if p != path]

@@ -1,5 +1,9 @@
 """The status bar: the running job's stage and step, a progress bar, Cancel, and device / models.
 
+Messages stay at least ``MIN_MESSAGE_MS`` and each one is also posted (``messagePosted``) for the
+message log, which keeps the full text; the hover readout (pixel, concept under the cursor) has its own
+field, so moving the mouse never replaces a message.
+
 It listens to ``JobRunner`` signals, so any background job (CaR run, model load, download, export)
 shows up without the window having to relay it.
 """
@@ -50,10 +54,14 @@ def describe_progress(payload: Any) -> tuple[str, float | None]:
     return str(payload), None
 
 
+MIN_MESSAGE_MS = 4000
+
+
 class JobStatusBar(QStatusBar):
     """Stage text, progress bar and Cancel for the newest running job; device and models on the right."""
 
     cancelRequested = Signal(str)   # job kind
+    messagePosted = Signal(str)     # every message shown, in full (the message log keeps them)
 
     def __init__(self, runner: JobRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -69,6 +77,12 @@ class JobStatusBar(QStatusBar):
         self.device_label = QLabel("")
         self.device_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.pixel_label = QLabel("")
+        self.pixel_label.setToolTip("Pixel under the cursor")
+        self.pixel_label.setContentsMargins(8, 0, 8, 0)
+        self.hover_label = QLabel("")
+        self.hover_label.setContentsMargins(8, 0, 8, 0)
+        self.hover_label.setToolTip("Mask under the cursor")
+        self.addPermanentWidget(self.hover_label)
         self.addPermanentWidget(self.stage_label)
         self.addPermanentWidget(self.bar)
         self.addPermanentWidget(self.cancel_button)
@@ -79,6 +93,16 @@ class JobStatusBar(QStatusBar):
         runner.started.connect(self._on_started)
         runner.progress.connect(self._on_progress)
         runner.ended.connect(self._on_end)
+
+    def showMessage(self, text: str, timeout: int = 0) -> None:
+        """Show ``text`` (kept at least ``MIN_MESSAGE_MS`` unless 0 = until replaced) and log it."""
+        super().showMessage(text, max(timeout, MIN_MESSAGE_MS) if timeout else 0)
+        self.setToolTip(text)      # the whole text, when the bar cuts it
+        if text:
+            self.messagePosted.emit(text)
+
+    def set_hover(self, text: str) -> None:
+        self.hover_label.setText(text)
 
     def set_device_text(self, text: str) -> None:
         self.device_label.setText(text)

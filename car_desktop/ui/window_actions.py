@@ -117,6 +117,12 @@ class WindowActions:
         review_toggle = win.review_dock.toggleViewAction()
         review_toggle.setText("Review queue")
         v.addAction(review_toggle)
+        messages_toggle = win.messages_dock.toggleViewAction()
+        messages_toggle.setText("Messages")
+        messages_toggle.setShortcut(QKeySequence("Ctrl+Shift+M"))
+        messages_toggle.setStatusTip("Every message of this session, in full")
+        v.addAction(messages_toggle)
+        win.addAction(messages_toggle)
         win.quality_panel = install_quality_panel(win, v)
         self._choice_menu(v.addMenu("Theme"), [(n, n.capitalize()) for n in THEMES], win.settings.theme,
                           win.set_theme)
@@ -169,7 +175,7 @@ class WindowActions:
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
-        for path in self.win.settings.recent_projects():
+        for path in self.win.settings.prune_recent():
             self.recent_menu.addAction(path).triggered.connect(lambda _=False, p=path: self.win.open_project(p))
         if not self.recent_menu.actions():
             self.recent_menu.addAction("(none)").setEnabled(False)
