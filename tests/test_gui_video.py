@@ -1,5 +1,6 @@
 """A clip in the window (pytest-qt, offscreen): one row in the file list, the timeline (step, jump, scrub,
-play), CaR on a frame as a key frame, labelling the clip in the background, undo of a run."""
+play), CaR on a frame as a key frame, labelling the clip in the background, undo of a run; a project of
+clips only reopens on its first clip."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from car_desktop.annotations import video_store
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
 from car_desktop.ui.video_dialog import VideoChoice
-from fakes import FakePipeline
+from fakes import FakePipeline, fake_window
 from video_clips import FRAMES, frame_and_masks, write_clip
 
 pytestmark = pytest.mark.slow
@@ -124,3 +125,18 @@ def test_an_image_in_the_list_leaves_the_clip(clip_window, qtbot, tmp_path):
         win.show_image(image_id)
     assert not win.video.timeline.isVisible() and win.video.video is None
     assert win.image.shape == (20, 30, 3)
+
+
+def test_a_project_of_clips_only_reopens_on_its_first_clip(clip_window, qtbot, tmp_path):
+    """The first row of such a project is a clip row, keyed ("video", id): it is not an image id to read."""
+    path, video_id = clip_window.project.path, clip_window.video.video.id
+    assert clip_window.file_list.keys() == [("video", video_id)]
+    clip_window.close()
+    win = fake_window(qtbot, tmp_path, FakePipeline(masks="channels"))
+    qtbot.waitUntil(lambda: win.engine.ready, timeout=10000)
+    with qtbot.waitSignal(win.video.frameShown, timeout=20000) as shown:
+        assert win.open_project(path)
+    assert shown.args == [0] and win.video.video.id == video_id and _shown_frame(win) == 0
+    assert win.video.timeline.isVisible() and win.requested_image is None and not win.last_error
+    assert win.file_list.currentItem().data(Qt.ItemDataRole.UserRole) == ("video", video_id)
+    win.close()

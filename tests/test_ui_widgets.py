@@ -1,4 +1,4 @@
-"""Canvas, layers, tools, concept bar/panel, status bar and the worker runner, offscreen."""
+"""Canvas, layers, tools, concept bar/panel, status bar, the file list with clips and the worker runner, offscreen."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from car_desktop.ui.concept_panel import ConceptPanel
 from car_desktop.ui.layers import LayerStack, MaskLayer
 from car_desktop.ui.status import JobStatusBar, describe_progress
 from car_desktop.ui.tools import BrushTool, PolygonTool, SamClickTool
+from car_desktop.ui.video_file_list import MediaFileList
 from car_desktop.ui.workers import JobRunner
 from fakes import FakeHost
 
@@ -390,3 +391,17 @@ def test_job_cancel_and_status_bar(qtbot):
     qtbot.waitUntil(lambda: bool(cancelled), timeout=3000)
     assert not bar.cancel_button.isVisible() and not finished
     runner.shutdown()
+
+
+def test_stepping_through_the_file_list_visits_images_only(qtbot):
+    """Clip rows and rows of files the project could not add are never a next or previous image."""
+    files = MediaFileList()
+    qtbot.addWidget(files)
+    files.set_videos([(7, "clip.mov", 30, "new")])
+    files.set_images([(1, "a.png", "new"), (2, "b.png", "error"), (3, "c.png", "auto")])
+    files.add_failures([("bomb.png", "too large")])
+    assert files.keys() == [1, 2, 3, ("video", 7), ("failed", "bomb.png")]
+    assert (files.image_keys(), files.clip_ids()) == ([1, 2, 3], [7])
+    assert [files.neighbour(1, +1), files.neighbour(3, +1), files.neighbour(3, -1), files.neighbour(1, -1)] == [
+        3, None, 1, None]
+    assert files.neighbour(99, +1) == 1 and files.neighbour(99, -1) == 3   # from a frame of a clip: the ends

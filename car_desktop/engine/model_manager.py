@@ -31,7 +31,7 @@ import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import paths
 from ..fileio import atomic_write_text, regular_file
@@ -47,6 +47,9 @@ from .downloads import (
 )
 from .errors import Cancelled, ConfigError, WeightsCorruptError, WeightsMissingError
 from .manifest import HF_ENDPOINT, ModelSpec, clip_spec_for, find_clip_spec, load_manifest
+
+if TYPE_CHECKING:
+    from .model_facts import ModelFacts
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +391,7 @@ class ModelManager:
     def list(self) -> builtins.list[ModelStatus]:
         return [self.status(name) for name in self._specs]
 
-    def facts(self) -> builtins.list[Any]:
+    def facts(self) -> builtins.list[ModelFacts]:
         """File name, URL, manual-download folder and size of every model (``model_facts``)."""
         from .model_facts import model_facts
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QEvent, QPoint, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QGraphicsItem,
@@ -73,8 +73,8 @@ class CanvasMouse:
     x: float
     y: float
     button: Qt.MouseButton
-    buttons: Qt.MouseButtons
-    modifiers: Qt.KeyboardModifiers
+    buttons: Qt.MouseButton
+    modifiers: Qt.KeyboardModifier
 
     @property
     def ix(self) -> int:
@@ -174,7 +174,7 @@ class Canvas(QGraphicsView):
         self.set_image(None)
         self.set_notice(text)
 
-    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+    def drawForeground(self, painter: QPainter, rect: QRectF | QRect) -> None:
         super().drawForeground(painter, rect)
         text = self.notice()
         if not text:

@@ -71,9 +71,9 @@ def land_car_result(annotator: Annotator, image_id: int, result: CaRResult,
         ok, added = annotator.guard(force_keep, project, image_id, result, force_concept, origin=ORIGIN_WINDOW)
         if not ok:
             return None
-        applied = CarApplied(added=[added] if added is not None else [])
-        annotator.land(image_id, Landed(applied.added))
-        return applied
+        forced = CarApplied(added=[added] if added is not None else [])
+        annotator.land(image_id, Landed(forced.added))
+        return forced
     ok, before = annotator.guard(lambda: [(a, project.get_category(a.category_id), project.get_mask(a.id))
                                           for a in project.list_annotations(image_id)])
     if not ok or before is None:

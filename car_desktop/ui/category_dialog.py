@@ -37,7 +37,9 @@ class CategoryDialog(QDialog):
             self.combo.setEditText(current)
         else:
             self.combo.setEditText("")
-        self.combo.lineEdit().selectAll()
+        edit = self.combo.lineEdit()
+        assert edit is not None   # setEditable(True) above made it
+        edit.selectAll()
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)

@@ -99,7 +99,6 @@ class ConceptBar(QWidget):
         self.advanced_button = QToolButton()
         self.advanced_button.setText("Advanced")
         self.advanced_button.setCheckable(True)
-        self.advanced_button.toggled.connect(lambda on: self.drawer.setVisible(on))
         self.error_label = QLabel("")
         self.error_label.setStyleSheet("color: #d9534f;")
         self.error_label.setVisible(False)
@@ -132,6 +131,7 @@ class ConceptBar(QWidget):
         self.background.setToolTip("Words that compete with the concepts for the background (comma separated)")
         form.addRow("Background words", self.background)
         self.drawer.setVisible(False)
+        self.advanced_button.toggled.connect(self.drawer.setVisible)
 
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)

@@ -42,6 +42,7 @@ from ..engine.config import (
     preset,
 )
 from ..engine.errors import ConceptError, ImageLoadError, VideoLoadError, WeightsCorruptError, WeightsMissingError
+from ..engine.model_facts import ModelFacts
 from ..engine.results import CaRResult, Progress
 from ..engine.video_io import VIDEO_EXTENSIONS
 from .workers import JobError, JobInfo, JobRunner, ProgressFn
@@ -70,6 +71,7 @@ __all__ = [
     "EngineClient",
     "ImageLoadError",
     "ModelCatalog",
+    "ModelFacts",
     "ModelStatusLike",
     "PipelineLike",
     "Progress",

@@ -12,8 +12,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QListWidget, QListWidgetItem, QWidget
 
-#: A row's key: an image id, or ("failed", relative path) for a file the project could not add.
-FileKey = int | tuple[str, str]
+#: A row's key: an image id, ("failed", relative path) for a file the project could not add, or
+#: ("video", clip id) for a clip row (``MediaFileList``).
+FileKey = int | tuple[str, str] | tuple[str, int]
 
 STATUS_LABELS = {"new": "○", "auto": "◐", "reviewed": "●", "error": "⚠"}
 STATUS_TIPS = {"new": "not labelled", "auto": "auto-labelled", "reviewed": "reviewed",
@@ -65,6 +66,10 @@ class FileList(QListWidget):
     def keys(self) -> list[FileKey]:
         return [self.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.count())]
 
+    def image_keys(self) -> list[int]:
+        """The image rows' keys, in list order (no failure or clip rows)."""
+        return [k for k in self.keys() if isinstance(k, int)]
+
     def status(self, key: FileKey) -> str | None:
         return self._status.get(key)
 
@@ -78,7 +83,7 @@ class FileList(QListWidget):
         item.setForeground(QBrush(STATUS_COLOURS.get(status, QColor(128, 128, 128))))
         item.setToolTip(f"{name}: {STATUS_TIPS.get(status, status)}" + (f"\n{detail}" if detail else ""))
 
-    def select_key(self, key: int) -> None:
+    def select_key(self, key: FileKey) -> None:
         item = self._rows.get(key)
         if item is not None:
             self._silent = True
@@ -86,10 +91,9 @@ class FileList(QListWidget):
             self._silent = False
 
     def neighbour(self, key: int, step: int) -> int | None:
-        """The next (step=+1) or previous readable image, skipping ones marked as errors."""
-        keys = self.keys()
-        if not keys:
-            return None
+        """The next (step=+1) or previous readable image, skipping ones marked as errors (and any row
+        that is not an image: a failure, a clip)."""
+        keys = self.image_keys()
         i = keys.index(key) if key in keys else (-1 if step > 0 else len(keys))
         j = i + step
         while 0 <= j < len(keys):

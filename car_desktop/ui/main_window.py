@@ -51,6 +51,7 @@ from .long_text import elide
 from .messages import MessageLog, install_bridge, remove_bridge
 from .polygon_edit import PolygonEditTool
 from .project_session import IMAGE_FILTER, PROJECT_FILTER, open_folder, probe_folder
+from .quality_panel import QualityPanel
 from .review_panel import ReviewPanel
 from .review_routing import ReviewRouting
 from .settings import Settings
@@ -74,6 +75,8 @@ START_HINT = ("Open a folder of images (Ctrl+Shift+O),\nan image (Ctrl+O) or a p
 
 class MainWindow(QMainWindow):
     """The annotation window."""
+
+    quality_panel: QualityPanel    # docked by ``WindowActions`` (``install_quality_panel``)
 
     imageShown = Signal(object)      # image id (tests wait on it)
     carApplied = Signal(object)      # list of layers added
@@ -409,7 +412,7 @@ class MainWindow(QMainWindow):
             return False
         if opened.in_user_data:
             self.status.showMessage(f"The folder is read-only: the project is kept in {project.path}", 10000)
-        keys = [k for k in self.file_list.keys() if isinstance(k, int)]
+        keys = self.file_list.image_keys()
         target = None
         if select is not None:
             rec = project.find_image(select)
@@ -470,9 +473,11 @@ class MainWindow(QMainWindow):
                             f"shows local images only (copy them, then: car-desktop relink {path} FOLDER)")
             return False
         self._set_project(project)
-        keys = self.file_list.keys()
-        if keys:
-            self.show_image(keys[0])
+        images, clips = self.file_list.image_keys(), self.file_list.clip_ids()
+        if images:
+            self.show_image(images[0])
+        elif clips:   # a project of clips only: its first clip (a clip row is not an image id)
+            self.video.show_clip(clips[0])
         return True
 
     def show_image(self, image_id: int) -> None:

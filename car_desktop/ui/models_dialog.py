@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .engine_client import ModelCatalog, ModelStatusLike
+from .engine_client import ModelCatalog, ModelFacts, ModelStatusLike
 from .long_text import fit_to_screen
 from .workers import JobError, JobRunner
 
@@ -40,11 +40,12 @@ log = logging.getLogger(__name__)
 def human_size(n: int | None) -> str:
     if not n:
         return "?"
+    size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit in ("B", "KB") else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
 
 
 class ModelsDialog(QDialog):
@@ -70,7 +71,9 @@ class ModelsDialog(QDialog):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeaderItem(4).setToolTip("Where a file you download by hand goes (picked up from there)")
+        folder_header = self.table.horizontalHeaderItem(4)
+        assert folder_header is not None   # setHorizontalHeaderLabels made it
+        folder_header.setToolTip("Where a file you download by hand goes (picked up from there)")
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.table.horizontalHeader()
@@ -113,7 +116,7 @@ class ModelsDialog(QDialog):
         layout.addWidget(buttons)
         self._queue: list[str] = []
         self._statuses: list[ModelStatusLike] = []
-        self._facts: dict[str, object] = {}
+        self._facts: dict[str, ModelFacts] = {}
         self.table.itemSelectionChanged.connect(self._show_detail)
         self.resize(980, 420)
         fit_to_screen(self)

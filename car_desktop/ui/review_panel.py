@@ -229,19 +229,20 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
     def sort(self) -> str:
         return self.sort_combo.currentData()
 
-    def current(self) -> ReviewItem | None:
+    def _current_index(self) -> int:
+        """The current row, -1 without one."""
         item = self.tree.currentItem()
-        if item is None:
-            return None
-        index = self.tree.indexOfTopLevelItem(item)
+        return -1 if item is None else self.tree.indexOfTopLevelItem(item)
+
+    def current(self) -> ReviewItem | None:
+        index = self._current_index()
         return self.items[index] if 0 <= index < len(self.items) else None
 
     def _update_buttons(self) -> None:
-        has = self.current() is not None
-        self.accept_button.setEnabled(has and self.current().image_status != "reviewed")
-        self.prev_button.setEnabled(has and self.tree.indexOfTopLevelItem(self.tree.currentItem()) > 0)
-        self.next_button.setEnabled(bool(self.items) and (
-            not has or self.tree.indexOfTopLevelItem(self.tree.currentItem()) < len(self.items) - 1))
+        cur, index = self.current(), self._current_index()
+        self.accept_button.setEnabled(cur is not None and cur.image_status != "reviewed")
+        self.prev_button.setEnabled(cur is not None and index > 0)
+        self.next_button.setEnabled(bool(self.items) and (cur is None or index < len(self.items) - 1))
 
     # ----- querying (io lane)
     def refresh(self, reset_page: bool = False) -> JobInfo | None:
@@ -291,8 +292,9 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
             target = None
             if keep is not None:
                 target = next((i for i, it in enumerate(self.items) if it.annotation_id == keep), None)
-            if target is not None:
-                self.tree.setCurrentItem(self.tree.topLevelItem(target))
+            row = self.tree.topLevelItem(target) if target is not None else None
+            if row is not None:
+                self.tree.setCurrentItem(row)
         shown, total = len(self.items), self.total
         self.summary.setText(f"{total} mask{'s' if total != 1 else ''} in the queue"
                              + (f", {shown} shown" if shown < total else ""))
@@ -384,20 +386,20 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
         return menu
 
     def select_row(self, index: int) -> None:
-        if 0 <= index < self.tree.topLevelItemCount():
-            self.tree.setCurrentItem(self.tree.topLevelItem(index))   # emits maskActivated
+        row = self.tree.topLevelItem(index) if 0 <= index < self.tree.topLevelItemCount() else None
+        if row is not None:
+            self.tree.setCurrentItem(row)   # emits maskActivated
 
     def step(self, delta: int) -> None:
         item = self.tree.currentItem()
-        index = -1 if item is None else self.tree.indexOfTopLevelItem(item)
-        self.select_row(max(0, index + delta) if item is not None else 0)
+        self.select_row(max(0, self._current_index() + delta) if item is not None else 0)
 
     def accept_current(self) -> None:
         """Mark the current mask's image reviewed; after the refresh, go to the next mask of another image."""
         it = self.current()
         if it is None:
             return
-        index = self.tree.indexOfTopLevelItem(self.tree.currentItem())
+        index = self._current_index()
         after = next((x.annotation_id for x in self.items[index + 1:] if x.image_id != it.image_id), None)
         self._keep = after
         self._advance_from = it.image_id
@@ -405,9 +407,9 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
         self.refresh()
 
     def _advance(self, accepted_image: int) -> None:
-        cur = self.current()
-        if cur is not None and cur.image_id != accepted_image:
-            self._activate(self.tree.currentItem())
+        cur, item = self.current(), self.tree.currentItem()
+        if cur is not None and item is not None and cur.image_id != accepted_image:
+            self._activate(item)
             return
         index = next((i for i, it in enumerate(self.items) if it.image_id != accepted_image
                       and it.image_status != "reviewed"), None)

@@ -62,9 +62,10 @@ class Settings:
 
     @property
     def opacity(self) -> float:
+        value = self.q.value("ui/opacity", 0.5)   # a str from an ini file, a float from the registry
         try:
-            return float(self.q.value("ui/opacity", 0.5))
-        except (TypeError, ValueError):
+            return float(value) if isinstance(value, (str, int, float)) else 0.5
+        except ValueError:
             return 0.5
 
     @opacity.setter
@@ -73,9 +74,9 @@ class Settings:
 
     def recent_projects(self) -> list[str]:
         value = self.q.value("ui/recent_projects", [])
-        if isinstance(value, str):
-            value = [value]
-        return [str(v) for v in (value or [])]
+        if isinstance(value, str):   # an ini file stores a one-item list as its item
+            return [value]
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
 
     def prune_recent(self) -> list[str]:
         """Drop the recent projects whose file is gone; returns those left."""

@@ -94,8 +94,8 @@ class JobStatusBar(QStatusBar):
         runner.progress.connect(self._on_progress)
         runner.ended.connect(self._on_end)
 
-    def showMessage(self, text: str, timeout: int = 0) -> None:
-        """Show ``text`` (kept at least ``MIN_MESSAGE_MS`` unless 0 = until replaced) and log it."""
+    def showMessage(self, text: str, timeout: int | None = 0) -> None:
+        """Show ``text`` (kept at least ``MIN_MESSAGE_MS`` unless 0 or None = until replaced) and log it."""
         super().showMessage(text, max(timeout, MIN_MESSAGE_MS) if timeout else 0)
         self.setToolTip(text)      # the whole text, when the bar cuts it
         if text:

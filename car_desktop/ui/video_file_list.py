@@ -2,7 +2,8 @@
 
 ``MediaFileList`` is the window's ``FileList`` plus rows keyed ``("video", clip id)``, set with
 ``set_videos`` and kept when the image rows are replaced. Picking a clip row emits
-``videoActivated(clip id)``; stepping to the next or previous image (A / D) skips clip rows.
+``videoActivated(clip id)``; stepping to the next or previous image (A / D) skips clip rows
+(``FileList.neighbour`` steps over image rows only).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class MediaFileList(FileList):
     def _add_video_rows(self) -> None:
         self._silent = True
         for video_id, name, frames, status in self._videos:
-            key: FileKey = ("video", video_id)  # type: ignore[assignment]
+            key: FileKey = ("video", video_id)
             item = QListWidgetItem(f"{name} — {frames} frames")
             item.setData(Qt.ItemDataRole.UserRole, key)
             self.addItem(item)
@@ -48,15 +49,12 @@ class MediaFileList(FileList):
             self.set_status(key, status, f"video clip, {frames} frames")
         self._silent = False
 
-    def select_video(self, video_id: int) -> None:
-        self.select_key(("video", video_id))  # type: ignore[arg-type]
+    def clip_ids(self) -> list[int]:
+        """The clip rows' ids, in list order."""
+        return [int(k[1]) for k in self.keys() if isinstance(k, tuple) and k[:1] == ("video",)]
 
-    def neighbour(self, key: int, step: int) -> int | None:
-        """The next or previous readable image; clip rows are skipped."""
-        found = super().neighbour(key, step)
-        while isinstance(found, tuple):
-            found = super().neighbour(found, step)  # type: ignore[arg-type]
-        return found
+    def select_video(self, video_id: int) -> None:
+        self.select_key(("video", video_id))
 
     def _current_changed(self, current: QListWidgetItem | None, previous) -> None:
         if current is not None and not self._silent:
