@@ -82,6 +82,10 @@ class JobStatusBar(QStatusBar):
         self.hover_label = QLabel("")
         self.hover_label.setContentsMargins(8, 0, 8, 0)
         self.hover_label.setToolTip("Mask under the cursor")
+        # Text never widens the window (it must narrow to 800 px): these fields take what room there is,
+        # and their tooltips hold the whole text.
+        for label in (self.hover_label, self.device_label):
+            label.setMinimumWidth(60)
         self.addPermanentWidget(self.hover_label)
         self.addPermanentWidget(self.stage_label)
         self.addPermanentWidget(self.bar)
@@ -103,6 +107,7 @@ class JobStatusBar(QStatusBar):
 
     def set_hover(self, text: str) -> None:
         self.hover_label.setText(text)
+        self.hover_label.setToolTip(text or "Mask under the cursor")
 
     def set_device_text(self, text: str) -> None:
         self.device_label.setText(text)
