@@ -252,3 +252,16 @@ def fake_window(qtbot, folder: Path, pipeline: FakePipeline | None = None):
     qtbot.addWidget(window)
     window.show()
     return window
+
+
+def window_on_photo(qtbot, tmp_path: Path, data_dir: Path):
+    """``fake_window`` with a folder of one 64x48 photo (a.png) opened and shown."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.open(data_dir / "astronaut.jpg").convert("RGB").resize((64, 48)).save(folder / "a.png")
+    window = fake_window(qtbot, tmp_path)
+    with qtbot.waitSignal(window.imageShown, timeout=5000):
+        assert window.open_folder(folder)
+    return window

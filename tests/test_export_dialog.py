@@ -7,21 +7,15 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from car_desktop.ui.export_dialog import CocoExportDialog
 
 
 @pytest.fixture
 def win(qtbot, tmp_path, data_dir):
-    from fakes import fake_window
+    from fakes import window_on_photo
 
-    folder = tmp_path / "images"
-    folder.mkdir()
-    Image.open(data_dir / "astronaut.jpg").convert("RGB").resize((64, 48)).save(folder / "a.png")
-    w = fake_window(qtbot, tmp_path)
-    with qtbot.waitSignal(w.imageShown, timeout=5000):
-        assert w.open_folder(folder)
+    w = window_on_photo(qtbot, tmp_path, data_dir)
     m = np.zeros((48, 64), bool)
     m[5:20, 5:30] = True
     w.annotator.add_layer("cat", m)

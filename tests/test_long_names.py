@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QDialog
 
@@ -41,14 +40,9 @@ def test_fit_to_screen_caps_a_wide_dialog(qtbot):
 
 @pytest.fixture
 def win(qtbot, tmp_path, data_dir):
-    from fakes import fake_window
+    from fakes import window_on_photo
 
-    folder = tmp_path / "images"
-    folder.mkdir()
-    Image.open(data_dir / "astronaut.jpg").convert("RGB").resize((64, 48)).save(folder / "a.png")
-    w = fake_window(qtbot, tmp_path)
-    with qtbot.waitSignal(w.imageShown, timeout=5000):
-        assert w.open_folder(folder)
+    w = window_on_photo(qtbot, tmp_path, data_dir)
     yield w
     w.close()
 
