@@ -5,6 +5,7 @@ clips only reopens on its first clip."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ def clip_window(qtbot, tmp_path):
     settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     pipe = FakePipeline(masks="channels")
     win = MainWindow(test_models=True, settings=settings, pipeline_factory=lambda t, c: pipe)
+    win.fake = pipe
     qtbot.addWidget(win)
     win.show()
     qtbot.waitUntil(lambda: win.engine.ready, timeout=10000)
@@ -110,6 +112,30 @@ def test_car_on_a_frame_makes_it_a_key_frame_and_labelling_fills_the_clip(clip_w
     kept = project.list_annotations(frame11)                           # only the person's correction stays
     assert [(a.category_id, a.edited) for a in kept] == [(red.category_id, True)]
     assert [ly.name for ly in win.stack.layers() if ly.mask.any()] == ["red"]
+
+
+def test_car_on_a_frame_left_before_it_ends_lands_on_that_frame(clip_window, qtbot):
+    win = clip_window
+    project, video_id = win.project, win.video.video.id
+    gate = threading.Event()
+    win.fake.gate = gate
+    win.concept_bar.set_text("red, green")
+    qtbot.keyClick(win.concept_bar.edit, Qt.Key.Key_Return)             # CaR on frame 0 ...
+    assert win.fake.started.wait(10)
+    assert _go(win, qtbot, Qt.Key.Key_Period) == 1                     # ... the user moves on at once
+    gate.set()
+    qtbot.waitUntil(lambda: list(video_store.key_frames(project, video_id)) == [0], timeout=20000)
+    frame0 = video_store.frame_image_id(project, video_id, 0)
+    frame = frame_and_masks(0)[0]
+    stored = {project.get_category(a.category_id).name: project.get_mask(a.id)
+              for a in project.list_annotations(frame0)}
+    assert set(stored) == {"red", "green"}
+    assert np.array_equal(stored["red"], frame[:, :, 0] > 127)         # the fake's "channels" masks of frame 0
+    assert "moved to another frame" in win.status.currentMessage()
+    assert win.video.frame == 1 and not project.list_annotations(video_store.frame_image_id(project, video_id, 1))
+    with qtbot.waitSignal(win.video.undone, timeout=20000):
+        win.video.undo_run()                                           # one undo step, as for the frame shown
+    assert not video_store.key_frames(project, video_id) and not project.list_annotations(frame0)
 
 
 def test_an_image_in_the_list_leaves_the_clip(clip_window, qtbot, tmp_path):

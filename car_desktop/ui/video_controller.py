@@ -7,7 +7,8 @@ image of the project: it is decoded on the io lane and shown through the window'
 the canvas, the layers, every editing tool, SAM clicks and the per-frame undo work on it unchanged.
 
 CaR typed in the concept bar runs on the frame shown; the window hands the result here
-(``take_car_result``), where it is stored as a key frame (``video_masks.store_key_result``) and, when
+(``take_car_result``; also when the user moved to another frame meanwhile), where it is stored as a key
+frame (``video_masks.store_key_result``) and, when
 the clip was propagated before, the runs around it are redone (the frame re-seeds its neighbours; a
 concept CaR finds absent there is removed there). Storing the key frame is itself an undo step.
 "Label clip…" runs CaR on key frames every N
@@ -250,30 +251,42 @@ class VideoMode(QObject):
 
     # ----------------------------------------------------------------------------- CaR on a frame
     def take_car_result(self, request: CarRequest, result: CaRResult) -> bool:
-        """Store a CaR run on the frame shown as a key frame (True), or leave it to the window (False)."""
-        if self.video is None or request.image_key not in self._frame_of or request.ghost_id is not None:
+        """Store a CaR run on a clip's frame as a key frame (True), or leave it to the window (False: not a
+        frame). A frame no longer shown gets it too: moving on never loses a run. Undoable (one step)
+        while its clip is open; a run that lands on a clip no longer open says so."""
+        project = self.win.project
+        if project is None or request.ghost_id is not None or not isinstance(request.image_key, int):
             return False
-        if request.image_key != self.win.image_id:
-            return True  # a run for a frame no longer shown: dropped, like the window's
-        annotator, project = self.win.annotator, self.win.project
-        assert project is not None
-        index = self._frame_of[request.image_key]
-        journal = video_masks.Journal(self.video.id, f"CaR on frame {index + 1}")
-        ok, applied = annotator.guard(video_masks.store_key_result, project, self.video.id, index, result,
+        located = video_store.frame_of_image(project, request.image_key)
+        if located is None:
+            return False
+        video_id, index = located
+        is_open = self.video is not None and self.video.id == video_id
+        shown = is_open and request.image_key == self.win.image_id
+        annotator = self.win.annotator
+        journal = video_masks.Journal(video_id, f"CaR on frame {index + 1}")
+        ok, applied = annotator.guard(video_masks.store_key_result, project, video_id, index, result,
                                       journal=journal)
         if not ok or applied is None:
             return True
+        kept = sum(1 for c in result.concepts if c.status != "removed")
+        text = f"CaR on frame {index + 1}: {kept} of {len(result.concepts)} concepts kept; key frame added"
+        if not is_open:
+            clip = video_store.get_video(project, video_id).rel_path
+            self.win.status.showMessage(f"{text} to {clip} after you left it (reopen it to see it; not undoable "
+                                        "from here).", 10000)
+            return True
         self._push(journal)          # one undo step with the key frame record (the layers' undo would miss it)
-        annotator.reload()
+        if shown:
+            annotator.reload()
         self.win.menus.history_changed()
         if applied.status_changed:
             self.refresh_list()
         self.refresh_marks()
-        kept = sum(1 for c in result.concepts if c.status != "removed")
-        self.win.status.showMessage(f"CaR on frame {index + 1}: {kept} of {len(result.concepts)} concepts kept; "
-                                    "key frame added", 8000)
-        self.win.carApplied.emit(applied.added)
-        if video_store.run_records(project, self.video.id):
+        self.win.status.showMessage(text if shown else f"{text} (finished after you moved to another frame)", 8000)
+        if shown:
+            self.win.carApplied.emit(applied.added)
+        if video_store.run_records(project, video_id):
             self.propagate()  # the frame re-seeds the runs around it
         return True
 
