@@ -164,15 +164,20 @@ def _pyarrow_fs() -> Any:
 def open_filesystem(root: str) -> tuple[Any, str]:
     """(pyarrow FileSystem, the root's path on it) for a canonical remote root. For S3 an endpoint in
     ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (MinIO, a test server) is used: pyarrow's from_uri
-    does not read it in every version."""
+    does not read it in every version. For GCS an emulator in ``STORAGE_EMULATOR_HOST`` (``host:port``,
+    http unless a scheme is given, no credentials) is used, as Google's own client libraries do."""
     fs = _pyarrow_fs()
     scheme, _, path = root.partition("://")
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
     try:
         if scheme == "s3" and endpoint:
             u = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
             return fs.S3FileSystem(endpoint_override=u.netloc, scheme=u.scheme, region=region), path
+        if scheme == "gs" and emulator:
+            u = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+            return fs.GcsFileSystem(anonymous=True, endpoint_override=u.netloc, scheme=u.scheme), path
         filesystem, fs_path = fs.FileSystem.from_uri(root)
         return filesystem, fs_path.rstrip("/")
     except (OSError, ValueError) as exc:
