@@ -2,9 +2,9 @@
 
 The files of test_batch_remote (plain PNGs, one in a sub-folder, a 16-bit PNG, an EXIF-turned JPEG, a
 corrupt PNG) are uploaded to a bucket through pyarrow's own GCS client, and ``STORAGE_EMULATOR_HOST``
-points the image source at the emulator. The local batch on the bucket (and ``--ray``, whose processes
-were started without the storage variables) gives the masks of the local folder pixel for pixel and
-lists the corrupt file as a failure; a missing bucket is one clear error before any project is made.
+points the image source at the emulator. The local batch on the bucket (and ``--ray``, marked slow, whose
+processes were started without the storage variables) gives the masks of the local folder pixel for pixel
+and lists the corrupt file as a failure; a missing bucket is one clear error before any project is made.
 """
 
 from __future__ import annotations
@@ -91,3 +91,28 @@ def test_gs_roots_and_the_emulator_endpoint(gcs, monkeypatch):
     assert source.scan().files == sorted(rel for rel in _files() if rel != "notes.txt")
     assert source.read_bytes("sub/im03.png") == _files()["sub/im03.png"]
     assert source.scan("sub").files == ["sub/im03.png"]
+
+
+@pytest.fixture(scope="module")
+def ray_address(gcs):
+    """A local Ray of 2 CPUs whose processes do not have the storage variables: the run must forward them."""
+    ray = pytest.importorskip("ray")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in imagesource.STORAGE_ENV:
+            mp.delenv(name, raising=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
+                 logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_batch_on_gs_equals_the_local_folder(ray_address, gcs, reference, tmp_path, capsys):
+    project = tmp_path / "ray.cardb"
+    capsys.readouterr()
+    assert main(batch_args(f"gs://{BUCKET}/imgs", project, "--ray", "--workers", "2")) == 1
+    out = capsys.readouterr().out
+    assert "labelled 6, skipped 0, failed 1" in out and set(_failures(out)) == {"corrupt.png"}
+    assert_same(state(project), reference)
