@@ -24,6 +24,7 @@ import posixpath
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -44,6 +45,9 @@ STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
 #: Attempts of one remote call when the error looks transient (network, throttling, 5xx).
 RETRIES = 3
 _BACKOFF_S = 0.5
+#: How long pyarrow's GCS client may retry one request (its own default allows minutes: with no network or no
+#: credentials a gs:// batch would look hung).
+GCS_RETRY_LIMIT_S = 20
 _TRANSIENT = re.compile(r"network|timed? ?out|throttl|slow ?down|connection|temporar|unavailable|"
                         r"internal.?(error|failure)|\b50[0-4]\b|reset by peer|broken pipe", re.IGNORECASE)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -175,9 +179,13 @@ def open_filesystem(root: str) -> tuple[Any, str]:
             u = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
             return fs.S3FileSystem(endpoint_override=u.netloc, scheme=u.scheme, region=region), path
-        if scheme == "gs" and emulator:
-            u = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
-            return fs.GcsFileSystem(anonymous=True, endpoint_override=u.netloc, scheme=u.scheme), path
+        if scheme == "gs":
+            limit = timedelta(seconds=GCS_RETRY_LIMIT_S)
+            if emulator:
+                u = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+                return fs.GcsFileSystem(anonymous=True, endpoint_override=u.netloc, scheme=u.scheme,
+                                        retry_time_limit=limit), path
+            return fs.GcsFileSystem(retry_time_limit=limit), path   # Google's default credentials
         filesystem, fs_path = fs.FileSystem.from_uri(root)
         return filesystem, fs_path.rstrip("/")
     except (OSError, ValueError) as exc:

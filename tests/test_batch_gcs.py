@@ -116,3 +116,25 @@ def test_ray_batch_on_gs_equals_the_local_folder(ray_address, gcs, reference, tm
     out = capsys.readouterr().out
     assert "labelled 6, skipped 0, failed 1" in out and set(_failures(out)) == {"corrupt.png"}
     assert_same(state(project), reference)
+
+
+def test_gcs_requests_give_up_in_bounded_time(monkeypatch):
+    """Without an emulator the real GCS client is built with a retry limit (no network, or no credentials,
+    must fail in seconds rather than look hung); with one, the same limit."""
+    made: list[dict] = []
+
+    class FakeFs:
+        @staticmethod
+        def GcsFileSystem(**kwargs):
+            made.append(kwargs)
+            return object()
+
+    monkeypatch.setattr(imagesource, "_pyarrow_fs", lambda: FakeFs)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    _, path = imagesource.open_filesystem("gs://bucket/some/prefix")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:9")
+    imagesource.open_filesystem("gs://bucket/p")
+    assert path == "bucket/some/prefix"
+    limits = [m["retry_time_limit"].total_seconds() for m in made]
+    assert limits == [imagesource.GCS_RETRY_LIMIT_S] * 2 and 0 < imagesource.GCS_RETRY_LIMIT_S <= 60
+    assert "anonymous" not in made[0] and made[1]["anonymous"] and made[1]["endpoint_override"] == "127.0.0.1:9"
