@@ -70,6 +70,7 @@ class PolygonEditTool(Tool):
             item.setZValue(z)
         canvas.zoomChanged.connect(self._redraw)
         canvas.stack.reset.connect(self.cancel)
+        canvas.stack.layerChanged.connect(self._layer_changed)
         self.begin(self.host.selected_layer())
 
     def deactivate(self) -> None:
@@ -77,6 +78,7 @@ class PolygonEditTool(Tool):
         if canvas is not None:
             canvas.zoomChanged.disconnect(self._redraw)
             canvas.stack.reset.disconnect(self.cancel)
+            canvas.stack.layerChanged.disconnect(self._layer_changed)
         for item in (self._outline, self._handles, self._active_item):
             if item is not None and item.scene() is not None:
                 item.scene().removeItem(item)
@@ -148,6 +150,17 @@ class PolygonEditTool(Tool):
 
     def cancel_input(self) -> None:
         self.cancel()
+
+    def _layer_changed(self, layer_id: int, _rect) -> None:
+        """The mask being edited left the image (an undo, a CaR result replacing it): end the edit, since
+        applying it would write a mask that is no longer shown."""
+        layer = self.layer
+        if layer is None or layer.id != layer_id or self.canvas is None or self.canvas.stack.get(layer_id) is not None:
+            return
+        self._reset()
+        self._redraw()
+        self.host.message(f"Polygon edit ended: {layer.name} was removed meanwhile; nothing was changed.")
+        self._finish()
 
     def _finish(self) -> None:
         if self.finished is not None:
