@@ -142,3 +142,24 @@ def test_review_dock_closes_and_reopens_from_the_view_menu(win, qtbot):
     assert not toggle.isChecked()
     toggle.trigger()
     qtbot.waitUntil(dock.isVisible, timeout=2000)
+
+
+def test_context_menus_are_deleted_once_dismissed(win, qtbot):
+    """One menu is made per right click (queue row, canvas mask): each goes once dismissed, instead of
+    piling up as hidden children of the window for the whole session."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+    from PySide6.QtWidgets import QMenu
+
+    def menus() -> int:
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        return len([m for m in win.findChildren(QMenu) if m.parent() in (win, win.review_panel)])
+
+    before = menus()
+    panel = win.review_panel
+    for _ in range(3):
+        panel._row_menu(panel.tree.visualItemRect(panel.tree.topLevelItem(0)).center()).close()
+        layer = next(ly for ly in win.stack.layers() if not ly.removed)
+        menu = win.menus.mask_menu(layer.id)
+        menu.popup(win.canvas.mapToGlobal(win.canvas.rect().center()))
+        menu.close()
+    assert menus() == before
