@@ -205,3 +205,17 @@ def test_mask_removed_while_editing_ends_the_edit(win, qtbot):
     qtbot.keyClick(win.canvas, Qt.Key.Key_Return)
     assert not layer.mask.any() and win.annotator.annotation_id(layer.id) is None
     assert win.project.list_annotations(win.image_id) == []
+
+
+def test_editing_a_mask_with_holes_says_they_will_be_filled(win, qtbot):
+    mask = np.zeros((96, 128), bool)
+    mask[20:60, 30:90] = True
+    solid = _layer(win, mask.copy())
+    win.edit_polygon()
+    assert not any("holes" in t for t in win.messages.texts())
+    win.polygon_editor.cancel()
+    mask[30:40, 50:60] = False                      # a hole
+    _layer(win, mask)
+    assert win.stack.selected_id != solid.id
+    win.edit_polygon()
+    assert "holes are not shown" in win.messages.texts()[-1]

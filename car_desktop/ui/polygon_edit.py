@@ -4,7 +4,8 @@ The geometry (tracing, hit tests, vertex edits, rasterising) is ``annotations.po
 tool only turns canvas events into those edits and draws the result. Drag a vertex to move it, drag
 inside to move the whole shape, double-click an edge to insert a vertex, right-click a vertex (or
 Delete / Backspace on the last one touched) to delete it. Enter writes the polygon back into the mask
-as one undoable edit, Esc (or another tool) leaves the mask as it was. Handles keep their size on
+as one undoable edit (a polygon has no holes: a changed outline fills the mask's holes, which the
+start message says), Esc (or another tool) leaves the mask as it was. Handles keep their size on
 screen at any zoom: hit tolerances are converted to image pixels with the canvas's zoom.
 """
 
@@ -96,8 +97,11 @@ class PolygonEditTool(Tool):
         self.layer = layer
         self.shape = PolygonShape.from_mask(layer.mask)
         self._redraw()
+        # A polygon has no holes: say so before the user changes it, since applying a change fills them.
+        holes = "" if mask_ops.fill_holes(layer.mask)[1].is_empty else \
+            " Its holes are not shown: applying a change fills them (Esc keeps them)."
         self.host.message(f"Editing {layer.name} as a polygon ({self.shape.vertex_count} vertices): drag vertices, "
-                          "double-click an edge to add one, right-click to delete; Enter applies, Esc cancels.")
+                          f"double-click an edge to add one, right-click to delete; Enter applies, Esc cancels.{holes}")
         return True
 
     def _reset(self) -> None:
