@@ -163,3 +163,17 @@ def test_context_menus_are_deleted_once_dismissed(win, qtbot):
         menu.popup(win.canvas.mapToGlobal(win.canvas.rect().center()))
         menu.close()
     assert menus() == before
+
+
+def test_accepted_mask_stays_accepted_after_delete_and_undo(win):
+    """Undo makes a deleted row again from the layer's record: the verdict must be in it (it was not:
+    the mask came back unaccepted)."""
+    layer = next(ly for ly in win.stack.layers() if not ly.removed)
+    win.stack.select(layer.id)
+    win.menus.accept_mask.trigger()
+    assert win.project.get_annotation(win.annotator.annotation_id(layer.id)).provenance.accepted
+    win.delete_selected()
+    assert win.annotator.annotation_id(layer.id) is None
+    win.annotator.undo()
+    ann = win.annotator.annotation_id(layer.id)
+    assert ann is not None and win.project.get_annotation(ann).provenance.accepted
