@@ -182,3 +182,40 @@ def test_ctrl_j_without_a_mask_says_so(win, qtbot):
     win.edit_polygon()
     assert win.canvas.tool() is None
     assert "Select a mask" in win.status.currentMessage()
+
+
+def test_mask_removed_while_editing_ends_the_edit(win, qtbot):
+    """Undoing the mask away while its polygon is edited ends the edit: Enter then writes nothing (it
+    raised KeyError into the event loop and saved a row for a mask no longer shown)."""
+    from PySide6.QtCore import Qt
+
+    mask = np.zeros((96, 128), bool)
+    mask[20:60, 30:90] = True
+    layer = _layer(win, mask)
+    win.edit_polygon()
+    vp = win.canvas.viewport()
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=_view_pos(win, 90, 20))
+    qtbot.mouseMove(vp, pos=_view_pos(win, 110, 8))
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=_view_pos(win, 110, 8))
+    win.annotator.undo()                              # the mask's creation is undone
+    assert win.stack.get(layer.id) is None
+    assert not win.polygon_editor.editing() and win.canvas.tool() is None
+    assert any("removed meanwhile" in t for t in win.messages.texts())
+    win.canvas.setFocus()
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Return)
+    assert not layer.mask.any() and win.annotator.annotation_id(layer.id) is None
+    assert win.project.list_annotations(win.image_id) == []
+
+
+def test_editing_a_mask_with_holes_says_they_will_be_filled(win, qtbot):
+    mask = np.zeros((96, 128), bool)
+    mask[20:60, 30:90] = True
+    solid = _layer(win, mask.copy())
+    win.edit_polygon()
+    assert not any("holes" in t for t in win.messages.texts())
+    win.polygon_editor.cancel()
+    mask[30:40, 50:60] = False                      # a hole
+    _layer(win, mask)
+    assert win.stack.selected_id != solid.id
+    win.edit_polygon()
+    assert "holes are not shown" in win.messages.texts()[-1]

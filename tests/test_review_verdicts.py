@@ -142,3 +142,38 @@ def test_review_dock_closes_and_reopens_from_the_view_menu(win, qtbot):
     assert not toggle.isChecked()
     toggle.trigger()
     qtbot.waitUntil(dock.isVisible, timeout=2000)
+
+
+def test_context_menus_are_deleted_once_dismissed(win, qtbot):
+    """One menu is made per right click (queue row, canvas mask): each goes once dismissed, instead of
+    piling up as hidden children of the window for the whole session."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+    from PySide6.QtWidgets import QMenu
+
+    def menus() -> int:
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        return len([m for m in win.findChildren(QMenu) if m.parent() in (win, win.review_panel)])
+
+    before = menus()
+    panel = win.review_panel
+    for _ in range(3):
+        panel._row_menu(panel.tree.visualItemRect(panel.tree.topLevelItem(0)).center()).close()
+        layer = next(ly for ly in win.stack.layers() if not ly.removed)
+        menu = win.menus.mask_menu(layer.id)
+        menu.popup(win.canvas.mapToGlobal(win.canvas.rect().center()))
+        menu.close()
+    assert menus() == before
+
+
+def test_accepted_mask_stays_accepted_after_delete_and_undo(win):
+    """Undo makes a deleted row again from the layer's record: the verdict must be in it (it was not:
+    the mask came back unaccepted)."""
+    layer = next(ly for ly in win.stack.layers() if not ly.removed)
+    win.stack.select(layer.id)
+    win.menus.accept_mask.trigger()
+    assert win.project.get_annotation(win.annotator.annotation_id(layer.id)).provenance.accepted
+    win.delete_selected()
+    assert win.annotator.annotation_id(layer.id) is None
+    win.annotator.undo()
+    ann = win.annotator.annotation_id(layer.id)
+    assert ann is not None and win.project.get_annotation(ann).provenance.accepted

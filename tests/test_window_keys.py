@@ -134,3 +134,15 @@ def test_canvas_refits_on_resize_only_when_fitted(win, qtbot):
     win.resize(1300, 850)
     qtbot.waitUntil(lambda: win.width() == 1300, timeout=2000)
     assert not canvas.is_fitted() and abs(canvas.zoom() - zoomed) < 1e-9
+
+
+def test_deleting_the_mask_shown_alone_shows_the_others_again(win, qtbot):
+    """The others were left hidden, with no selected mask for O to bring them back."""
+    a = win.annotator.add_layer("a", _mask())
+    b = win.annotator.add_layer("b", _mask(50, 60, 80, 100))
+    win.stack.select(a.id)
+    win.solo_selected()
+    assert not b.visible
+    win.delete_selected()
+    assert win.stack.get(a.id) is None and win.stack.solo_id == -1
+    assert b.visible

@@ -595,11 +595,7 @@ class Project:
                 continue
             full = source.location(rel)
             try:
-                if source.remote:  # one read gives the header and the hash
-                    (width, height), digest = source.probe(rel)
-                else:
-                    width, height = imagefiles.image_size(full)
-                    digest = file_hash(Path(full))
+                (width, height), digest = source.probe(rel)  # remote: one read gives both
             except ImageLoadError as exc:
                 failed.append((rel, _reason_without_path(str(exc), full)))
                 continue

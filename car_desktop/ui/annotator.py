@@ -376,6 +376,13 @@ class Annotator(QObject):
                 return lid
         return None
 
+    def set_provenance(self, annotation_id: int, provenance: Provenance) -> None:
+        """Keep a provenance written beside the layers (a review verdict) for the row of the open image
+        that has ``annotation_id``: an undo that makes the row again writes it with it."""
+        lid = self.layer_for_annotation(annotation_id)
+        if lid is not None and lid in self._meta:
+            self._meta[lid].provenance = provenance
+
     def reload(self) -> None:
         """Show the project's current state of the open image again (after another writer changed it).
         The undo history starts over: its steps named annotations that may be gone."""

@@ -139,6 +139,8 @@ class LayerStack(QObject):
         if layer is None:
             return None
         self._layers.remove(layer)
+        if self.solo_id == layer_id:
+            self.solo(layer_id)   # the mask shown alone is gone: show the others again, as they were
         if self._selected == layer_id:
             self.select(-1)
         self.layerChanged.emit(layer_id, None)

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..engine.model_facts import facts_text
 from .engine_client import ModelCatalog, ModelFacts, ModelStatusLike
 from .long_text import fit_to_screen
 from .workers import JobError, JobRunner
@@ -179,7 +180,7 @@ class ModelsDialog(QDialog):
 
     def facts_text(self) -> str:
         """Every model's download facts as ``car-desktop models list`` prints them."""
-        return "\n".join(line for f in self._facts.values() for line in f.lines())
+        return facts_text(list(self._facts.values()))
 
     def copy_facts(self) -> None:
         QApplication.clipboard().setText(self.facts_text())

@@ -4,7 +4,8 @@ The geometry (tracing, hit tests, vertex edits, rasterising) is ``annotations.po
 tool only turns canvas events into those edits and draws the result. Drag a vertex to move it, drag
 inside to move the whole shape, double-click an edge to insert a vertex, right-click a vertex (or
 Delete / Backspace on the last one touched) to delete it. Enter writes the polygon back into the mask
-as one undoable edit, Esc (or another tool) leaves the mask as it was. Handles keep their size on
+as one undoable edit (a polygon has no holes: a changed outline fills the mask's holes, which the
+start message says), Esc (or another tool) leaves the mask as it was. Handles keep their size on
 screen at any zoom: hit tolerances are converted to image pixels with the canvas's zoom.
 """
 
@@ -70,6 +71,7 @@ class PolygonEditTool(Tool):
             item.setZValue(z)
         canvas.zoomChanged.connect(self._redraw)
         canvas.stack.reset.connect(self.cancel)
+        canvas.stack.layerChanged.connect(self._layer_changed)
         self.begin(self.host.selected_layer())
 
     def deactivate(self) -> None:
@@ -77,6 +79,7 @@ class PolygonEditTool(Tool):
         if canvas is not None:
             canvas.zoomChanged.disconnect(self._redraw)
             canvas.stack.reset.disconnect(self.cancel)
+            canvas.stack.layerChanged.disconnect(self._layer_changed)
         for item in (self._outline, self._handles, self._active_item):
             if item is not None and item.scene() is not None:
                 item.scene().removeItem(item)
@@ -94,8 +97,11 @@ class PolygonEditTool(Tool):
         self.layer = layer
         self.shape = PolygonShape.from_mask(layer.mask)
         self._redraw()
+        # A polygon has no holes: say so before the user changes it, since applying a change fills them.
+        holes = "" if mask_ops.fill_holes(layer.mask)[1].is_empty else \
+            " Its holes are not shown: applying a change fills them (Esc keeps them)."
         self.host.message(f"Editing {layer.name} as a polygon ({self.shape.vertex_count} vertices): drag vertices, "
-                          "double-click an edge to add one, right-click to delete; Enter applies, Esc cancels.")
+                          f"double-click an edge to add one, right-click to delete; Enter applies, Esc cancels.{holes}")
         return True
 
     def _reset(self) -> None:
@@ -148,6 +154,17 @@ class PolygonEditTool(Tool):
 
     def cancel_input(self) -> None:
         self.cancel()
+
+    def _layer_changed(self, layer_id: int, _rect) -> None:
+        """The mask being edited left the image (an undo, a CaR result replacing it): end the edit, since
+        applying it would write a mask that is no longer shown."""
+        layer = self.layer
+        if layer is None or layer.id != layer_id or self.canvas is None or self.canvas.stack.get(layer_id) is not None:
+            return
+        self._reset()
+        self._redraw()
+        self.host.message(f"Polygon edit ended: {layer.name} was removed meanwhile; nothing was changed.")
+        self._finish()
 
     def _finish(self) -> None:
         if self.finished is not None:

@@ -368,20 +368,20 @@ class ReviewPanel(LazyRefreshMixin, QWidget):
             self.maskActivated.emit(it.image_id, it.annotation_id)
 
     def _row_menu(self, pos) -> QMenu | None:
-        """Accept / reject the mask of the row under ``pos`` (returned unshown when not interactive)."""
+        """Pop up the menu that accepts / rejects the mask of the row under ``pos`` (returned, for tests)."""
         item = self.tree.itemAt(pos)
         index = -1 if item is None else self.tree.indexOfTopLevelItem(item)
         if not 0 <= index < len(self.items):
             return None
         it = self.items[index]
         menu = QMenu(self)
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)   # one per right click: gone once dismissed
         menu.addAction("Accept mask", lambda: self.verdictRequested.emit(it.image_id, it.annotation_id, True))
         menu.addAction("Reject mask (delete it; Ctrl+Z brings it back)",
                        lambda: self.verdictRequested.emit(it.image_id, it.annotation_id, False))
         menu.addSeparator()
         menu.addAction("Show", lambda: self.maskActivated.emit(it.image_id, it.annotation_id))
         menu.addAction("Accept image", lambda: self.acceptRequested.emit(it.image_id))
-        self.last_menu = menu
         menu.popup(self.tree.viewport().mapToGlobal(pos))
         return menu
 

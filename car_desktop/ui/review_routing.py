@@ -87,6 +87,7 @@ class ReviewRouting(QObject):
             return False
         try:
             accept_mask(win.project, annotation_id)
+            win.annotator.set_provenance(annotation_id, win.project.get_annotation(annotation_id).provenance)
         except CaRDesktopError as exc:
             win.show_error(str(exc))
             return False

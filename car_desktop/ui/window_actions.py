@@ -156,12 +156,12 @@ class WindowActions:
     def mask_menu(self, layer_id: int) -> QMenu:
         """The canvas's right-click menu of a mask (already selected by the click)."""
         menu = QMenu(self.win)
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)   # one per right click: gone once dismissed
         for action in (self.edit_polygon, self.solo, self.relabel):
             menu.addAction(action)
         menu.addSeparator()
         for action in (self.accept_mask, self.reject_mask, self.delete_mask):
             menu.addAction(action)
-        self.last_mask_menu = menu
         return menu
 
     def _choice_menu(self, menu: QMenu, choices: list[tuple[str, str]], current: str,
