@@ -171,7 +171,9 @@ def run_key(concepts: ConceptList, config: CaRConfig, *, test_models: bool = Fal
     """A short stable digest of what decides an image's auto-labels: the concepts (order kept, in the
     user's form), every config field that changes the computation, and whether the test models are used."""
     cfg = {k: v for k, v in config.to_dict().items() if k not in _RUN_KEY_IGNORED}
-    payload = {"concepts": ConceptList.parse(concepts).labels, "config": cfg, "test_models": bool(test_models)}
+    # Checked here (the worker): the window sends long concepts unshortened, the CLI shortened; same key.
+    labels = ConceptList.parse(concepts).checked().labels
+    payload = {"concepts": labels, "config": cfg, "test_models": bool(test_models)}
     text = json.dumps(payload, sort_keys=True, default=list, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 

@@ -50,6 +50,11 @@ def test_unchecked_list_is_shortened_by_the_engine_as_a_checked_parse_would():
     assert all(token_count(s) <= MAX_CONCEPT_TOKENS for c in finished for s in c.synonyms)
     assert sorted(warnings) == sorted(checked.warnings)
     assert any("shortened" in w for w in warnings) and any("more than once" in w for w in warnings)
+    assert unchecked.checked().labels == checked.labels and checked.checked() is checked
+    # The resume key is the same whether the window (unchecked) or the CLI (checked) parsed the text.
+    from car_desktop.autolabel import run_key
+
+    assert run_key(unchecked, CaRConfig()) == run_key(checked, CaRConfig())
     # A list of surely short concepts needs nothing more.
     assert ConceptList.parse("cat, dog | puppy", check_length=False).length_checked
 

@@ -77,6 +77,14 @@ class ConceptList(Sequence[Concept]):
         checked = check_length or all(surely_short(s) for c in concepts for s in c.synonyms)
         return cls(tuple(concepts), tuple(warnings), checked)
 
+    def checked(self) -> ConceptList:
+        """This list with the length check done (shortened concepts, their warnings): itself when it was
+        parsed with the check. Loads the tokenizer when needed: call it in a worker, not the GUI thread."""
+        if self.length_checked:
+            return self
+        warnings: list[str] = []
+        return ConceptList(tuple(parse_concepts(self, warnings)), tuple(warnings))
+
     @property
     def labels(self) -> list[str]:
         """The user's form of every concept ("car | automobile")."""

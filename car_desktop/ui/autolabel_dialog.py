@@ -141,7 +141,7 @@ class AutoLabelDialog(QDialog):
         if not folder or not Path(folder).is_dir():
             return "Choose a folder of images that exists."
         try:
-            self._parsed = ConceptList.parse(self.concepts.toPlainText())
+            self._parsed = ConceptList.parse(self.concepts.toPlainText(), check_length=False)  # no tokenizer here
             self.config()
         except CaRDesktopError as exc:
             return str(exc)

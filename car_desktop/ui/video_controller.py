@@ -311,7 +311,8 @@ class VideoMode(QObject):
             return
         try:
             config = self.win.settings.engine_config(self.win.concept_bar.config())
-            job = VideoJob(ConceptList.parse(choice.concepts), config, every=choice.every, scene_cuts=choice.scene_cuts,
+            concepts = ConceptList.parse(choice.concepts, check_length=False)   # the worker shortens long ones
+            job = VideoJob(concepts, config, every=choice.every, scene_cuts=choice.scene_cuts,
                            cut_threshold=choice.cut_threshold, sam2_model=choice.sam2_model,
                            test_models=self.win.test_models)
             self.win.project.set_setting(LAST_JOB_SETTING, choice.__dict__)
