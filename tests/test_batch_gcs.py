@@ -18,7 +18,7 @@ from car_desktop import imagesource
 from car_desktop.annotations import Project
 from car_desktop.cli import main
 from car_desktop.imagesource import RemoteImages, canonical_root
-from test_batch_ray import assert_same, state
+from test_batch_ray import assert_same, local_ray, state
 from test_batch_remote import _failures, _files, batch_args, local_folder, one_thread, reference  # noqa: F401
 
 pa_fs = pytest.importorskip("pyarrow.fs")
@@ -95,17 +95,9 @@ def test_gs_roots_and_the_emulator_endpoint(gcs, monkeypatch):
 
 @pytest.fixture(scope="module")
 def ray_address(gcs):
-    """A local Ray of 2 CPUs whose processes do not have the storage variables: the run must forward them."""
-    ray = pytest.importorskip("ray")
-    with pytest.MonkeyPatch.context() as mp:
-        for name in imagesource.STORAGE_ENV:
-            mp.delenv(name, raising=False)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
-                 logging_level=logging.ERROR, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+    """A local Ray whose processes do not have the storage variables: the run must forward them."""
+    with local_ray(imagesource.STORAGE_ENV) as address:
+        yield address
 
 
 @pytest.mark.slow

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,16 +73,26 @@ def assert_same(got: dict, want: dict) -> None:
             assert np.array_equal(g_mask, mask), (rel, name)
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    """A local Ray of 2 CPUs for the module (the batch uses a Ray already started in its process)."""
+@contextmanager
+def local_ray(clear_env: Sequence[str] = ()) -> Iterator[str]:
+    """A local Ray of 2 CPUs, shut down afterwards (the batch uses a Ray already started in its process);
+    its processes do not inherit the variables in ``clear_env``."""
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
-             logging_level=logging.ERROR, log_to_driver=False)
+    with pytest.MonkeyPatch.context() as mp:
+        for name in clear_env:
+            mp.delenv(name, raising=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
+                 logging_level=logging.ERROR, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    with local_ray() as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from car_desktop.engine.errors import ImageLoadError
 from car_desktop.errors import NotLocalError
 from car_desktop.imagesource import RemoteImages, SourceError, canonical_root
 from test_batch_cli import CONCEPTS, make_image
-from test_batch_ray import assert_same, state
+from test_batch_ray import assert_same, local_ray, state
 
 pytest.importorskip("pyarrow")
 moto_server = pytest.importorskip("moto.server")
@@ -213,17 +213,9 @@ def test_relink_moves_a_project_between_the_bucket_and_a_local_copy(s3, local_fo
 
 @pytest.fixture(scope="module")
 def ray_address(s3):
-    """A local Ray of 2 CPUs whose processes do not have the storage variables: the run must forward them."""
-    ray = pytest.importorskip("ray")
-    with pytest.MonkeyPatch.context() as mp:
-        for name in imagesource.STORAGE_ENV:
-            mp.delenv(name, raising=False)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
-                 logging_level=logging.ERROR, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+    """A local Ray whose processes do not have the storage variables: the run must forward them."""
+    with local_ray(imagesource.STORAGE_ENV) as address:
+        yield address
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ from ..engine.config import (
     preset,
 )
 from ..engine.errors import ConceptError, ImageLoadError, VideoLoadError, WeightsCorruptError, WeightsMissingError
-from ..engine.model_facts import ModelFacts
+from ..engine.model_facts import ModelFacts, facts_text
 from ..engine.results import CaRResult, Progress
 from ..engine.video_io import VIDEO_EXTENSIONS
 from .workers import JobError, JobInfo, JobRunner, ProgressFn
@@ -77,6 +77,7 @@ __all__ = [
     "Progress",
     "SamSessionLike",
     "VideoLoadError",
+    "facts_text",
     "preset",
 ]
 

@@ -30,8 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..engine.model_facts import facts_text
-from .engine_client import ModelCatalog, ModelFacts, ModelStatusLike
+from .engine_client import ModelCatalog, ModelFacts, ModelStatusLike, facts_text
 from .long_text import fit_to_screen
 from .workers import JobError, JobRunner
 
