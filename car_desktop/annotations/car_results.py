@@ -96,6 +96,11 @@ class CarApplied:
 
 
 # ------------------------------------------------------------------ reading a result
+def replaceable(annotation: Annotation) -> bool:
+    """A mask a new CaR run on its image replaces: CaR's own, not edited by a person."""
+    return annotation.source == "car" and not annotation.edited
+
+
 def car_masks(result: CaRResult, *, origin: str,
               run_key: str | None = None) -> tuple[list[CarMask], list[RemovedConcept]]:
     """Split a result into the masks to store (with their provenance) and the removed concepts."""
@@ -156,7 +161,7 @@ def replace_car_masks(project: Project, image_id: int, masks: Sequence[CarMask],
         existing = project.list_annotations(image_id)
         protected = {a.category_id for a in existing if a.source == "car" and a.edited}
         for a in existing:
-            if a.source == "car" and not a.edited:
+            if replaceable(a):
                 project.delete_annotation(a.id)
                 out.deleted.append(a.id)
         for m, enc in encoded:

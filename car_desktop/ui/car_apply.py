@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from ..annotations.car_results import CarApplied, apply_car_result, force_keep
+from ..annotations.car_results import CarApplied, apply_car_result, force_keep, replaceable
 from ..annotations.provenance import ORIGIN_WINDOW
 from ..annotations.store import Project
 from .annotator import Annotator, Landed
@@ -74,8 +74,9 @@ def land_car_result(annotator: Annotator, image_id: int, result: CaRResult,
         forced = CarApplied(added=[added] if added is not None else [])
         annotator.land(image_id, Landed(forced.added))
         return forced
+    # Only the masks the run may replace are read (and kept for undo): not every mask of the image.
     ok, before = annotator.guard(lambda: [(a, project.get_category(a.category_id), project.get_mask(a.id))
-                                          for a in project.list_annotations(image_id)])
+                                          for a in project.list_annotations(image_id) if replaceable(a)])
     if not ok or before is None:
         return None
     known = {c.id for c in project.list_categories()}
