@@ -73,6 +73,13 @@ def car_result(rows: list[tuple[str, np.ndarray | None, float]], *, config: dict
                      model_names=dict(model_names or {}))
 
 
+def band_mask(i: int, h: int, w: int) -> np.ndarray:
+    """The i-th of a few overlapping diagonal bands (review-queue tests' masks)."""
+    m = np.zeros((h, w), bool)
+    m[4 + 3 * i: 14 + 3 * i, 4 + 6 * i: 20 + 6 * i] = True
+    return m
+
+
 def removed_if_absent(index: int, count: int, concept: Concept) -> bool:
     """The default removal rule: a concept called 'absent' is removed (unless it is the only one)."""
     return concept.name == "absent" and count > 1

@@ -15,15 +15,13 @@ from car_desktop.annotations.provenance import KEPT_ALONE, Provenance
 from car_desktop.annotations.review import review_items
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
-from fakes import FakePipeline
+from fakes import FakePipeline, band_mask
 
 H, W = 40, 56
 
 
 def _band(i: int) -> np.ndarray:
-    m = np.zeros((H, W), bool)
-    m[4 + 3 * i: 14 + 3 * i, 4 + 6 * i: 20 + 6 * i] = True
-    return m
+    return band_mask(i, H, W)
 
 
 @pytest.fixture

@@ -16,15 +16,13 @@ from car_desktop.annotations.provenance import Provenance
 from car_desktop.annotations.review import ReviewFilter, accept_mask, review_items, review_progress
 from car_desktop.ui.main_window import MainWindow
 from car_desktop.ui.settings import Settings
-from fakes import FakePipeline
+from fakes import FakePipeline, band_mask
 
 H, W = 40, 56
 
 
 def _band(i: int) -> np.ndarray:
-    m = np.zeros((H, W), bool)
-    m[4 + 3 * i: 14 + 3 * i, 4 + 6 * i: 20 + 6 * i] = True
-    return m
+    return band_mask(i, H, W)
 
 
 @pytest.fixture
